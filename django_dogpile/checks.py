@@ -1,0 +1,140 @@
+"""System checks for DogpileCache aliases and the DOGPILE setting.
+
+Each problem has a stable id and a hint; the README lists them all.
+
+* ``django_dogpile.E001`` LOCATION missing or not a cache alias.
+* ``django_dogpile.E002`` LOCATION is this alias or another DogpileCache.
+* ``django_dogpile.E003`` TIMEOUT is not None or seconds >= 0.
+* ``django_dogpile.E004`` OPTIONS is not a dict, or has unknown keys.
+* ``django_dogpile.E005`` GRACE is not seconds >= 0.
+* ``django_dogpile.E006`` LOCK_TIMEOUT is not seconds > 0.
+* ``django_dogpile.E007`` WAIT_TIMEOUT is not seconds >= 0.
+* ``django_dogpile.E008`` BACKGROUND, BACKGROUND_WORKERS, SERVE_STALE_ON_ERROR,
+  EARLY_REFRESH or LOCK has a wrong type or value.
+* ``django_dogpile.E009`` LOCK is 'redis' but the store is not django-redis.
+* ``django_dogpile.E010`` DOGPILE is not a dict, or has unknown keys.
+* ``django_dogpile.E011`` DOGPILE['CACHE_ALIAS'] is not in CACHES.
+* ``django_dogpile.E012`` another DOGPILE value has a wrong type.
+* ``django_dogpile.W001`` (deploy) the store is per-process (locmem), so
+  the lock does not reach across worker processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+from django.utils.module_loading import import_string
+
+from .conf import ConfigError, parse_backend_options, parse_dogpile_setting, parse_timeout
+
+__all__ = ["check_caches", "check_dogpile_setting", "check_store_is_shared"]
+
+_LOCAL_STORES = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
+
+
+def _is_dogpile(backend: Any) -> bool:
+    from .cache import DogpileCache
+
+    try:
+        cls = import_string(backend)
+    except ImportError:
+        return False
+    return isinstance(cls, type) and issubclass(cls, DogpileCache)
+
+
+def _dogpile_aliases() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (alias, conf)
+        for alias, conf in settings.CACHES.items()
+        if _is_dogpile(conf.get("BACKEND", ""))
+    ]
+
+
+def _error(exc: ConfigError, alias: str) -> Error:
+    return Error(f"CACHES[{alias!r}]: {exc.msg}", hint=exc.hint, id=exc.id, obj=alias)
+
+
+@register(Tags.caches)
+def check_caches(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Validate every DogpileCache alias in CACHES."""
+    errors: list[Error] = []
+    for alias, conf in _dogpile_aliases():
+        location = conf.get("LOCATION")
+        if not location or not isinstance(location, str) or location not in settings.CACHES:
+            errors.append(
+                Error(
+                    f"CACHES[{alias!r}]['LOCATION'] must name the alias that stores "
+                    f"the data; {location!r} is not one.",
+                    hint=f"Configured aliases: {', '.join(settings.CACHES)}.",
+                    id="django_dogpile.E001",
+                    obj=alias,
+                )
+            )
+        elif location == alias or _is_dogpile(settings.CACHES[location].get("BACKEND", "")):
+            errors.append(
+                Error(
+                    f"CACHES[{alias!r}]['LOCATION'] is {location!r}, "
+                    + ("this alias itself." if location == alias else "another DogpileCache."),
+                    hint="Point LOCATION at a real store (locmem, django-redis, "
+                    "memcached, database, file).",
+                    id="django_dogpile.E002",
+                    obj=alias,
+                )
+            )
+        try:
+            parse_timeout(conf.get("TIMEOUT", 300))
+        except ConfigError as exc:
+            errors.append(_error(exc, alias))
+        try:
+            options = parse_backend_options(conf.get("OPTIONS"))
+        except ConfigError as exc:
+            errors.append(_error(exc, alias))
+            continue
+        store = settings.CACHES.get(location, {}) if isinstance(location, str) else {}
+        if options.lock == "redis" and "django_redis" not in store.get("BACKEND", ""):
+            errors.append(
+                Error(
+                    f"CACHES[{alias!r}]: LOCK is 'redis' but the store "
+                    f"{location!r} is {store.get('BACKEND')!r}.",
+                    hint="Use LOCK 'auto' or a django-redis store.",
+                    id="django_dogpile.E009",
+                    obj=alias,
+                )
+            )
+    return errors
+
+
+@register(Tags.caches)
+def check_dogpile_setting(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Validate the DOGPILE setting."""
+    try:
+        parse_dogpile_setting(getattr(settings, "DOGPILE", None))
+    except ConfigError as exc:
+        return [Error(exc.msg, hint=exc.hint, id=exc.id, obj="DOGPILE")]
+    return []
+
+
+@register(Tags.caches, deploy=True)
+def check_store_is_shared(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """Warn when a DogpileCache's store lives inside one process."""
+    warnings = []
+    for alias, conf in _dogpile_aliases():
+        store = settings.CACHES.get(conf.get("LOCATION"), {})
+        if store.get("BACKEND") in _LOCAL_STORES:
+            warnings.append(
+                Warning(
+                    f"CACHES[{alias!r}] stores its data in {store['BACKEND']}, which "
+                    "each worker process has to itself: every process regenerates "
+                    "on its own.",
+                    hint="Use a shared store (django-redis, memcached, database) "
+                    "when the site runs more than one process.",
+                    id="django_dogpile.W001",
+                    obj=alias,
+                )
+            )
+    return warnings

@@ -1,0 +1,247 @@
+"""Settings: the backend's OPTIONS and the project-wide ``DOGPILE`` dict.
+
+Everything is parsed and validated here, once.  The same functions serve the
+backend's ``__init__`` (which raises :class:`ImproperlyConfigured`) and the
+system checks (which report the same message as ``django_dogpile.E00x``), so
+``manage.py check`` catches what the first request would otherwise hit.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+__all__ = [
+    "BACKEND_OPTION_DEFAULTS",
+    "DOGPILE_DEFAULTS",
+    "BackendOptions",
+    "ConfigError",
+    "get_config",
+    "parse_backend_options",
+]
+
+#: OPTIONS of a ``DogpileCache`` alias, with their defaults.
+BACKEND_OPTION_DEFAULTS: dict[str, Any] = {
+    "GRACE": 600,
+    "LOCK_TIMEOUT": 30,
+    "WAIT_TIMEOUT": None,  # None: the same as LOCK_TIMEOUT
+    "BACKGROUND": False,
+    "BACKGROUND_WORKERS": 4,
+    "SERVE_STALE_ON_ERROR": False,
+    "EARLY_REFRESH": False,
+    "LOCK": "auto",
+}
+
+LOCK_KINDS = ("auto", "redis", "cache", "local")
+
+#: The ``DOGPILE`` setting: defaults for the template tag and decorators.
+DOGPILE_DEFAULTS: dict[str, Any] = {
+    "CACHE_ALIAS": None,  # None: as Django's faces choose (see the README)
+    "TIMEOUT": None,  # None: the cache's own default timeout
+    "KEY_PREFIX": "",
+    "STATUS_HEADER": "X-Dogpile-Cache",  # None or "" to send no header
+}
+
+
+class ConfigError(ValueError):
+    """One bad setting; ``id`` is the system check id that reports it."""
+
+    def __init__(self, id: str, msg: str, hint: str) -> None:
+        super().__init__(msg)
+        self.id, self.msg, self.hint = id, msg, hint
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    grace: float
+    lock_timeout: float
+    wait_timeout: float
+    background: bool
+    background_workers: int
+    serve_stale_on_error: bool
+    early_refresh: float  # beta of the XFetch rule; 0 is off
+    lock: str
+
+
+def _number(name: str, value: Any, *, id: str, allow_zero: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(
+            id,
+            f"OPTIONS[{name!r}] must be a number of seconds, not {value!r}.",
+            f"Set {name} to a non-negative int or float, e.g. 30.",
+        )
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(
+            id,
+            f"OPTIONS[{name!r}] must be {'>= 0' if allow_zero else '> 0'}, "
+            f"not {value!r}.",
+            "A lease must be finite and positive, e.g. 30."
+            if not allow_zero
+            else "Use a non-negative number of seconds, e.g. 30.",
+        )
+    return float(value)
+
+
+def parse_timeout(value: Any) -> float | None:
+    """Validate a cache's ``TIMEOUT`` (``None`` or seconds >= 0)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(
+            "django_dogpile.E003",
+            f"TIMEOUT must be None or a number of seconds, not {value!r}.",
+            "Django's BaseCache would silently use 300 here; set e.g. 300.",
+        )
+    if value < 0:
+        raise ConfigError(
+            "django_dogpile.E003",
+            f"TIMEOUT must not be negative ({value!r}).",
+            "Use 0 to cache nothing, None to never expire, or seconds.",
+        )
+    return value
+
+
+def parse_backend_options(options: Any) -> BackendOptions:
+    """Validate a DogpileCache OPTIONS dict; raise :class:`ConfigError`."""
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise ConfigError(
+            "django_dogpile.E004",
+            f"OPTIONS must be a dict, not {type(options).__name__}.",
+            "See the README for the options DogpileCache takes.",
+        )
+    unknown = sorted(set(options) - set(BACKEND_OPTION_DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            "django_dogpile.E004",
+            f"Unknown OPTIONS: {', '.join(map(repr, unknown))}.",
+            f"DogpileCache takes {', '.join(BACKEND_OPTION_DEFAULTS)}; "
+            "options of the store belong to the store's alias.",
+        )
+    merged = {**BACKEND_OPTION_DEFAULTS, **options}
+    grace = _number("GRACE", merged["GRACE"], id="django_dogpile.E005")
+    lock_timeout = _number(
+        "LOCK_TIMEOUT", merged["LOCK_TIMEOUT"], id="django_dogpile.E006",
+        allow_zero=False,
+    )
+    wait = merged["WAIT_TIMEOUT"]
+    wait_timeout = (
+        lock_timeout
+        if wait is None
+        else _number("WAIT_TIMEOUT", wait, id="django_dogpile.E007")
+    )
+    for flag in ("BACKGROUND", "SERVE_STALE_ON_ERROR"):
+        if not isinstance(merged[flag], bool):
+            raise ConfigError(
+                "django_dogpile.E008",
+                f"OPTIONS[{flag!r}] must be True or False, not {merged[flag]!r}.",
+                "Use a bool.",
+            )
+    workers = merged["BACKGROUND_WORKERS"]
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(
+            "django_dogpile.E008",
+            f"OPTIONS['BACKGROUND_WORKERS'] must be an int >= 1, not {workers!r}.",
+            "The pool of regeneration threads per process, e.g. 4.",
+        )
+    early = merged["EARLY_REFRESH"]
+    if early is True:
+        beta = 1.0
+    elif early is False or early is None:
+        beta = 0.0
+    else:
+        beta = _number("EARLY_REFRESH", early, id="django_dogpile.E008")
+    lock = merged["LOCK"]
+    if lock not in LOCK_KINDS:
+        raise ConfigError(
+            "django_dogpile.E008",
+            f"OPTIONS['LOCK'] must be one of {LOCK_KINDS}, not {lock!r}.",
+            "'auto' picks a Redis lease on django-redis, an add() lease on "
+            "other shared stores and the in-process lock on locmem.",
+        )
+    return BackendOptions(
+        grace=grace,
+        lock_timeout=lock_timeout,
+        wait_timeout=wait_timeout,
+        background=merged["BACKGROUND"],
+        background_workers=workers,
+        serve_stale_on_error=merged["SERVE_STALE_ON_ERROR"],
+        early_refresh=beta,
+        lock=lock,
+    )
+
+
+def parse_dogpile_setting(value: Any) -> dict[str, Any]:
+    """Validate the ``DOGPILE`` setting; raise :class:`ConfigError`."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError(
+            "django_dogpile.E010",
+            f"DOGPILE must be a dict, not {type(value).__name__}.",
+            "e.g. DOGPILE = {'CACHE_ALIAS': 'default', 'TIMEOUT': 300}",
+        )
+    unknown = sorted(set(value) - set(DOGPILE_DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            "django_dogpile.E010",
+            f"Unknown DOGPILE keys: {', '.join(map(repr, unknown))}.",
+            f"DOGPILE takes {', '.join(DOGPILE_DEFAULTS)}.",
+        )
+    merged = {**DOGPILE_DEFAULTS, **value}
+    alias = merged["CACHE_ALIAS"]
+    if alias is not None and alias not in settings.CACHES:
+        raise ConfigError(
+            "django_dogpile.E011",
+            f"DOGPILE['CACHE_ALIAS'] names {alias!r}, which is not in CACHES.",
+            f"Use one of: {', '.join(settings.CACHES)}.",
+        )
+    try:
+        parse_timeout(merged["TIMEOUT"])
+    except ConfigError as exc:
+        raise ConfigError(
+            "django_dogpile.E012", "DOGPILE['TIMEOUT']: " + exc.msg, exc.hint
+        ) from None
+    if not isinstance(merged["KEY_PREFIX"], str):
+        raise ConfigError(
+            "django_dogpile.E012",
+            f"DOGPILE['KEY_PREFIX'] must be a str, not {merged['KEY_PREFIX']!r}.",
+            "e.g. 'site'.",
+        )
+    header = merged["STATUS_HEADER"]
+    if header is not None and not isinstance(header, str):
+        raise ConfigError(
+            "django_dogpile.E012",
+            f"DOGPILE['STATUS_HEADER'] must be a header name or None, not {header!r}.",
+            "e.g. 'X-Dogpile-Cache'.",
+        )
+    return merged
+
+
+@functools.cache
+def get_config() -> dict[str, Any]:
+    """Return the merged ``DOGPILE`` setting (memoised; cleared on change)."""
+    try:
+        return parse_dogpile_setting(getattr(settings, "DOGPILE", None))
+    except ConfigError as exc:
+        raise ImproperlyConfigured(f"{exc.msg} {exc.hint}") from None
+
+
+@receiver(setting_changed)
+def _clear_config(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("DOGPILE", "CACHES"):
+        get_config.cache_clear()
+
+
+def improperly_configured(exc: ConfigError, where: str) -> ImproperlyConfigured:
+    return ImproperlyConfigured(f"{where}: {exc.msg} (hint: {exc.hint}) [{exc.id}]")
+
+

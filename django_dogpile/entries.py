@@ -1,0 +1,45 @@
+"""The record kept in the store: the value, when it was made, until when fresh.
+
+One store key holds a tuple ``(value, created, expires, cost)``:
+
+* ``created`` -- :func:`now` when the value was computed (for ``Age``);
+* ``expires`` -- when it stops being fresh; ``None`` for never;
+* ``cost`` -- seconds the computation took (the XFetch rule uses it).
+
+So a fresh hit is exactly one store read.  The store keeps the record for
+``freshness + GRACE`` seconds: past ``expires`` it is *stale* (a miss for
+``get``, servable by ``get_or_set`` while one caller regenerates), past
+``expires + GRACE`` it is gone.  A tuple pickles smaller and faster than any
+class would.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple
+
+__all__ = ["Entry", "is_entry", "now", "store_timeout"]
+
+#: The clock for freshness decisions.  ``django_dogpile.testing.Clock``
+#: replaces it to move time forward without sleeping; call it through the
+#: module (``entries.now()``) so the replacement is seen.
+now = time.time
+
+
+class Entry(NamedTuple):
+    value: Any
+    created: float
+    expires: float | None
+    cost: float = 0.0
+
+
+def is_entry(raw: Any) -> bool:
+    """Return True if ``raw`` read from the store is one of our records."""
+    return type(raw) is tuple and len(raw) == 4 or type(raw) is Entry
+
+
+def store_timeout(expires: float | None, grace: float, at: float) -> float | None:
+    """Return the store timeout that keeps a record servable for ``grace``."""
+    if expires is None:
+        return None
+    return max(expires - at, 0) + grace

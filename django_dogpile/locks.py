@@ -1,0 +1,304 @@
+"""The mutex a DogpileCache hands to the core ``Lock``: in-process, then a lease.
+
+A :class:`KeyMutex` for one store key is two locks taken in order:
+
+1. a per-key ``threading.Lock`` shared by every backend instance of the
+   process (Django gives each thread its own backend instance, so the state
+   lives in a module-level :class:`~django_dogpile.core.NameRegistry`);
+   threads of one process contend here and never reach the store;
+2. a *lease* in the shared store, when there is one:
+
+   * django-redis: ``SET lock token NX PX`` in a Lua script that, on
+     success, also returns the record (so the winner re-checks freshness
+     with no extra round trip), and on failure the lease's remaining
+     ``PTTL``; release is an owner-checked ``DEL`` that ``PUBLISH``-es on
+     the lock key, so waiting processes wake at once;
+   * other shared stores (memcached, database, file): ``cache.add(lock,
+     token, LOCK_TIMEOUT)``, released only by its owner, waited for by
+     polling with exponential back-off (5 ms to 100 ms);
+   * locmem: none -- the store lives in this process, the in-process lock
+     is enough.
+
+A lease always runs out after ``LOCK_TIMEOUT``, so a holder killed with
+SIGKILL blocks nobody for longer than that, and a holder whose lease ran out
+cannot delete its successor's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Any, Protocol
+
+from .core import NameRegistry
+from .exceptions import WaitTimeout
+
+__all__ = [
+    "CacheLease",
+    "KeyLock",
+    "KeyMutex",
+    "LeaseUnavailable",
+    "MISSING",
+    "RedisLease",
+    "key_lock",
+]
+
+log = logging.getLogger(__name__)
+
+#: "Not read": the lease did not fetch the record with the lock.
+MISSING = object()
+
+
+class LeaseUnavailable(Exception):
+    """The lease's store is down and the store is set to ignore errors."""
+
+
+class KeyLock:
+    """The in-process lock of one store key, shared across backend instances.
+
+    ``fallback`` carries a value computed while the shared store was down
+    (``IGNORE_EXCEPTIONS``), so that the callers of this process waiting on
+    the same key share that one computation instead of each redoing it.
+    """
+
+    __slots__ = ("lock", "fallback", "__weakref__")
+
+    def __init__(self, identifier: Any) -> None:
+        self.lock = threading.Lock()
+        self.fallback: tuple[Any, float | None] | None = None
+
+
+_registry: NameRegistry[KeyLock] = NameRegistry(KeyLock)
+
+
+def key_lock(identifier: Any) -> KeyLock:
+    """Return the process-wide :class:`KeyLock` for ``identifier``."""
+    return _registry.get(identifier)
+
+
+class Lease(Protocol):
+    def acquire(self, wait: bool, deadline: float) -> bool: ...
+
+    def release(self) -> None: ...
+
+    def snapshot(self) -> Any: ...
+
+
+class KeyMutex:
+    """``acquire(wait=True)``/``release()`` over a :class:`KeyLock` and a lease.
+
+    A blocking ``acquire`` waits at most ``wait_timeout`` seconds in all and
+    then raises :class:`~django_dogpile.exceptions.WaitTimeout`.  If the
+    lease's store is down and set to ignore errors, the mutex goes on with
+    the in-process lock alone (``degraded``).
+    """
+
+    __slots__ = ("local", "lease", "wait_timeout", "waited", "degraded")
+
+    def __init__(self, local: KeyLock, lease: Lease | None, wait_timeout: float) -> None:
+        self.local = local
+        self.lease = lease
+        self.wait_timeout = wait_timeout
+        self.waited = False
+        self.degraded = False
+
+    def acquire(self, wait: bool = True) -> bool:
+        lock = self.local.lock
+        if not wait:
+            if not lock.acquire(False):
+                return False
+            if self._lease(False, 0.0):
+                return True
+            lock.release()
+            return False
+        deadline = time.monotonic() + self.wait_timeout
+        if not lock.acquire(False):
+            self.waited = True
+            if not lock.acquire(timeout=self.wait_timeout):
+                raise WaitTimeout(f"in-process lock busy for {self.wait_timeout}s")
+        if not self._lease(True, deadline):
+            lock.release()
+            raise WaitTimeout(f"lease busy for {self.wait_timeout}s")
+        return True
+
+    def _lease(self, wait: bool, deadline: float) -> bool:
+        if self.lease is None:
+            return True
+        try:
+            return self.lease.acquire(wait, deadline)
+        except LeaseUnavailable:
+            log.warning("lock store unavailable; locking within this process only")
+            self.degraded = True
+            return True
+        except BaseException:
+            self.local.lock.release()
+            raise
+
+    def snapshot(self) -> Any:
+        """The record read atomically with the lease, or :data:`MISSING`."""
+        if self.lease is None or self.degraded:
+            return MISSING
+        return self.lease.snapshot()
+
+    def mark_waited(self) -> None:
+        self.waited = True
+
+    def release(self) -> None:
+        try:
+            if self.lease is not None and not self.degraded:
+                self.lease.release()
+        except Exception:  # the lease runs out by itself; never leak the local lock
+            log.warning("could not release the lease; it will expire", exc_info=True)
+        finally:
+            self.local.lock.release()
+
+
+# --- Redis ----------------------------------------------------------------
+
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('GET', KEYS[2])}
+end
+return {0, redis.call('PTTL', KEYS[1])}
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', KEYS[1], 'released')
+  return 1
+end
+return 0
+"""
+
+
+class RedisScripts:
+    """The two Lua scripts, registered once per redis client."""
+
+    def __init__(self, client: Any) -> None:
+        self.acquire = client.register_script(_ACQUIRE)
+        self.release = client.register_script(_RELEASE)
+
+
+class RedisLease:
+    """An owner-checked ``SET NX PX`` lease; see the module docstring."""
+
+    __slots__ = (
+        "client", "scripts", "lock_key", "record_key", "px", "decode",
+        "ignore_errors", "token", "_snapshot",
+    )
+
+    def __init__(
+        self,
+        client: Any,
+        scripts: RedisScripts,
+        lock_key: str,
+        record_key: str,
+        lock_timeout: float,
+        decode: Any,
+        ignore_errors: bool,
+    ) -> None:
+        self.client = client
+        self.scripts = scripts
+        self.lock_key = lock_key
+        self.record_key = record_key
+        self.px = max(int(lock_timeout * 1000), 1)
+        self.decode = decode
+        self.ignore_errors = ignore_errors
+        self.token = uuid.uuid4().hex
+        self._snapshot: Any = MISSING
+
+    def _try(self) -> tuple[bool, Any]:
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        try:
+            ok, extra = self.scripts.acquire(
+                keys=[self.lock_key, self.record_key],
+                args=[self.token, self.px],
+                client=self.client,
+            )
+        except (ConnectionError, TimeoutError) as exc:
+            if self.ignore_errors:
+                raise LeaseUnavailable(str(exc)) from exc
+            raise
+        if ok:
+            self._snapshot = None if extra is None else self.decode(extra)
+            return True, None
+        return False, extra
+
+    def acquire(self, wait: bool, deadline: float) -> bool:
+        ok, pttl = self._try()
+        if ok or not wait:
+            return ok
+        pubsub = self.client.pubsub()
+        try:
+            pubsub.subscribe(self.lock_key)
+            while True:
+                # Re-try after subscribing, so a release in between is not missed.
+                ok, pttl = self._try()
+                if ok:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                # Wake on the holder's PUBLISH, or when its lease runs out.
+                ttl = (pttl if pttl and pttl > 0 else 1) / 1000 + 0.002
+                pubsub.get_message(timeout=min(remaining, ttl))
+        finally:
+            try:
+                pubsub.close()
+            except Exception:  # pragma: no cover - closing a dead connection
+                pass
+
+    def snapshot(self) -> Any:
+        return self._snapshot
+
+    def release(self) -> None:
+        if not self.scripts.release(
+            keys=[self.lock_key], args=[self.token], client=self.client
+        ):
+            log.warning(
+                "lease %s ran out before its holder released it; "
+                "raise LOCK_TIMEOUT above the longest regeneration",
+                self.lock_key,
+            )
+
+
+# --- any other shared Django cache ------------------------------------------
+
+
+class CacheLease:
+    """A lease made with ``cache.add()``; see the module docstring."""
+
+    __slots__ = ("store", "lock_key", "timeout", "token")
+
+    def __init__(self, store: Any, lock_key: str, lock_timeout: float) -> None:
+        self.store = store
+        self.lock_key = lock_key
+        self.timeout = lock_timeout
+        self.token = uuid.uuid4().hex
+
+    def acquire(self, wait: bool, deadline: float) -> bool:
+        delay = 0.005
+        while True:
+            if self.store.add(self.lock_key, self.token, timeout=self.timeout):
+                return True
+            remaining = deadline - time.monotonic()
+            if not wait or remaining <= 0:
+                return False
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.1)
+
+    def snapshot(self) -> Any:
+        return MISSING
+
+    def release(self) -> None:
+        # Not atomic on stores without compare-and-delete: the window is the
+        # time between these two calls, and only matters if the lease ran out
+        # just then.
+        if self.store.get(self.lock_key) == self.token:
+            self.store.delete(self.lock_key)
+        else:
+            log.warning("lease %s ran out before its holder released it", self.lock_key)

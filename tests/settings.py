@@ -1,0 +1,75 @@
+"""Django settings for the test-suite; the Redis URL comes from conftest."""
+
+import os
+import tempfile
+
+SECRET_KEY = "tests-only"
+DEBUG = False
+USE_TZ = True
+ALLOWED_HOSTS = ["*"]
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django_dogpile",
+    "tests",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": []},
+    }
+]
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+REDIS_URL = os.environ.get("DOGPILE_TEST_REDIS_URL", "redis://127.0.0.1:1/0")
+_FILE_DIR = tempfile.mkdtemp(prefix="dogpile-filecache-")
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "default"},
+    "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "store"},
+    "redis": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 5},
+    },
+    "redis_ignore": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "ign",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 5, "IGNORE_EXCEPTIONS": True},
+    },
+    "file": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": _FILE_DIR},
+    "dp_locmem": {
+        "BACKEND": "django_dogpile.cache.DogpileCache",
+        "LOCATION": "locmem",
+        "TIMEOUT": 300,
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5},
+    },
+    "dp_redis": {
+        "BACKEND": "django_dogpile.cache.DogpileCache",
+        "LOCATION": "redis",
+        "TIMEOUT": 300,
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5},
+    },
+    "dp_redis_ignore": {
+        "BACKEND": "django_dogpile.cache.DogpileCache",
+        "LOCATION": "redis_ignore",
+        "TIMEOUT": 300,
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5},
+    },
+    "dp_file": {
+        "BACKEND": "django_dogpile.cache.DogpileCache",
+        "LOCATION": "file",
+        "TIMEOUT": 300,
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5},
+    },
+}
