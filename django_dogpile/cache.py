@@ -113,10 +113,11 @@ def _is_django_redis(store: Any) -> bool:
 class _Call:
     """What happened inside one dogpile-protected ``get_or_set``."""
 
-    __slots__ = ("reads", "stale", "outcome", "first")
+    __slots__ = ("reads", "stale", "outcome", "first", "seen_created")
 
     def __init__(self, first: Any) -> None:
         self.first = first
+        self.seen_created: float | None = None
         self.reads = 0
         self.stale: Any = MISSING
         self.outcome = "UPDATING"
@@ -614,18 +615,21 @@ class DogpileCache(BaseCache):
             if call.reads > 1 and (record[2] is None or now < record[2]):
                 return record[0], _FRESH  # another caller created it meanwhile
             call.stale = record[0]
+            call.seen_created = record[1]
             return record[0], _STALE
 
         def creator() -> tuple[Any, float]:
             if call.reads == 1 and call.stale is not MISSING:
                 # The core read once; somebody may have finished between that
-                # read and our lock.  The Redis lease fetched the record with
+                # read and our lock (a record with another creation time).  The Redis lease fetched the record with
                 # the lock, so this costs no round trip there.
                 record = mutex.snapshot()
                 if record is MISSING:
                     record = self.store.get(made, MISSING)
-                if is_entry(record) and (
-                    record[2] is None or entries.now() < record[2]
+                if (
+                    is_entry(record)
+                    and record[1] != call.seen_created
+                    and (record[2] is None or entries.now() < record[2])
                 ):
                     call.outcome = "HIT"
                     return record[0], _FRESH
