@@ -135,16 +135,23 @@ class DogpileCache(BaseCache):
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
         params = dict(params)
+        # A bad setting must reach `manage.py check` as django_dogpile.E00x,
+        # and Django's own cache checks instantiate every alias: so the error
+        # is kept here and raised, clearly, on first use instead.
+        self._config_error: ImproperlyConfigured | None = None
+        timeout: float | None = 300
+        self.options: BackendOptions = parse_backend_options({})
         try:
             timeout = parse_timeout(params.get("TIMEOUT", params.get("timeout", 300)))
-            self.options: BackendOptions = parse_backend_options(params.get("OPTIONS"))
+            self.options = parse_backend_options(params.get("OPTIONS"))
         except ConfigError as exc:
-            raise improperly_configured(exc, "DogpileCache") from None
+            self._config_error = improperly_configured(exc, "DogpileCache")
         if not location or not isinstance(location, str):
-            raise ImproperlyConfigured(
+            self._config_error = ImproperlyConfigured(
                 "DogpileCache: LOCATION must name the cache alias that stores "
                 "the data, e.g. 'store'. [django_dogpile.E001]"
             )
+            location = ""
         # BaseCache reads MAX_ENTRIES/CULL_FREQUENCY from OPTIONS; ours are
         # not its business.
         params["OPTIONS"] = {}
@@ -178,6 +185,8 @@ class DogpileCache(BaseCache):
         return store
 
     def _connect(self) -> BaseCache:
+        if self._config_error is not None:
+            raise self._config_error
         if self.location not in settings.CACHES:
             raise ImproperlyConfigured(
                 f"DogpileCache {self.alias!r}: LOCATION {self.location!r} is not a "

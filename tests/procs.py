@@ -38,6 +38,7 @@ def counting_creator(counter: str, delay: float, value: str = "v"):
         r.set(counter + ":max", max(int(r.get(counter + ":max") or 0), active))
         try:
             time.sleep(delay)
+            r.set(counter + ":landed", repr(time.time() + 0.001))
             return value
         finally:
             r.decr(counter + ":active")

@@ -472,14 +472,17 @@ class TestFile(ContractTests):
 
 
 def test_bad_configuration_is_a_clear_error():
-    with pytest.raises(ImproperlyConfigured, match="GRACE"):
-        DogpileCache("locmem", {"OPTIONS": {"GRACE": "ten"}})
+    # raised on first use, so that `manage.py check` can report it first
+    with pytest.raises(ImproperlyConfigured, match="GRACE.*E005"):
+        DogpileCache("locmem", {"OPTIONS": {"GRACE": "ten"}}).get("k")
     with pytest.raises(ImproperlyConfigured, match="LOCK_TIMEOUT"):
-        DogpileCache("locmem", {"OPTIONS": {"LOCK_TIMEOUT": 0}})
+        DogpileCache("locmem", {"OPTIONS": {"LOCK_TIMEOUT": 0}}).get_or_set("k", 1)
     with pytest.raises(ImproperlyConfigured, match="Unknown OPTIONS"):
-        DogpileCache("locmem", {"OPTIONS": {"GRAVE": 1}})
+        DogpileCache("locmem", {"OPTIONS": {"GRAVE": 1}}).set("k", 1)
     with pytest.raises(ImproperlyConfigured, match="TIMEOUT"):
-        DogpileCache("locmem", {"TIMEOUT": "300"})
+        DogpileCache("locmem", {"TIMEOUT": "300"}).get("k")
+    with pytest.raises(ImproperlyConfigured, match="LOCATION"):
+        DogpileCache("", {}).get("k")
     with pytest.raises(ImproperlyConfigured, match="is not a cache alias"):
         DogpileCache("nope", {}).get("k")
     with pytest.raises(ImproperlyConfigured, match="DogpileCache itself"):

@@ -1,0 +1,92 @@
+"""System checks, id by id."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from django_dogpile.checks import check_caches, check_dogpile_setting, check_store_is_shared
+
+LOCMEM = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+DP = "django_dogpile.cache.DogpileCache"
+
+
+def ids(messages):
+    return [m.id for m in messages]
+
+
+def caches_with(**dp):
+    return {"default": LOCMEM, "store": LOCMEM, "dp": {"BACKEND": DP, "LOCATION": "store", **dp}}
+
+
+@pytest.mark.parametrize(
+    "conf, expected",
+    [
+        ({}, []),
+        ({"LOCATION": "nope"}, ["django_dogpile.E001"]),
+        ({"LOCATION": ""}, ["django_dogpile.E001"]),
+        ({"LOCATION": "dp"}, ["django_dogpile.E002"]),
+        ({"TIMEOUT": "300"}, ["django_dogpile.E003"]),
+        ({"TIMEOUT": -5}, ["django_dogpile.E003"]),
+        ({"OPTIONS": {"GRAVE": 1}}, ["django_dogpile.E004"]),
+        ({"OPTIONS": []}, ["django_dogpile.E004"]),
+        ({"OPTIONS": {"GRACE": -1}}, ["django_dogpile.E005"]),
+        ({"OPTIONS": {"GRACE": "600"}}, ["django_dogpile.E005"]),
+        ({"OPTIONS": {"LOCK_TIMEOUT": 0}}, ["django_dogpile.E006"]),
+        ({"OPTIONS": {"LOCK_TIMEOUT": None}}, ["django_dogpile.E006"]),
+        ({"OPTIONS": {"WAIT_TIMEOUT": -1}}, ["django_dogpile.E007"]),
+        ({"OPTIONS": {"BACKGROUND": "yes"}}, ["django_dogpile.E008"]),
+        ({"OPTIONS": {"BACKGROUND_WORKERS": 0}}, ["django_dogpile.E008"]),
+        ({"OPTIONS": {"LOCK": "zookeeper"}}, ["django_dogpile.E008"]),
+        ({"OPTIONS": {"LOCK": "redis"}}, ["django_dogpile.E009"]),
+    ],
+)
+def test_cache_checks(conf, expected):
+    with override_settings(CACHES=caches_with(**conf)):
+        messages = check_caches()
+    assert ids(messages) == expected
+    assert all(m.hint for m in messages)
+
+
+def test_pointing_at_another_dogpile_cache():
+    conf = caches_with()
+    conf["dp2"] = {"BACKEND": DP, "LOCATION": "dp"}
+    with override_settings(CACHES=conf):
+        assert ids(check_caches()) == ["django_dogpile.E002"]
+
+
+@pytest.mark.parametrize(
+    "dogpile, expected",
+    [
+        (None, []),
+        ({"CACHE_ALIAS": "dp", "TIMEOUT": 60}, []),
+        ([], ["django_dogpile.E010"]),
+        ({"ALIAS": "dp"}, ["django_dogpile.E010"]),
+        ({"CACHE_ALIAS": "missing"}, ["django_dogpile.E011"]),
+        ({"TIMEOUT": "60"}, ["django_dogpile.E012"]),
+        ({"KEY_PREFIX": 3}, ["django_dogpile.E012"]),
+        ({"STATUS_HEADER": 1}, ["django_dogpile.E012"]),
+    ],
+)
+def test_dogpile_setting_checks(dogpile, expected):
+    with override_settings(CACHES=caches_with(), DOGPILE=dogpile):
+        messages = check_dogpile_setting()
+    assert ids(messages) == expected
+    assert all(m.hint for m in messages)
+
+
+def test_locmem_store_warns_on_deploy_only():
+    with override_settings(CACHES=caches_with()):
+        assert ids(check_store_is_shared()) == ["django_dogpile.W001"]
+    from django.core import checks
+
+    assert check_store_is_shared in checks.registry.registry.deployment_checks
+
+
+def test_manage_py_check_reports_instead_of_traceback():
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    with override_settings(CACHES=caches_with(OPTIONS={"GRACE": "x"})):
+        with pytest.raises(SystemCheckError, match="django_dogpile.E005"):
+            call_command("check")

@@ -1,0 +1,253 @@
+"""DogpileCache over a real redis-server: command counts, processes, faults."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+from django.core.cache import caches
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from django_dogpile.testing import Clock, run_concurrently
+from tests.procs import counting_creator, hammer, hold_forever, make_cache, raw_redis
+
+pytestmark = pytest.mark.redis
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+class Monitor:
+    """Count the commands clients send (MONITOR; script internals excluded)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.sendall(b"MONITOR\r\n")
+        self.buf = b""
+        self._read_until(lambda: b"+OK\r\n" in self.buf)
+        self.buf = self.buf.split(b"+OK\r\n", 1)[1]
+
+    def _read_until(self, done, timeout=2.0):
+        self.sock.settimeout(timeout)
+        while not done():
+            self.buf += self.sock.recv(65536)
+
+    def commands(self, marker: str) -> list[str]:
+        """Commands seen up to a PING carrying ``marker`` (sent by the test)."""
+        self._read_until(lambda: marker.encode() in self.buf)
+        lines, _, self.buf = self.buf.partition(marker.encode())
+        out = []
+        for line in lines.decode(errors="replace").splitlines():
+            if not line.startswith("+") or "[0 lua]" in line or "lua]" in line:
+                continue
+            cmd = line.split('"', 2)[1].upper() if '"' in line else ""
+            out.append(cmd)
+        return [c for c in out if c and c != "PING"]
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def monitor(redis_server):
+    m = Monitor(redis_server.port)
+    yield m
+    m.close()
+
+
+def flush():
+    raw_redis().flushdb()
+
+
+def counted(cache, monitor, fn, tag):
+    raw = raw_redis()
+    raw.execute_command("PING", f"start-{tag}")
+    monitor.commands(f"start-{tag}")
+    fn()
+    raw.execute_command("PING", f"end-{tag}")
+    return monitor.commands(f"end-{tag}")
+
+
+def test_redis_commands_per_operation(monitor):
+    flush()
+    cache = make_cache("redis", "count", timeout=10, LOCK_TIMEOUT=5)
+    cache.get_or_set("warm", "x")  # loads the Lua scripts once
+    cache.set("k", "v")
+    fresh = counted(cache, monitor, lambda: cache.get_or_set("k", "new"), "fresh")
+    assert fresh == ["GET"]
+
+    with Clock() as clock:
+        cache.set("s", "old", timeout=10)
+        clock.advance(11)
+        regen = counted(cache, monitor, lambda: cache.get_or_set("s", "new"), "regen")
+        # read, lease + re-check (one script), write, owner-checked release
+        assert regen == ["GET", "EVALSHA", "SET", "EVALSHA"]
+
+        cache.set("b", "old", timeout=10)
+        clock.advance(11)
+        holder_in, release = threading.Event(), threading.Event()
+
+        def slow():
+            holder_in.set()
+            release.wait(5)
+            return "new"
+
+        t = threading.Thread(target=lambda: cache.get_or_set("b", slow))
+        t.start()
+        assert holder_in.wait(5)
+        # a caller in *another process* would skip the in-process lock: use a
+        # second backend whose in-process lock is separate (other location alias)
+        other = make_cache("redis", "count", timeout=10, LOCK_TIMEOUT=5)
+        from django_dogpile import locks
+
+        saved = locks._registry
+        locks._registry = type(saved)(locks.KeyLock)
+        try:
+            box = []
+            stale = counted(
+                other, monitor, lambda: box.append(other.get_or_set("b", "never")), "stale"
+            )
+        finally:
+            locks._registry = saved
+            release.set()
+            t.join(5)
+        assert box == ["old"]
+        assert stale == ["GET", "EVALSHA"]  # read, lease refused: serve stale
+
+
+@pytest.mark.slow
+def test_processes_one_creator_per_expiry_and_prompt_wakeup():
+    flush()
+    results = SPAWN.Queue()
+    start_at = time.time() + 2.5  # time for the children to import Django
+    procs = [
+        SPAWN.Process(
+            target=hammer,
+            args=("xproc", "key", 4, 0.2, "xproc:calls", start_at, {"LOCK_TIMEOUT": 5}, results),
+        )
+        for _ in range(4)
+    ]
+    for p in procs:
+        p.start()
+    outs = [results.get(timeout=30) for _ in procs]
+    for p in procs:
+        p.join(10)
+    r = raw_redis()
+    assert int(r.get("xproc:calls")) == 1
+    assert int(r.get("xproc:calls:max")) == 1
+    flat = [o for out in outs for o in out]
+    assert len(flat) == 16 and {v for v, _, _ in flat} == {"v"}
+    landed = float(r.get("xproc:calls:landed"))
+    # every caller that arrived before the value landed got it within 50 ms
+    # (+ 50 ms of scheduling slack for 16 threads on a shared 2-core machine)
+    lateness = max(end - landed for _, t0, end in flat if t0 < landed)
+    assert lateness < 0.1, lateness
+
+
+@pytest.mark.slow
+def test_holder_killed_with_sigkill_lease_runs_out():
+    flush()
+    started = SPAWN.Event()
+    p = SPAWN.Process(
+        target=hold_forever, args=("kill", "key", {"LOCK_TIMEOUT": 1.0}, started)
+    )
+    p.start()
+    assert started.wait(30)
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(5)
+    cache = make_cache("redis", "kill", LOCK_TIMEOUT=1.0)
+    t0 = time.monotonic()
+    assert cache.get_or_set("key", lambda: "recovered") == "recovered"
+    assert time.monotonic() - t0 < 1.5  # at most the lease, nobody waits forever
+
+
+@pytest.mark.slow
+def test_expired_lease_holder_cannot_release_successor():
+    flush()
+    cache = make_cache("redis", "lease", LOCK_TIMEOUT=0.3)
+    r = raw_redis()
+    lock_key = caches["redis"].make_key(cache.make_key("k") + ":dogpile-lock")
+    first_in = threading.Event()
+
+    def slow_first():
+        first_in.set()
+        time.sleep(0.8)  # outlives its 0.3 s lease
+        return "first"
+
+    t = threading.Thread(target=lambda: cache.get_or_set("k", slow_first))
+    t.start()
+    assert first_in.wait(5)
+    time.sleep(0.4)  # the first lease ran out
+    assert r.get(lock_key) is None
+    # a successor (another process: fresh in-process lock) takes the lease
+    r.set(lock_key, b"successor", px=5000)
+    t.join(5)
+    assert r.get(lock_key) == b"successor"  # the old holder did not delete it
+
+
+@pytest.mark.slow
+def test_outage_with_ignore_exceptions_shares_one_computation(redis_server):
+    cache = caches["dp_redis_ignore"]
+    cache.set("warm", 1)
+    make_calls = []
+
+    def make():
+        make_calls.append(1)
+        time.sleep(0.3)
+        return "computed"
+
+    redis_server.stop()
+    try:
+        results = run_concurrently(8, lambda i: cache.get_or_set("k", make))
+        assert results == ["computed"] * 8
+        assert len(make_calls) == 1
+    finally:
+        redis_server.start()
+    # recovers with no manual step
+    assert cache.get_or_set("k2", lambda: "after") == "after"
+    assert cache.get("k2") == "after"
+
+
+def test_outage_without_ignore_raises_then_recovers(redis_server):
+    cache = caches["dp_redis"]
+    cache.set("k", "v")
+    redis_server.stop()
+    try:
+        with pytest.raises(RedisConnectionError):
+            cache.get_or_set("k", "x")
+    finally:
+        redis_server.start()
+    assert cache.get_or_set("k3", "y") == "y"
+
+
+@pytest.mark.slow
+def test_restart_under_load_recovers(redis_server):
+    cache = caches["dp_redis_ignore"]
+    stop = threading.Event()
+    errors, ok_after = [], []
+
+    def load():
+        c = caches["dp_redis_ignore"]
+        while not stop.is_set():
+            try:
+                c.get_or_set("hot", lambda: "v", timeout=1)
+            except Exception as exc:  # pragma: no cover - reported
+                errors.append(exc)
+            time.sleep(0.005)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    redis_server.restart()
+    time.sleep(0.3)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert errors == []
+    cache.set("after", 1)
+    assert cache.get("after") == 1
