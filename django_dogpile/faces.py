@@ -1,0 +1,53 @@
+"""What the tag and the decorators share: which cache, keys, settings."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterable
+
+from django.conf import settings
+from django.core.cache import caches
+
+from .conf import get_config
+
+__all__ = ["face_cache", "make_fragment_key", "safe_key"]
+
+
+def face_cache(alias: str | None = None, *, fragments: bool = False) -> Any:
+    """Return the cache a face uses.
+
+    ``alias`` if given; else ``DOGPILE["CACHE_ALIAS"]``; else, for template
+    fragments, a ``template_fragments`` alias when configured (as Django's
+    ``{% cache %}`` does); else ``default``.
+    """
+    if alias is None:
+        alias = get_config()["CACHE_ALIAS"]
+    if alias is None:
+        alias = "template_fragments" if fragments and "template_fragments" in settings.CACHES else "default"
+    return caches[alias]
+
+
+def _digest(parts: Iterable[Any]) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    for part in parts:
+        h.update(str(part).encode())
+        h.update(b":")
+    return h.hexdigest()
+
+
+def safe_key(*parts: str) -> str:
+    """Join parts into a key that memcached and Redis always accept."""
+    prefix = get_config()["KEY_PREFIX"]
+    key = ".".join(p for p in (prefix, *parts) if p)
+    if len(key) > 200 or any(ord(c) < 33 or ord(c) == 127 for c in key):
+        key = "dogpile.h." + hashlib.sha256(key.encode()).hexdigest()
+    return key
+
+
+def make_fragment_key(fragment_name: str, vary_on: Iterable[Any] | None = None) -> str:
+    """Return the cache key of a ``{% dogpile_cache %}`` fragment.
+
+    The counterpart of Django's ``make_template_fragment_key``: use it to
+    ``invalidate()`` or ``delete()`` a fragment from Python.
+    """
+    return safe_key("dogpile.fragment", fragment_name, _digest(vary_on or ()))

@@ -1,0 +1,119 @@
+"""``{% dogpile_cache %}``: Django's ``{% cache %}`` that never stampedes.
+
+::
+
+    {% load dogpile %}
+    {% dogpile_cache 500 sidebar request.user.username using="default" %}
+        ... expensive fragment ...
+    {% enddogpile_cache %}
+
+The grammar is Django's ``{% cache %}``: a timeout (any expression;
+``None`` means the cache's default), a fragment name, any number of values
+to vary on, and an optional last ``using="alias"``.  Errors in the tag are
+reported when the template is compiled where they can be (a missing
+argument, a literal timeout that is not a number, an unknown literal
+alias), else when it renders.  The fragment is rendered through the
+cache's ``get_or_set``: when it goes stale one request re-renders it while
+the others get the old fragment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+from django.conf import settings
+from django.template.base import FilterExpression, NodeList, Parser, Token
+from django.utils.safestring import mark_safe
+
+from ..faces import face_cache, make_fragment_key
+
+__all__ = ["DogpileCacheNode", "do_dogpile_cache"]
+
+register = template.Library()
+
+TAG = "dogpile_cache"
+
+
+class DogpileCacheNode(template.Node):
+    def __init__(
+        self,
+        nodelist: NodeList,
+        timeout: FilterExpression,
+        fragment_name: str,
+        vary_on: list[FilterExpression],
+        using: FilterExpression | None,
+    ) -> None:
+        self.nodelist = nodelist
+        self.timeout_var = timeout
+        self.fragment_name = fragment_name
+        self.vary_on = vary_on
+        self.using = using
+
+    def render(self, context: template.Context) -> str:
+        try:
+            timeout = self.timeout_var.resolve(context)
+        except template.VariableDoesNotExist:
+            raise template.TemplateSyntaxError(
+                f"'{TAG}' tag got an unknown variable: {self.timeout_var.var!r}"
+            ) from None
+        if timeout is not None:
+            try:
+                timeout = int(timeout)
+            except (ValueError, TypeError):
+                raise template.TemplateSyntaxError(
+                    f"'{TAG}' tag got a non-integer timeout value: {timeout!r}"
+                ) from None
+        alias = self.using.resolve(context) if self.using is not None else None
+        if alias is not None and alias not in settings.CACHES:
+            raise template.TemplateSyntaxError(
+                f"'{TAG}' tag: using={alias!r} is not a cache alias"
+            )
+        cache = face_cache(alias, fragments=True)
+        key = make_fragment_key(
+            self.fragment_name, [v.resolve(context) for v in self.vary_on]
+        )
+        kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        value = cache.get_or_set(key, lambda: self.nodelist.render(context), **kwargs)
+        return mark_safe(value)
+
+
+@register.tag(TAG)
+def do_dogpile_cache(parser: Parser, token: Token) -> DogpileCacheNode:
+    """Compile ``{% dogpile_cache TIMEOUT NAME [VARY ...] [using="alias"] %}``."""
+    bits = token.split_contents()
+    nodelist = parser.parse((f"end{TAG}",))
+    parser.delete_first_token()
+    if len(bits) < 3:
+        raise template.TemplateSyntaxError(
+            f"'{TAG}' tag requires at least 2 arguments: a timeout and a "
+            f"fragment name, e.g. {{% {TAG} 300 \"sidebar\" %}}"
+        )
+    using = None
+    if bits[-1].startswith("using="):
+        using = parser.compile_filter(bits[-1][len("using="):])
+        bits = bits[:-1]
+        if len(bits) < 3:
+            raise template.TemplateSyntaxError(
+                f"'{TAG}' tag requires a timeout and a fragment name before using="
+            )
+        if not isinstance(using.var, template.Variable) and using.var not in settings.CACHES:
+            raise template.TemplateSyntaxError(
+                f"'{TAG}' tag: using={using.var!r} is not a cache alias "
+                f"(configured: {', '.join(settings.CACHES)})"
+            )
+    timeout = parser.compile_filter(bits[1])
+    if not isinstance(timeout.var, template.Variable) and timeout.var is not None:
+        try:
+            int(timeout.var)
+        except (TypeError, ValueError):
+            raise template.TemplateSyntaxError(
+                f"'{TAG}' tag got a non-integer timeout value: {timeout.var!r}"
+            ) from None
+    return DogpileCacheNode(
+        nodelist,
+        timeout,
+        bits[2].strip("\"'"),
+        [parser.compile_filter(b) for b in bits[3:]],
+        using,
+    )

@@ -1,0 +1,311 @@
+"""The template tag and the decorators, over locmem and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.cache import caches
+from django.template import Context, Template, TemplateSyntaxError
+from django.test import AsyncClient, Client, override_settings
+
+from django_dogpile.decorators import cached
+from django_dogpile.faces import make_fragment_key
+from django_dogpile.testing import Clock, run_concurrently
+from tests import urls
+
+
+@pytest.fixture(autouse=True)
+def clean():
+    for alias in ("dp_locmem", "locmem"):
+        caches[alias].clear()
+    urls.CALLS["n"] = 0
+    from django_dogpile import decorators
+
+    decorators._vary_memo.clear()
+    yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def db():
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, run_syncdb=True)
+
+
+def render(src, using="dp_locmem", **ctx):
+    with override_settings(DOGPILE={"CACHE_ALIAS": using}):
+        return Template("{% load dogpile %}" + src).render(Context(ctx))
+
+
+# --- template tag ------------------------------------------------------------
+
+
+def test_tag_caches_and_varies():
+    calls = []
+    src = "{% dogpile_cache 60 frag who %}{{ fn }}{% enddogpile_cache %}"
+    fn = lambda: calls.append(1) or len(calls)  # noqa: E731
+    assert render(src, who="a", fn=fn) == "1"
+    assert render(src, who="a", fn=fn) == "1"
+    assert render(src, who="b", fn=fn) == "2"
+    assert caches["dp_locmem"].invalidate(make_fragment_key("frag", ["a"]))
+    assert render(src, who="a", fn=fn) == "3"
+
+
+def test_tag_using_and_none_timeout_and_nesting():
+    src = (
+        '{% dogpile_cache None outer using="dp_locmem" %}o{{ x }}'
+        "{% dogpile_cache 5 inner %}i{{ x }}{% enddogpile_cache %}"
+        "{% enddogpile_cache %}"
+    )
+    assert render(src, x=1) == "o1i1"
+    assert render(src, x=2) == "o1i1"
+
+
+def test_drop_in_for_django_cache_tag():
+    django_src = "{% load cache %}{% cache 60 side x %}[{{ x }}]{% endcache %}"
+    ours = django_src.replace("{% load cache %}", "{% load dogpile %}").replace(
+        "{% cache", "{% dogpile_cache").replace("endcache", "enddogpile_cache")
+    with override_settings(DOGPILE={"CACHE_ALIAS": "dp_locmem"}):
+        assert Template(ours).render(Context({"x": 1})) == Template(django_src).render(
+            Context({"x": 1})
+        )
+
+
+@pytest.mark.parametrize(
+    "src, message",
+    [
+        ("{% dogpile_cache %}{% enddogpile_cache %}", "requires at least 2 arguments"),
+        ("{% dogpile_cache 60 %}{% enddogpile_cache %}", "requires at least 2 arguments"),
+        ('{% dogpile_cache "soon" f %}{% enddogpile_cache %}', "non-integer timeout"),
+        ('{% dogpile_cache 60 f using="nope" %}{% enddogpile_cache %}', "not a cache alias"),
+    ],
+)
+def test_tag_syntax_errors_name_the_tag(src, message):
+    with pytest.raises(TemplateSyntaxError, match=message) as exc:
+        Template("{% load dogpile %}" + src)
+    assert "dogpile_cache" in str(exc.value)
+
+
+def test_tag_render_time_errors():
+    with pytest.raises(TemplateSyntaxError, match="dogpile_cache.*non-integer"):
+        render("{% dogpile_cache t f %}x{% enddogpile_cache %}", t="abc")
+
+
+@pytest.mark.slow
+def test_tag_stampede_renders_once():
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.3)
+        return "fragment"
+
+    src = "{% dogpile_cache 60 hot %}{{ slow }}{% enddogpile_cache %}"
+    with override_settings(DOGPILE={"CACHE_ALIAS": "dp_locmem"}):
+        t = Template("{% load dogpile %}" + src)
+        results = run_concurrently(10, lambda i: t.render(Context({"slow": slow})))
+    assert results == ["fragment"] * 10
+    assert len(calls) == 1
+
+
+# --- dogpile_cache_page ----------------------------------------------------
+
+
+def test_page_cached_with_django_headers_and_status():
+    c = Client()
+    r1 = c.get("/page/")
+    r2 = c.get("/page/")
+    assert r1.content == r2.content == b"page 1"
+    assert r1["X-Dogpile-Cache"] == "MISS" and r2["X-Dogpile-Cache"] == "HIT"
+    assert "max-age=60" in r2["Cache-Control"] and r2.has_header("Expires")
+    assert r2["Age"] == "0"
+    assert urls.CALLS["n"] == 1
+    assert c.head("/page/")["X-Dogpile-Cache"] == "HIT"
+
+
+def test_stale_page_says_so():
+    c = Client()
+    with Clock() as clock:
+        c.get("/page/")
+        clock.advance(61)
+        # another request holds the regeneration: this one gets the stale page
+        from django_dogpile.locks import key_lock
+
+        keys = [k for k in caches["locmem"]._cache if "dogpile.page" in k and ".GET." in k]
+        made = [k.split(":", 2)[2] for k in keys]
+        locks = [key_lock(("locmem", m)) for m in made]
+        for lk in locks:
+            lk.lock.acquire()
+        try:
+            r = c.get("/page/")
+        finally:
+            for lk in locks:
+                lk.lock.release()
+    assert r["X-Dogpile-Cache"] == "UPDATING"
+    assert r.content == b"page 1"
+    assert int(r["Age"]) > 60  # older than its max-age: visibly stale
+
+
+def test_non_get_and_non_200_and_streaming_never_cached():
+    c = Client()
+    c.post("/page/")
+    c.post("/page/")
+    assert urls.CALLS["n"] == 2
+    c.get("/status/?code=500")
+    c.get("/status/?code=500")
+    assert urls.CALLS["n"] == 4
+    r = c.get("/stream/")
+    assert b"".join(r.streaming_content) == b"ab"
+    c.get("/stream/")
+    assert urls.CALLS["n"] == 6
+
+
+def test_private_and_cookie_setting_responses_never_cached():
+    c = Client()
+    c.get("/private/")
+    c.get("/private/")
+    c.get("/cookie/")
+    c.get("/cookie/")
+    assert urls.CALLS["n"] == 4
+
+
+def test_vary_is_honoured():
+    c = Client()
+    assert c.get("/varies/", headers={"accept-language": "fr"}).content == b"lang fr"
+    assert c.get("/varies/", headers={"accept-language": "de"}).content == b"lang de"
+    assert c.get("/varies/", headers={"accept-language": "fr"}).content == b"lang fr"
+    assert c.get("/varies/", headers={"accept-language": "de"}).content == b"lang de"
+    # first request learns Vary (not stored under the vary-less key), then one per language
+    assert urls.CALLS["n"] == 3
+
+
+def test_logged_in_page_never_served_to_anonymous():
+    User.objects.filter(username="alice").delete()
+    User.objects.create_user("alice", password="pw")
+    alice = Client()
+    alice.login(username="alice", password="pw")
+    assert alice.get("/whoami/").content == b"hello alice"
+    assert alice.get("/whoami/").content == b"hello alice"
+    anon = Client()
+    assert anon.get("/whoami/").content == b"hello anonymous"
+    assert anon.get("/whoami/").content == b"hello anonymous"
+    assert alice.get("/whoami/").content == b"hello alice"
+
+
+def test_authorization_adds_vary():
+    c = Client()
+    r = c.get("/page/", headers={"authorization": "Bearer x"})
+    assert "Authorization" in r["Vary"]
+
+
+def test_class_based_view_and_wraps():
+    c = Client()
+    assert c.get("/class/").content == b"class"
+    assert c.get("/class/").content == b"class"
+    assert urls.CALLS["n"] == 1
+    assert urls.page.__name__ == "page" and urls.page.__doc__ == "A page view."
+
+
+@pytest.mark.slow
+def test_concurrent_requests_run_the_view_once():
+    c = Client()
+    results = run_concurrently(10, lambda i: Client().get("/page/?sleep=0.3").content)
+    assert results == [b"page 1"] * 10
+    assert urls.CALLS["n"] == 1
+    with Clock() as clock:
+        clock.advance(61)
+        statuses = run_concurrently(
+            10, lambda i: Client().get("/page/?sleep=0.3")["X-Dogpile-Cache"]
+        )
+    assert urls.CALLS["n"] == 2
+    assert sorted(statuses) == ["EXPIRED"] + ["UPDATING"] * 9
+    del c
+
+
+@pytest.mark.slow
+def test_async_view_concurrent_once():
+    async def main():
+        client = AsyncClient()
+        return await asyncio.gather(*(client.get("/async/?sleep=0.2") for _ in range(8)))
+
+    responses = asyncio.run(main())
+    assert [r.content for r in responses] == [b"async"] * 8
+    assert urls.CALLS["n"] == 1
+
+
+# --- cached() ----------------------------------------------------------------
+
+
+def test_cached_function():
+    calls = []
+
+    @cached(60, cache="dp_locmem")
+    def square(x, *, plus=0):
+        """Square it."""
+        calls.append(x)
+        return x * x + plus
+
+    assert square(3) == 9 and square(3) == 9
+    assert square(3, plus=1) == 10
+    assert calls == [3, 3]
+    assert square.__doc__ == "Square it."
+    assert square.invalidate(3)
+    assert square(3) == 9 and calls == [3, 3, 3]
+    assert square.refresh(3) == 9 and calls == [3, 3, 3, 3]
+    with pytest.raises(TypeError, match="key="):
+        square(threading.Lock())
+
+
+def test_cached_custom_key_and_async():
+    @cached(60, cache="dp_locmem", key=lambda obj: obj["id"])
+    def load(obj):
+        return obj["id"] * 2
+
+    assert load({"id": 2}) == 4
+
+    @cached(60, cache="dp_locmem")
+    async def fetch(x):
+        await asyncio.sleep(0)
+        return x + 1
+
+    assert asyncio.run(fetch(1)) == 2
+
+
+@pytest.mark.slow
+def test_cached_stampede_once():
+    calls = []
+
+    @cached(60, cache="dp_locmem")
+    def slow():
+        calls.append(1)
+        time.sleep(0.3)
+        return "v"
+
+    assert run_concurrently(10, lambda i: slow()) == ["v"] * 10
+    assert len(calls) == 1
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_faces_over_redis():
+    calls = []
+
+    @cached(60, cache="dp_redis")
+    def slow():
+        calls.append(1)
+        time.sleep(0.3)
+        return "v"
+
+    caches["dp_redis"].clear()
+    assert run_concurrently(10, lambda i: slow()) == ["v"] * 10
+    assert len(calls) == 1
+    with override_settings(DOGPILE={"CACHE_ALIAS": "dp_redis"}):
+        t = Template("{% load dogpile %}{% dogpile_cache 60 r %}{{ f }}{% enddogpile_cache %}")
+        hits = []
+        f = lambda: hits.append(1) or "frag"  # noqa: E731
+        assert run_concurrently(6, lambda i: t.render(Context({"f": f}))) == ["frag"] * 6
+    assert len(hits) == 1
