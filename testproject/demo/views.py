@@ -1,0 +1,101 @@
+"""The demo: the same slow work behind every face, and a live stats page."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import cache_page
+
+from django_dogpile.decorators import cached, dogpile_cache_page
+from django_dogpile.stats import COUNTERS, get_stats
+
+_lock = threading.Lock()
+RUNS: dict[str, int] = defaultdict(int)  # face -> slow executions
+LAST: dict[str, float] = {}
+
+
+def slow_work(face: str) -> str:
+    """The expensive part: counted, then it sleeps DEMO_SLOW seconds."""
+    with _lock:
+        RUNS[face] += 1
+        n = RUNS[face]
+    time.sleep(settings.DEMO_SLOW)
+    LAST[face] = time.time()
+    return f"{face} computed (run #{n}) at {time.strftime('%H:%M:%S')}"
+
+
+def index(request):
+    return render(request, "demo/index.html", {"timeout": settings.DEMO_TIMEOUT})
+
+
+def _report(request, face):
+    return HttpResponse(
+        f"<!doctype html><title>report</title><h1>Report</h1><p id=result>{slow_work(face)}</p>"
+        '<p><a href="/">back</a></p>'
+    )
+
+
+@dogpile_cache_page(None)
+def report(request):
+    return _report(request, "page (dogpile_cache_page)")
+
+
+@cache_page(settings.DEMO_TIMEOUT, cache="plain")
+def report_plain(request):
+    return _report(request, "page (Django cache_page)")
+
+
+def fragment(request):
+    return render(
+        request, "demo/fragment.html", {"slow": lambda: slow_work("fragment ({% dogpile_cache %})")}
+    )
+
+
+@cached()
+def totals() -> str:
+    return slow_work("function (cached())")
+
+
+def function(request):
+    return HttpResponse(f"<!doctype html><title>function</title><p id=result>{totals()}</p>")
+
+
+def _chart(rows: list[tuple[str, int]]) -> str:
+    """A horizontal bar chart as inline SVG (no JavaScript, no CDN)."""
+    width, bar = 420, 22
+    top = max([v for _, v in rows] + [1])
+    parts = [
+        f'<svg id="chart" xmlns="http://www.w3.org/2000/svg" width="{width + 160}" '
+        f'height="{len(rows) * (bar + 6) + 10}" role="img" aria-label="cache counters">'
+    ]
+    for i, (name, value) in enumerate(rows):
+        y = 5 + i * (bar + 6)
+        w = int(width * value / top)
+        parts.append(
+            f'<text x="0" y="{y + 16}" font-size="13">{name}</text>'
+            f'<rect x="130" y="{y}" width="{w}" height="{bar}" fill="#3b7dd8"/>'
+            f'<text x="{135 + w}" y="{y + 16}" font-size="13">{value}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def stats(request):
+    counters = get_stats("default")
+    if "json" in request.GET:
+        return JsonResponse({"counters": counters, "runs": dict(RUNS)})
+    rows = [(name, counters[name]) for name in COUNTERS]
+    faces = [
+        {"face": face, "runs": runs, "last": time.strftime("%H:%M:%S", time.localtime(LAST[face])) if face in LAST else "-"}
+        for face, runs in sorted(RUNS.items())
+    ]
+    return render(
+        request,
+        "demo/stats.html",
+        {"rows": rows, "faces": faces, "chart": _chart(rows), "store": settings.STORE["BACKEND"]},
+    )

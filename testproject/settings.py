@@ -1,0 +1,59 @@
+"""Demo settings: locmem by default, Redis when DOGPILE_REDIS_URL is set."""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+SECRET_KEY = "demo-only-not-secret"
+DEBUG = os.environ.get("DEMO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django_dogpile",
+    "testproject.demo",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+ROOT_URLCONF = "testproject.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
+DATABASES = {
+    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}
+}
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+USE_TZ = True
+
+#: seconds the slow parts take, and how long cached things stay fresh
+DEMO_SLOW = float(os.environ.get("DEMO_SLOW", "0.5"))
+DEMO_TIMEOUT = int(os.environ.get("DEMO_TIMEOUT", "5"))
+
+REDIS_URL = os.environ.get("DOGPILE_REDIS_URL")
+if REDIS_URL:
+    STORE = {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL}
+else:
+    STORE = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "demo"}
+
+CACHES = {
+    "store": STORE,
+    # the dogpile-protected cache every face uses
+    "default": {
+        "BACKEND": "django_dogpile.cache.DogpileCache",
+        "LOCATION": "store",
+        "TIMEOUT": DEMO_TIMEOUT,
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 30},
+    },
+    # plain Django caching on the same store, for the comparison
+    "plain": {**STORE, "KEY_PREFIX": "plain"},
+}
+DOGPILE = {"CACHE_ALIAS": "default", "TIMEOUT": DEMO_TIMEOUT}
