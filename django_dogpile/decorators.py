@@ -34,13 +34,13 @@ import functools
 import hashlib
 import inspect
 import pickle
+import re
 import threading
 from typing import Any, Callable
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.cache import (
-    cc_delim_re,
     get_max_age,
     has_vary_header,
     patch_response_headers,
@@ -54,6 +54,7 @@ from .faces import face_cache, safe_key
 __all__ = ["cached", "dogpile_cache_page"]
 
 _NOT_CACHEABLE = ("private", "no-cache", "no-store")
+_COMMA = re.compile(r"\s*,\s*")  # Django 6.1 dropped django.utils.cache.cc_delim_re
 
 
 class _DoNotStore(BaseException):
@@ -73,7 +74,7 @@ _vary_lock = threading.Lock()
 def _vary_of(response: HttpResponseBase) -> tuple[str, ...]:
     if not response.has_header("Vary"):
         return ()
-    return tuple(sorted({h.strip().lower() for h in cc_delim_re.split(response["Vary"]) if h.strip()}))
+    return tuple(sorted({h.strip().lower() for h in _COMMA.split(response["Vary"]) if h.strip()}))
 
 
 def _url_key(request: HttpRequest, prefix: str) -> str:
