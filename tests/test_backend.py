@@ -390,8 +390,9 @@ class ContractTests:
         assert get_stats(c.alias)["WAIT_TIMEOUTS"] == 1
 
     def test_early_refresh_regenerates_before_expiry(self):
-        # cost 10 ms x beta 1e6: the XFetch draw lands past expiry every time
-        c = self.variant(EARLY_REFRESH=1e6)
+        # cost >= 10 ms x beta 1e9: the XFetch draw lands past a 100 s expiry
+        # unless random() > 1 - 1e-5 (1e6 only made that 1 %: seen flaking)
+        c = self.variant(EARLY_REFRESH=1e9)
         make = Counter("v", delay=0.01)
         with Clock():
             c.get_or_set("k", make, timeout=100)
