@@ -70,7 +70,7 @@ from .conf import (
     parse_timeout,
 )
 from .core import Lock, NeedRegenerationException
-from .entries import Entry, is_entry, store_timeout
+from .entries import Entry, is_entry, is_fresh, store_timeout
 from .exceptions import UncacheableValue, WaitTimeout
 from .locks import MISSING, CacheLease, KeyMutex, RedisLease, RedisScripts, key_lock
 from .runners import submit
@@ -333,7 +333,7 @@ class DogpileCache(BaseCache):
             ) from exc
         with key_lock((self.location, made)).lock:
             raw = self.store.get(made, MISSING)
-            if is_entry(raw) and (raw[2] is None or entries.now() < raw[2]):
+            if is_fresh(raw, entries.now()):
                 return False
             return self._store_entry(key, made, value, fresh_for)
 
@@ -370,7 +370,7 @@ class DogpileCache(BaseCache):
         with key_lock((self.location, made)).lock:
             raw = self.store.get(made, MISSING)
             now = entries.now()
-            if not is_entry(raw) or (raw[2] is not None and now >= raw[2]):
+            if not is_fresh(raw, now):
                 return False
             fresh_for = self._freshness(timeout)
             if fresh_for is not None and fresh_for <= 0:
@@ -434,7 +434,7 @@ class DogpileCache(BaseCache):
         now = entries.now()
         found = {}
         for mk, raw in self.store.get_many(list(made)).items():
-            if is_entry(raw) and (raw[2] is None or now < raw[2]):
+            if is_fresh(raw, now):
                 found[made[mk]] = raw[0]
         return found
 
@@ -491,7 +491,7 @@ class DogpileCache(BaseCache):
         try:
             raw = self.store.get(made, MISSING)
             now = entries.now()
-            if not is_entry(raw) or (raw[2] is not None and now >= raw[2]):
+            if not is_fresh(raw, now):
                 raise ValueError(f"Key '{key}' not found")
             value = raw[0] + delta
             self.store.set(
@@ -520,7 +520,7 @@ class DogpileCache(BaseCache):
         old = self.make_and_validate_key(key, version)
         raw = self.store.get(old, MISSING)
         now = entries.now()
-        if not is_entry(raw) or (raw[2] is not None and now >= raw[2]):
+        if not is_fresh(raw, now):
             raise ValueError(f"Key '{key}' not found")
         new = self.make_and_validate_key(key, version + delta)
         self.store.set(new, raw, timeout=store_timeout(raw[2], self.options.grace, now))
@@ -651,11 +651,7 @@ class DogpileCache(BaseCache):
                 record = mutex.snapshot()
                 if record is MISSING:
                     record = self.store.get(made, MISSING)
-                if (
-                    is_entry(record)
-                    and record[1] != call.seen_created
-                    and (record[2] is None or entries.now() < record[2])
-                ):
+                if is_fresh(record, entries.now()) and record[1] != call.seen_created:
                     call.outcome = "HIT"
                     return record[0], _FRESH
             call.outcome = "EXPIRED" if call.stale is not MISSING else "MISS"
@@ -719,7 +715,7 @@ class DogpileCache(BaseCache):
             record = mutex.snapshot()
             if record is MISSING:
                 record = self.store.get(made, MISSING)
-            if is_entry(record) and (record[2] is None or entries.now() < record[2]):
+            if is_fresh(record, entries.now()):
                 return
             self._create(key, made, default, fresh_for, mutex, None)
         except Exception:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple
 
-__all__ = ["Entry", "is_entry", "now", "store_timeout"]
+__all__ = ["Entry", "is_entry", "is_fresh", "now", "store_timeout"]
 
 #: The clock for freshness decisions.  ``django_dogpile.testing.Clock``
 #: replaces it to move time forward without sleeping; call it through the
@@ -36,6 +36,11 @@ class Entry(NamedTuple):
 def is_entry(raw: Any) -> bool:
     """Return True if ``raw`` read from the store is one of our records."""
     return type(raw) is tuple and len(raw) == 4 or type(raw) is Entry
+
+
+def is_fresh(raw: Any, at: float) -> bool:
+    """Return True if ``raw`` is one of our records and fresh at ``at``."""
+    return is_entry(raw) and (raw[2] is None or at < raw[2])
 
 
 def store_timeout(expires: float | None, grace: float, at: float) -> float | None:
