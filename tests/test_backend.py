@@ -210,6 +210,25 @@ class ContractTests:
             self.cache.set("has space", 1)
         with pytest.warns(CacheKeyWarning):
             self.cache.get("x" * 260)
+        # the made-key memo must not swallow the warning on later calls
+        for _ in range(3):
+            with pytest.warns(CacheKeyWarning):
+                self.cache.get_or_set("has space", 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            self.cache.get_or_set("clean", 1)
+            self.cache.get_or_set("clean", 1)
+
+    def test_unhashable_and_versioned_keys_on_the_hit_path(self):
+        c = self.cache
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CacheKeyWarning)
+            assert c.get_or_set(["list", "key"], "a") == "a"
+            assert c.get_or_set(["list", "key"], "b") == "a"
+        assert c.get_or_set("v", "one", version=1) == "one"
+        assert c.get_or_set("v", "two", version=2) == "two"
+        assert c.get_or_set("v", "x") == "one"  # VERSION 1 is the default
+        assert c.get("v", version=2) == "two"
 
     def test_get_or_set(self):
         c = self.cache
@@ -457,6 +476,28 @@ class ContractTests:
         assert seen == [("regenerated", "k")]
         stats = get_stats(c.alias)
         assert stats["HIT"] == 1 and stats["MISS"] == 1 and stats["REGENERATIONS"] == 1
+
+    def test_hit_counter_is_exact_under_threads_and_resets(self):
+        c = self.cache
+        c.set("k", "v")
+        reset_stats(c.alias)
+        per_thread = 200 if self.store == "locmem" else 25
+
+        def hammer():
+            cache = caches[self.alias]  # each thread its own instance
+            for _ in range(per_thread):
+                assert cache.get_or_set("k", "w") == "v"
+
+        threads = [threading.Thread(target=hammer) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert get_stats(c.alias)["HIT"] == 8 * per_thread
+        reset_stats(c.alias)
+        assert get_stats(c.alias)["HIT"] == 0
+        c.get_or_set("k", "w")
+        assert get_stats(c.alias)["HIT"] == 1
 
 
 class TestLocmem(ContractTests):
