@@ -78,7 +78,7 @@ from .entries import Entry, is_entry, is_fresh, store_timeout
 from .exceptions import UncacheableValue, WaitTimeout
 from .locks import MISSING, CacheLease, KeyMutex, RedisLease, RedisScripts, key_lock
 from .runners import submit
-from .stats import stats_for
+from .stats import key_stats_for, stats_for
 
 __all__ = ["DogpileCache"]
 
@@ -167,6 +167,9 @@ class DogpileCache(BaseCache):
         self.alias = self._find_alias(location, params)
         self._stats = stats_for(self.alias)
         self._hit = self._stats.hit
+        self._keys = (
+            key_stats_for(self.alias, self.options.key_stats) if self.options.key_stats else None
+        )
         self._store_cache: BaseCache | None = None
         self._lease_factory: Callable[[str, str], Any] | None = None
         self._local = False
@@ -226,7 +229,7 @@ class DogpileCache(BaseCache):
         elif kind == "cache":
             timeout = self.options.lock_timeout
             self._lease_factory = lambda lock_key, record_key: CacheLease(
-                store, lock_key, timeout
+                store, lock_key, record_key, timeout
             )
         else:
             self._lease_factory = None
@@ -259,7 +262,10 @@ class DogpileCache(BaseCache):
         factory = self._lease_factory
         lease = factory(made + ":dogpile-lock", made) if factory else None
         return KeyMutex(
-            key_lock((self.location, made)), lease, self.options.wait_timeout
+            key_lock((self.location, made)),
+            lease,
+            self.options.wait_timeout,
+            lambda record: self._live(record, entries.now()),
         )
 
     # --- keys and records ---------------------------------------------------
@@ -311,6 +317,11 @@ class DogpileCache(BaseCache):
                 f"stored: {exc}"
             ) from exc
         return result is not False
+
+    def _count(self, name: str, key: Any) -> None:
+        self._stats.incr(name)
+        if self._keys is not None:
+            self._keys.incr(key, name)
 
     def _early(self, raw: Any, now: float) -> bool:
         """The XFetch rule: refresh before expiry, likelier as it nears."""
@@ -615,6 +626,8 @@ class DogpileCache(BaseCache):
                 and not (self._early_refresh and self._early(raw, entries.now()))
             ):
                 self._hit()
+                if self._keys is not None:
+                    self._keys.incr(key, "HIT")
                 return raw[0]
         return self._dogpile(key, made, raw, default, timeout)[0]
 
@@ -640,13 +653,15 @@ class DogpileCache(BaseCache):
                 now < raw[2] and not (self._early_refresh and self._early(raw, now))
             ):
                 self._hit()
+                if self._keys is not None:
+                    self._keys.incr(key, "HIT")
                 return raw[0], "HIT"
         return self._dogpile(key, made, raw, default, timeout)
 
     def _dogpile(self, key: Any, made: str, raw: Any, default: Any, timeout: Any) -> Any:
         fresh_for = self._freshness(timeout)
         if fresh_for is not None and fresh_for <= 0:
-            self._stats.incr("MISS")
+            self._count("MISS", key)
             return (default() if callable(default) else default), "MISS"
         mutex = self._mutex(made)
         call = _Call(raw)
@@ -657,6 +672,10 @@ class DogpileCache(BaseCache):
             if call.reads == 1:
                 record = call.first
                 call.first = None
+            elif mutex.landed is not MISSING:
+                # Waited, and the lease found the value instead of the lock:
+                # serve it (this caller holds no lock, so never regenerate).
+                return mutex.landed[0], _FRESH
             else:
                 record = self.store.get(made, MISSING)
             now = entries.now()
@@ -707,11 +726,11 @@ class DogpileCache(BaseCache):
 
     def _create(self, key: Any, made: str, default: Any, fresh_for: float | None, mutex: KeyMutex, call: _Call | None) -> tuple[Any, float]:
         started = time.monotonic()
-        self._stats.incr("REGENERATIONS")
+        self._count("REGENERATIONS", key)
         try:
             value = default() if callable(default) else default
         except Exception as exc:
-            self._stats.incr("ERRORS")
+            self._count("ERRORS", key)
             signals.regeneration_failed.send(
                 type(self), alias=self.alias, key=key, exception=exc
             )
@@ -732,7 +751,9 @@ class DogpileCache(BaseCache):
         if mutex.degraded or not stored:
             expires = None if fresh_for is None else entries.now() + fresh_for
             mutex.local.fallback = (value, expires)
-        self._stats.last_regeneration = time.time()
+        self._stats.last_regeneration = when = time.time()
+        if self._keys is not None:
+            self._keys.regenerated(key, when)
         log.debug("regenerated %r in %.3fs", key, cost)
         signals.value_regenerated.send(
             type(self), alias=self.alias, key=key, duration=cost,
@@ -757,9 +778,9 @@ class DogpileCache(BaseCache):
         outcome = call.outcome
         if outcome == "UPDATING" and call.reads > 1:
             outcome = "MISS"  # waited and then read what another caller made
-        self._stats.incr(outcome)
+        self._count(outcome, key)
         if mutex.waited:
-            self._stats.incr("WAITS")
+            self._count("WAITS", key)
             signals.caller_waited.send(
                 type(self), alias=self.alias, key=key,
                 duration=time.monotonic() - started, timed_out=False,
@@ -773,8 +794,8 @@ class DogpileCache(BaseCache):
 
     def _wait_timed_out(self, key: Any, default: Any, started: float) -> Any:
         waited = time.monotonic() - started
-        self._stats.incr("WAIT_TIMEOUTS")
-        self._stats.incr("MISS")
+        self._count("WAIT_TIMEOUTS", key)
+        self._count("MISS", key)
         log.warning(
             "waited %.1fs for %r to be created elsewhere; computing it here "
             "without storing it (WAIT_TIMEOUT)", waited, key,
@@ -821,12 +842,14 @@ class DogpileCache(BaseCache):
                 now < raw[2] and not (self._early_refresh and self._early(raw, now))
             ):
                 self._hit()
+                if self._keys is not None:
+                    self._keys.incr(key, "HIT")
                 return raw[0], "HIT"
         ident = (self.location, made)
         inflight = _inflight()
         while (pending := inflight.get(ident)) is not None:
             if self._live(raw, entries.now()):
-                self._stats.incr("UPDATING")
+                self._count("UPDATING", key)
                 return raw[0], "UPDATING"
             try:
                 value, _ = await asyncio.shield(pending)

@@ -37,6 +37,7 @@ BACKEND_OPTION_DEFAULTS: dict[str, Any] = {
     "SERVE_STALE_ON_ERROR": False,
     "EARLY_REFRESH": False,
     "LOCK": "auto",
+    "KEY_STATS": 0,  # per-key counters for up to this many keys; 0 is off
 }
 
 LOCK_KINDS = ("auto", "redis", "cache", "local")
@@ -68,6 +69,7 @@ class BackendOptions:
     serve_stale_on_error: bool
     early_refresh: float  # beta of the XFetch rule; 0 is off
     lock: str
+    key_stats: int = 0
 
 
 def _number(name: str, value: Any, *, id: str, allow_zero: bool = True) -> float:
@@ -167,7 +169,15 @@ def parse_backend_options(options: Any) -> BackendOptions:
             "'auto' picks a Redis lease on django-redis, an add() lease on "
             "other shared stores and the in-process lock on locmem.",
         )
+    key_stats = merged["KEY_STATS"]
+    if isinstance(key_stats, bool) or not isinstance(key_stats, int) or key_stats < 0:
+        raise ConfigError(
+            "django_dogpile.E008",
+            f"OPTIONS['KEY_STATS'] must be an int >= 0, not {key_stats!r}.",
+            "How many keys to keep per-key counters for (0: off), e.g. 200.",
+        )
     return BackendOptions(
+        key_stats=key_stats,
         grace=grace,
         lock_timeout=lock_timeout,
         wait_timeout=wait_timeout,

@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from .core import NameRegistry
 from .exceptions import WaitTimeout
@@ -78,8 +78,13 @@ def key_lock(identifier: Any) -> KeyLock:
     return _registry.get(identifier)
 
 
+#: What a blocking ``Lease.acquire`` returns when, instead of the lock, it
+#: found the record that the holder just stored (see :class:`KeyMutex`).
+LANDED = object()
+
+
 class Lease(Protocol):
-    def acquire(self, wait: bool, deadline: float) -> bool: ...
+    def acquire(self, wait: bool, deadline: float) -> Any: ...
 
     def release(self) -> None: ...
 
@@ -93,16 +98,33 @@ class KeyMutex:
     then raises :class:`~django_dogpile.exceptions.WaitTimeout`.  If the
     lease's store is down and set to ignore errors, the mutex goes on with
     the in-process lock alone (``degraded``).
+
+    A blocking ``acquire`` is only made for a key with no value.  When the
+    lease finds that a record has landed meanwhile, the waiter does not take
+    the lock at all: ``acquire`` returns True holding nothing, and
+    ``landed`` is the record, which the caller serves.  So once the value
+    exists, every waiter in every process returns after one round trip,
+    instead of taking the lease one after another.
     """
 
-    __slots__ = ("local", "lease", "wait_timeout", "waited", "degraded")
+    __slots__ = ("local", "lease", "wait_timeout", "usable", "waited", "degraded", "landed")
 
-    def __init__(self, local: KeyLock, lease: Lease | None, wait_timeout: float) -> None:
+    def __init__(
+        self,
+        local: KeyLock,
+        lease: Lease | None,
+        wait_timeout: float,
+        usable: Callable[[Any], bool] = bool,
+    ) -> None:
+        """``usable(record)`` says whether a landed record may be served."""
         self.local = local
+        self.usable = usable
         self.lease = lease
         self.wait_timeout = wait_timeout
         self.waited = False
         self.degraded = False
+        #: The record found instead of the lock (see the class docstring).
+        self.landed: Any = MISSING
 
     def acquire(self, wait: bool = True) -> bool:
         lock = self.local.lock
@@ -118,16 +140,25 @@ class KeyMutex:
             self.waited = True
             if not lock.acquire(timeout=self.wait_timeout):
                 raise WaitTimeout(f"in-process lock busy for {self.wait_timeout}s")
-        if not self._lease(True, deadline):
+        got = self._lease(True, deadline)
+        if got is LANDED:
+            lock.release()
+            self.landed = self.lease.snapshot()  # type: ignore[union-attr]
+            return True
+        if not got:
             lock.release()
             raise WaitTimeout(f"lease busy for {self.wait_timeout}s")
         return True
 
-    def _lease(self, wait: bool, deadline: float) -> bool:
+    def _lease(self, wait: bool, deadline: float) -> Any:
         if self.lease is None:
             return True
         try:
-            return self.lease.acquire(wait, deadline)
+            got = self.lease.acquire(wait, deadline)
+            if got is LANDED and not self.usable(self.lease.snapshot()):
+                # not a servable record: take the lock the ordinary way
+                got = self.lease.acquire(wait, deadline, landed_ok=False)  # type: ignore[call-arg]
+            return got
         except LeaseUnavailable:
             log.warning("lock store unavailable; locking within this process only")
             self.degraded = True
@@ -146,6 +177,8 @@ class KeyMutex:
         self.waited = True
 
     def release(self) -> None:
+        if self.landed is not MISSING:
+            return  # acquire() took nothing
         try:
             if self.lease is not None and not self.degraded:
                 self.lease.release()
@@ -158,6 +191,12 @@ class KeyMutex:
 # --- Redis ----------------------------------------------------------------
 
 _ACQUIRE = """
+if ARGV[3] == '1' then
+  local record = redis.call('GET', KEYS[2])
+  if record then
+    return {2, record}
+  end
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {1, redis.call('GET', KEYS[2])}
 end
@@ -210,13 +249,14 @@ class RedisLease:
         self.token = uuid.uuid4().hex
         self._snapshot: Any = MISSING
 
-    def _try(self) -> tuple[bool, Any]:
+    def _try(self, landed_ok: bool) -> tuple[Any, Any]:
+        """One round trip: ``(True | False | LANDED, pttl)``."""
         from redis.exceptions import ConnectionError, TimeoutError
 
         try:
             ok, extra = self.scripts.acquire(
                 keys=[self.lock_key, self.record_key],
-                args=[self.token, self.px],
+                args=[self.token, self.px, "1" if landed_ok else "0"],
                 client=self.client,
             )
         except (ConnectionError, TimeoutError) as exc:
@@ -225,11 +265,13 @@ class RedisLease:
             raise
         if ok:
             self._snapshot = None if extra is None else self.decode(extra)
-            return True, None
+            return (True if ok == 1 else LANDED), None
         return False, extra
 
-    def acquire(self, wait: bool, deadline: float) -> bool:
-        ok, pttl = self._try()
+    def acquire(self, wait: bool, deadline: float, landed_ok: bool = True) -> Any:
+        """Take the lease; a blocking call may return :data:`LANDED` instead."""
+        landed_ok = wait and landed_ok
+        ok, pttl = self._try(landed_ok)
         if ok or not wait:
             return ok
         pubsub = self.client.pubsub()
@@ -237,15 +279,20 @@ class RedisLease:
             pubsub.subscribe(self.lock_key)
             while True:
                 # Re-try after subscribing, so a release in between is not missed.
-                ok, pttl = self._try()
+                ok, pttl = self._try(landed_ok)
                 if ok:
-                    return True
+                    return ok
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                # Wake on the holder's PUBLISH, or when its lease runs out.
+                # Wake on the holder's PUBLISH, or when its lease runs out
+                # (the confirmation of SUBSCRIBE itself is no reason to wake).
                 ttl = (pttl if pttl and pttl > 0 else 1) / 1000 + 0.002
-                pubsub.get_message(timeout=min(remaining, ttl))
+                until = time.monotonic() + min(remaining, ttl)
+                while (left := until - time.monotonic()) > 0:
+                    message = pubsub.get_message(timeout=left)
+                    if message is not None and message.get("type") == "message":
+                        break
         finally:
             try:
                 pubsub.close()
@@ -272,15 +319,18 @@ class RedisLease:
 class CacheLease:
     """A lease made with ``cache.add()``; see the module docstring."""
 
-    __slots__ = ("store", "lock_key", "timeout", "token")
+    __slots__ = ("store", "lock_key", "record_key", "timeout", "token", "_snapshot")
 
-    def __init__(self, store: Any, lock_key: str, lock_timeout: float) -> None:
+    def __init__(self, store: Any, lock_key: str, record_key: str, lock_timeout: float) -> None:
         self.store = store
         self.lock_key = lock_key
+        self.record_key = record_key
         self.timeout = lock_timeout
         self.token = uuid.uuid4().hex
+        self._snapshot: Any = MISSING
 
-    def acquire(self, wait: bool, deadline: float) -> bool:
+    def acquire(self, wait: bool, deadline: float, landed_ok: bool = True) -> Any:
+        """Take the lease; a blocking call may return :data:`LANDED` instead."""
         delay = 0.005
         while True:
             if self.store.add(self.lock_key, self.token, timeout=self.timeout):
@@ -290,9 +340,14 @@ class CacheLease:
                 return False
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 0.1)
+            if landed_ok:
+                record = self.store.get(self.record_key, MISSING)
+                if record is not MISSING:
+                    self._snapshot = record
+                    return LANDED
 
     def snapshot(self) -> Any:
-        return MISSING
+        return self._snapshot
 
     def release(self) -> None:
         # Not atomic on stores without compare-and-delete: the window is the

@@ -11,14 +11,28 @@ The counters are per process::
 
     from django_dogpile.stats import get_stats
     get_stats("default")      # {"HIT": 120, "UPDATING": 3, ...}
+
+With ``OPTIONS["KEY_STATS"] = N`` a DogpileCache also counts per key, for
+the ``N`` keys used most recently (the others are dropped)::
+
+    get_key_stats("default")  # {"report": {"HIT": 97, ..., "last_regeneration": 1.7e9}}
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+from collections import OrderedDict
+from typing import Any
 
-__all__ = ["COUNTERS", "Stats", "get_stats", "reset_stats"]
+__all__ = [
+    "COUNTERS",
+    "KeyStats",
+    "Stats",
+    "get_key_stats",
+    "get_stats",
+    "reset_stats",
+]
 
 COUNTERS = (
     "HIT",
@@ -68,7 +82,49 @@ class Stats:
         self.last_regeneration = None
 
 
+class KeyStats:
+    """Counters per cache key, for the ``size`` keys used most recently."""
+
+    __slots__ = ("size", "_lock", "_keys")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._keys: OrderedDict[Any, dict[str, Any]] = OrderedDict()
+
+    def _row(self, key: Any) -> dict[str, Any]:
+        try:
+            row = self._keys.get(key)
+        except TypeError:  # an unhashable key (Django formats any key with %s)
+            key = str(key)
+            row = self._keys.get(key)
+        if row is None:
+            row = self._keys[key] = {**dict.fromkeys(COUNTERS, 0), "last_regeneration": None}
+            if len(self._keys) > self.size:
+                self._keys.popitem(last=False)
+        else:
+            self._keys.move_to_end(key)
+        return row
+
+    def incr(self, key: Any, name: str) -> None:
+        with self._lock:
+            self._row(key)[name] += 1
+
+    def regenerated(self, key: Any, when: float) -> None:
+        with self._lock:
+            self._row(key)["last_regeneration"] = when
+
+    def snapshot(self) -> dict[Any, dict[str, Any]]:
+        with self._lock:
+            return {key: dict(row) for key, row in self._keys.items()}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._keys.clear()
+
+
 _registry: dict[str, Stats] = {}
+_key_registry: dict[str, KeyStats] = {}
 _registry_lock = threading.Lock()
 
 
@@ -81,17 +137,39 @@ def stats_for(alias: str) -> Stats:
     return stats
 
 
+def key_stats_for(alias: str, size: int) -> KeyStats:
+    """Return the (process-wide) :class:`KeyStats` of ``alias``."""
+    with _registry_lock:
+        keys = _key_registry.get(alias)
+        if keys is None:
+            keys = _key_registry[alias] = KeyStats(size)
+        keys.size = max(keys.size, size)
+        return keys
+
+
+def get_key_stats(alias: str = "default") -> dict[Any, dict[str, Any]]:
+    """Return per-key counters of cache ``alias`` (empty unless ``KEY_STATS``).
+
+    Each key maps to the counters of :data:`COUNTERS` plus
+    ``last_regeneration`` (a :func:`time.time`, or None).
+    """
+    keys = _key_registry.get(alias)
+    return keys.snapshot() if keys is not None else {}
+
+
 def get_stats(alias: str = "default") -> dict[str, int]:
     """Return a copy of the counters of cache ``alias`` in this process."""
     return stats_for(alias).snapshot()
 
 
 def reset_stats(alias: str | None = None) -> None:
-    """Zero the counters of ``alias``, or of every alias."""
+    """Zero the counters (and per-key counters) of ``alias``, or of all."""
     if alias is None:
         with _registry_lock:
-            targets = list(_registry.values())
+            targets: list[Stats | KeyStats] = [*_registry.values(), *_key_registry.values()]
     else:
         targets = [stats_for(alias)]
+        if alias in _key_registry:
+            targets.append(_key_registry[alias])
     for stats in targets:
         stats.reset()

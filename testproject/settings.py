@@ -51,7 +51,8 @@ CACHES = {
         "BACKEND": "django_dogpile.cache.DogpileCache",
         "LOCATION": "store",
         "TIMEOUT": DEMO_TIMEOUT,
-        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 30},
+        # KEY_STATS: per-key counters for the stats page (the 200 most recent keys)
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 30, "KEY_STATS": 200},
     },
     # plain Django caching on the same store, for the comparison
     "plain": {**STORE, "KEY_PREFIX": "plain"},

@@ -541,3 +541,38 @@ def test_nothing_cached_is_lost_by_a_bad_call():
         warnings.simplefilter("ignore", CacheKeyWarning)
         c.set("bad key", 2)
     assert c.get("keep") == 1
+
+
+def test_key_stats_count_per_key_and_stay_bounded():
+    from django_dogpile.stats import get_key_stats
+
+    c = DogpileCache("locmem", {"TIMEOUT": 10, "KEY_PREFIX": "ks", "OPTIONS": {"KEY_STATS": 3}})
+    reset_stats(c.alias)
+    with Clock() as clock:
+        c.get_or_set("a", "1")
+        c.get_or_set("a", "x")
+        c.get_or_set("a", "x")
+        clock.advance(11)
+        c.get_or_set("a", "2")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CacheKeyWarning)
+            c.get_or_set(["un", "hashable"], "3")
+    rows = get_key_stats(c.alias)
+    a = rows["a"]
+    assert (a["MISS"], a["HIT"], a["EXPIRED"], a["REGENERATIONS"]) == (1, 2, 1, 2)
+    assert a["last_regeneration"] is not None
+    assert rows["['un', 'hashable']"]["MISS"] == 1
+    for key in "bcd":
+        c.get_or_set(key, key)
+    assert set(get_key_stats(c.alias)) == {"b", "c", "d"}  # the 3 most recent
+    assert get_stats(c.alias)["REGENERATIONS"] == 6
+    reset_stats(c.alias)
+    assert get_key_stats(c.alias) == {}
+
+
+def test_key_stats_off_by_default():
+    from django_dogpile.stats import get_key_stats
+
+    c = caches["dp_locmem"]
+    c.get_or_set("off", 1)
+    assert get_key_stats(c.alias) == {}

@@ -27,7 +27,11 @@ assert "<svg" in body and 'id="chart"' in body, body[:500]
 import json
 runs = json.loads(c.get("/stats/?json=1").content)["runs"]
 assert runs["page (dogpile_cache_page)"] == 1, runs
-assert json.loads(c.get("/stats/?json=1").content)["counters"]["HIT"] >= 1
+data = json.loads(c.get("/stats/?json=1").content)
+assert data["counters"]["HIT"] >= 1
+pages = [row for key, row in data["keys"].items() if key.startswith("dogpile.page.")]
+assert [(r["REGENERATIONS"], r["HIT"]) for r in pages] == [(1, 1)], data["keys"]
+assert 'id="keys"' in body and "dogpile_cache_page" in body and "cached()" in body, body
 print("ok")
 """
 

@@ -38,15 +38,21 @@ class Monitor:
 
     def commands(self, marker: str) -> list[str]:
         """Commands seen up to a PING carrying ``marker`` (sent by the test)."""
+        return [cmd for _, cmd in self.by_client(marker)]
+
+    def by_client(self, marker: str) -> list[tuple[str, str]]:
+        """As :meth:`commands`, each with the client address that sent it."""
         self._read_until(lambda: marker.encode() in self.buf)
         lines, _, self.buf = self.buf.partition(marker.encode())
         out = []
         for line in lines.decode(errors="replace").splitlines():
-            if not line.startswith("+") or "[0 lua]" in line or "lua]" in line:
+            if not line.startswith("+") or "lua]" in line or '"' not in line:
                 continue
-            cmd = line.split('"', 2)[1].upper() if '"' in line else ""
-            out.append(cmd)
-        return [c for c in out if c and c != "PING"]
+            client = line.split("[", 1)[1].split("]", 1)[0].split()[-1]
+            cmd = line.split('"', 2)[1].upper()
+            if cmd != "PING":
+                out.append((client, cmd))
+        return out
 
     def close(self):
         self.sock.close()
@@ -63,13 +69,13 @@ def flush():
     raw_redis().flushdb()
 
 
-def counted(cache, monitor, fn, tag):
+def counted(cache, monitor, fn, tag, by_client=False):
     raw = raw_redis()
     raw.execute_command("PING", f"start-{tag}")
     monitor.commands(f"start-{tag}")
     fn()
     raw.execute_command("PING", f"end-{tag}")
-    return monitor.commands(f"end-{tag}")
+    return (monitor.by_client if by_client else monitor.commands)(f"end-{tag}")
 
 
 def test_redis_commands_per_operation(monitor):
@@ -117,6 +123,54 @@ def test_redis_commands_per_operation(monitor):
             t.join(5)
         assert box == ["old"]
         assert stale == ["GET", "EVALSHA"]  # read, lease refused: serve stale
+
+
+def test_cold_waiter_in_another_process_takes_no_lock(monitor):
+    """A waiter woken by the holder's PUBLISH gets the value, not the lease."""
+    from django_dogpile import locks
+
+    flush()
+    cache = make_cache("redis", "cold", timeout=10, LOCK_TIMEOUT=5)
+    cache.get_or_set("warm", "x")  # loads the Lua scripts once
+    holder_in, release = threading.Event(), threading.Event()
+
+    def slow():
+        holder_in.set()
+        release.wait(5)
+        return "made"
+
+    t = threading.Thread(target=lambda: cache.get_or_set("c", slow))
+    t.start()
+    assert holder_in.wait(5)
+    other = make_cache("redis", "cold", timeout=10, LOCK_TIMEOUT=5)
+    saved = locks._registry
+    locks._registry = type(saved)(locks.KeyLock)  # as if another process
+    box = []
+    try:
+        threading.Timer(0.2, release.set).start()
+        waited = counted(
+            other, monitor, lambda: box.append(other.get_or_set("c", "never")), "cold",
+            by_client=True,
+        )
+    finally:
+        locks._registry = saved
+        release.set()
+        t.join(5)
+    assert box == ["made"]
+    # read (miss), lease refused, subscribe, then -- woken -- one script call
+    # that returns the record that landed.  The holder's SET and release are
+    # on the other connection, in between; the waiter never SETs, DELs or
+    # releases anything.
+    commands = [cmd for _, cmd in waited if cmd != "HELLO"]  # HELLO: a new connection
+    assert commands == [
+        "GET",  # waiter: miss
+        "EVALSHA",  # waiter: lease busy (returns its PTTL)
+        "SUBSCRIBE",  # waiter: to the lock key's channel
+        "EVALSHA",  # waiter: re-try after subscribing (still busy)
+        "SET",  # holder: the record
+        "EVALSHA",  # holder: owner-checked DEL + PUBLISH
+        "EVALSHA",  # waiter, woken: the script returns the record that landed
+    ], waited
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import cache_page
 
 from django_dogpile.decorators import cached, dogpile_cache_page
-from django_dogpile.stats import COUNTERS, get_stats
+from django_dogpile.stats import COUNTERS, get_key_stats, get_stats
 
 _lock = threading.Lock()
 RUNS: dict[str, int] = defaultdict(int)  # face -> slow executions
@@ -85,17 +85,56 @@ def _chart(rows: list[tuple[str, int]]) -> str:
     return "".join(parts)
 
 
+#: The face that made a key, from the prefix the faces give their keys.
+FACES = {
+    "dogpile.page": "dogpile_cache_page",
+    "dogpile.fragment": "{% dogpile_cache %}",
+    "dogpile.fn": "cached()",
+}
+
+
+def _face_of(key: str) -> str:
+    for prefix, face in FACES.items():
+        if str(key).startswith(prefix + "."):
+            return face
+    return "get_or_set"
+
+
+def _clock(ts: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
 def stats(request):
     counters = get_stats("default")
+    keys = get_key_stats("default")
     if "json" in request.GET:
-        return JsonResponse({"counters": counters, "runs": dict(RUNS)})
+        return JsonResponse({"counters": counters, "runs": dict(RUNS), "keys": keys})
     rows = [(name, counters[name]) for name in COUNTERS]
+    per_key = [
+        {
+            "key": key,
+            "face": _face_of(key),
+            "hits": row["HIT"],
+            "stale": row["UPDATING"] + row["STALE"],
+            "regenerations": row["REGENERATIONS"],
+            "waits": row["WAITS"],
+            "errors": row["ERRORS"],
+            "last": _clock(row["last_regeneration"]),
+        }
+        for key, row in sorted(keys.items(), key=lambda item: (_face_of(item[0]), str(item[0])))
+    ]
     faces = [
-        {"face": face, "runs": runs, "last": time.strftime("%H:%M:%S", time.localtime(LAST[face])) if face in LAST else "-"}
+        {"face": face, "runs": runs, "last": _clock(LAST.get(face))}
         for face, runs in sorted(RUNS.items())
     ]
     return render(
         request,
         "demo/stats.html",
-        {"rows": rows, "faces": faces, "chart": _chart(rows), "store": settings.STORE["BACKEND"]},
+        {
+            "rows": rows,
+            "keys": per_key,
+            "faces": faces,
+            "chart": _chart(rows),
+            "store": settings.STORE["BACKEND"],
+        },
     )

@@ -1,0 +1,275 @@
+"""One hot key, many callers, a short timeout: plain get_or_set vs DogpileCache.
+
+Run:  .venv/bin/python benchmarks/stampede.py          (about 50 s)
+      .venv/bin/python benchmarks/stampede.py --duration 4 --threads 16
+
+Every scenario runs three times in one go, side by side: Django's own
+``get_or_set`` on a store alias (``django``), ``DogpileCache.get_or_set``
+over the same alias (``dogpile``), and the same with ``BACKGROUND``
+(``background``: even the caller that wins the lock gets the stale value).  The callers (threads, or processes x threads on Redis) loop on
+one key with a short pause between calls; the creator sleeps
+``--creator`` seconds and records when it ran.  The script starts its own
+``redis-server`` on a free loopback port.
+
+Columns:
+
+* ``creator calls`` -- how often the creator ran; ``max at once`` -- most
+  creators running at the same moment (across processes too, from their
+  recorded intervals);
+* ``while fresh`` -- creator calls that started while the store held a
+  fresh value (wasted work);
+* ``slow calls`` -- calls after the first value existed that took at least
+  the creator's time (callers made to wait at an expiry);
+* ``cold wait`` -- the longest a caller that arrived before the first value
+  waited for it (the creator's time + the wake-up delay);
+* latency percentiles over all calls.
+
+``tests/test_stampede.py`` runs a short version of the same scenarios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+@dataclass
+class Result:
+    """What one scenario measured (times in seconds)."""
+
+    calls: list[tuple[float, float]] = field(default_factory=list)  # (start, end)
+    creators: list[tuple[float, float, bool]] = field(default_factory=list)  # (start, end, fresh)
+    errors: int = 0
+
+    def merge(self, other: Result) -> None:
+        self.calls.extend(other.calls)
+        self.creators.extend(other.creators)
+        self.errors += other.errors
+
+    def summary(self, creator_time: float) -> dict[str, Any]:
+        creators = sorted(self.creators)
+        first_landed = min((end for _, end, _ in creators), default=float("inf"))
+        latencies = sorted(end - start for start, end in self.calls)
+        slow = sum(
+            1
+            for start, end in self.calls
+            if start >= first_landed and end - start >= creator_time * 0.95
+        )
+        cold = [end - start for start, end in self.calls if start < first_landed]
+        return {
+            "requests": len(self.calls),
+            "creator calls": len(creators),
+            "max at once": max_overlap([(s, e) for s, e, _ in creators]),
+            "while fresh": sum(1 for *_, fresh in creators if fresh),
+            "slow calls": slow,
+            "cold wait ms": max(cold, default=0.0) * 1000,
+            "p50 ms": percentile(latencies, 0.50) * 1000,
+            "p99 ms": percentile(latencies, 0.99) * 1000,
+            "max ms": (latencies[-1] if latencies else 0.0) * 1000,
+            "errors": self.errors,
+        }
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals open at one instant."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    best = active = 0
+    for _, step in events:
+        active += step
+        best = max(best, active)
+    return best
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def setup_django(redis_url: str | None) -> None:
+    if redis_url:
+        os.environ["DOGPILE_TEST_REDIS_URL"] = redis_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    import django
+
+    django.setup()
+
+
+KINDS = ("django", "dogpile", "background")
+
+
+def make_cache(kind: str, store: str, timeout: float) -> Any:
+    """This thread's cache for ``kind``: Django's alias, or a DogpileCache."""
+    from django.core.cache import caches
+
+    from django_dogpile.cache import DogpileCache
+
+    if kind == "django":
+        return caches[store]
+    options = {"GRACE": 600, "LOCK_TIMEOUT": 10, "BACKGROUND": kind == "background"}
+    return DogpileCache(store, {"TIMEOUT": timeout, "OPTIONS": options})
+
+
+def is_fresh_now(kind: str, cache: Any, key: str) -> bool:
+    """Does the store hold a fresh value for ``key`` right now?"""
+    from django_dogpile import entries
+
+    if kind == "django":
+        return cache.get(key) is not None  # Django: present means fresh
+    return entries.is_fresh(cache.store.get(cache.make_key(key)), entries.now())
+
+
+def drive(
+    kind: str,
+    store: str,
+    key: str,
+    threads: int,
+    start_at: float,
+    duration: float,
+    timeout: float,
+    creator_time: float,
+    think: float,
+) -> Result:
+    """Run ``threads`` callers in this process until ``start_at + duration``."""
+    result = Result()
+    lock = threading.Lock()
+    ready = threading.Barrier(threads)
+
+    def caller() -> None:
+        cache = make_cache(kind, store, timeout)  # one per thread, as Django does
+
+        def creator() -> str:
+            started = time.time()
+            fresh = is_fresh_now(kind, cache, key)
+            time.sleep(creator_time)
+            with lock:
+                result.creators.append((started, time.time(), fresh))
+            return f"made at {started}"
+
+        # Warm up: connections, scripts and imports are ready before the clock
+        # starts, as in a server that has been up for a while.
+        cache.get_or_set(f"{key}:warm:{threading.get_ident()}", "w", timeout=timeout)
+        ready.wait()
+        calls = []
+        errors = 0
+        time.sleep(max(0.0, start_at - time.time()))
+        end = start_at + duration
+        while (now := time.time()) < end:
+            try:
+                cache.get_or_set(key, creator, timeout=timeout)
+            except Exception:
+                errors += 1
+            calls.append((now, time.time()))
+            time.sleep(think)
+        with lock:
+            result.calls.extend(calls)
+            result.errors += errors
+
+    workers = [threading.Thread(target=caller) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return result
+
+
+def _process_main(args: tuple[Any, ...], redis_url: str | None, queue: Any) -> None:
+    setup_django(redis_url)
+    queue.put(drive(*args))
+
+
+def run(
+    kind: str,
+    store: str,
+    *,
+    threads: int = 32,
+    processes: int = 1,
+    duration: float = 8.0,
+    timeout: float = 1.0,
+    creator_time: float = 0.2,
+    think: float = 0.005,
+    redis_url: str | None = None,
+) -> Result:
+    """One scenario: ``processes`` x ``threads`` callers on one fresh key."""
+    key = f"stampede:{uuid.uuid4().hex[:12]}"
+    start_at = time.time() + (3.0 if processes > 1 else 0.5)
+    args = (kind, store, key, threads, start_at, duration, timeout, creator_time, think)
+    if processes == 1:
+        return drive(*args)
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_process_main, args=(args, redis_url, queue)) for _ in range(processes)]
+    for p in procs:
+        p.start()
+    result = Result()
+    for _ in procs:
+        result.merge(queue.get(timeout=duration + 60))
+    for p in procs:
+        p.join()
+    return result
+
+
+COLUMNS = (
+    "requests", "creator calls", "max at once", "while fresh", "slow calls",
+    "cold wait ms", "p50 ms", "p99 ms", "max ms", "errors",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--timeout", type=float, default=1.0)
+    parser.add_argument("--creator", type=float, default=0.2, help="creator time, s")
+    parser.add_argument("--think", type=float, default=0.005, help="pause between calls, s")
+    parser.add_argument("--stores", default="locmem,redis")
+    opts = parser.parse_args()
+
+    from tests.redis_server import RedisServer
+
+    server = RedisServer()
+    server.start()
+    try:
+        setup_django(server.url)
+        scenarios = []
+        for store in opts.stores.split(","):
+            scenarios.append((store, 1, opts.threads))
+            if store == "redis":
+                scenarios.append((store, 8, max(1, opts.threads // 8)))
+        print(
+            f"{opts.duration:g} s per run, timeout {opts.timeout:g} s, creator "
+            f"{opts.creator * 1000:g} ms, {opts.think * 1000:g} ms between calls; "
+            f"python {sys.version.split()[0]}, {os.cpu_count()} cpus\n"
+        )
+        header = f"{'scenario':28} {'':8}" + "".join(f"{c:>14}" for c in COLUMNS)
+        print(header)
+        for store, processes, threads in scenarios:
+            label = f"{store} {processes}x{threads}" if processes > 1 else f"{store} {threads} threads"
+            for kind in KINDS:
+                result = run(
+                    kind, store, threads=threads, processes=processes,
+                    duration=opts.duration, timeout=opts.timeout,
+                    creator_time=opts.creator, think=opts.think, redis_url=server.url,
+                )
+                row = result.summary(opts.creator)
+                cells = "".join(
+                    f"{row[c]:>14.1f}" if isinstance(row[c], float) else f"{row[c]:>14}"
+                    for c in COLUMNS
+                )
+                print(f"{label:28} {kind:8}{cells}", flush=True)
+    finally:
+        server.cleanup()
+
+
+if __name__ == "__main__":
+    main()
