@@ -302,15 +302,23 @@ class DogpileCache(BaseCache):
         return expires is None or now < expires + self.options.grace
 
     def _store_entry(
-        self, key: Any, made: str, value: Any, fresh_for: float | None, cost: float = 0.0
+        self,
+        key: Any,
+        made: str,
+        value: Any,
+        fresh_for: float | None,
+        cost: float = 0.0,
+        mutex: KeyMutex | None = None,
     ) -> bool:
         now = entries.now()
         expires = None if fresh_for is None else now + fresh_for
-        record = Entry(value, now, expires, cost)
+        record = tuple(Entry(value, now, expires, cost))
         try:
             result = self.store.set(
-                made, tuple(record), timeout=store_timeout(expires, self.options.grace, now)
+                made, record, timeout=store_timeout(expires, self.options.grace, now)
             )
+            if mutex is not None and result is not False:
+                mutex.local.publish(record)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise UncacheableValue(
                 f"DogpileCache {self.alias!r}: the value for key {key!r} cannot be "
@@ -677,7 +685,11 @@ class DogpileCache(BaseCache):
                 # serve it (this caller holds no lock, so never regenerate).
                 return mutex.landed[0], _FRESH
             else:
-                record = self.store.get(made, MISSING)
+                # After a wait: the Redis lease read the record atomically
+                # with taking the lock, so only other stores are read again.
+                record = mutex.snapshot()
+                if record is MISSING:
+                    record = self.store.get(made, MISSING)
             now = entries.now()
             if not is_entry(record) or (
                 record[2] is not None and now >= record[2] + grace
@@ -747,7 +759,7 @@ class DogpileCache(BaseCache):
             log.debug("regenerating %r failed", key, exc_info=True)
             raise
         cost = time.monotonic() - started
-        stored = self._store_entry(key, made, value, fresh_for, cost)
+        stored = self._store_entry(key, made, value, fresh_for, cost, mutex)
         if mutex.degraded or not stored:
             expires = None if fresh_for is None else entries.now() + fresh_for
             mutex.local.fallback = (value, expires)

@@ -27,6 +27,7 @@ cannot delete its successor's lock.
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
 import time
 import uuid
@@ -61,13 +62,28 @@ class KeyLock:
     ``fallback`` carries a value computed while the shared store was down
     (``IGNORE_EXCEPTIONS``), so that the callers of this process waiting on
     the same key share that one computation instead of each redoing it.
+
+    ``landed`` is the last record this process created or was handed by the
+    lease (pickled, so each caller unpickles its own copy, as from a
+    store), numbered by ``seq``: a thread that waited for the lock while it
+    changed serves it without another round trip to the store.
     """
 
-    __slots__ = ("lock", "fallback", "__weakref__")
+    __slots__ = ("lock", "fallback", "seq", "landed", "__weakref__")
 
     def __init__(self, identifier: Any) -> None:
         self.lock = threading.Lock()
         self.fallback: tuple[Any, float | None] | None = None
+        self.seq = 0
+        self.landed: bytes | None = None
+
+    def publish(self, record: Any) -> None:
+        """Hand ``record`` (just stored) to the threads waiting here."""
+        try:
+            self.landed = pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
+        except Exception:  # the store took it; we need not
+            self.landed = None
+        self.seq += 1
 
 
 _registry: NameRegistry[KeyLock] = NameRegistry(KeyLock)
@@ -138,12 +154,22 @@ class KeyMutex:
         deadline = time.monotonic() + self.wait_timeout
         if not lock.acquire(False):
             self.waited = True
+            local = self.local
+            seen = local.seq
             if not lock.acquire(timeout=self.wait_timeout):
                 raise WaitTimeout(f"in-process lock busy for {self.wait_timeout}s")
+            if local.seq != seen and local.landed is not None:
+                # the thread we waited for made (or was handed) the value
+                record = pickle.loads(local.landed)
+                if self.usable(record):
+                    lock.release()
+                    self.landed = record
+                    return True
         got = self._lease(True, deadline)
         if got is LANDED:
-            lock.release()
             self.landed = self.lease.snapshot()  # type: ignore[union-attr]
+            self.local.publish(self.landed)
+            lock.release()
             return True
         if not got:
             lock.release()

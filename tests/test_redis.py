@@ -305,3 +305,25 @@ def test_restart_under_load_recovers(redis_server):
     assert errors == []
     cache.set("after", 1)
     assert cache.get("after") == 1
+
+
+def test_cold_threads_of_one_process_cost_one_lease(monitor):
+    """8 threads on a cold key: one lease, one SET; the rest only read once."""
+    flush()
+    cache = make_cache("redis", "threads", timeout=10, LOCK_TIMEOUT=5)
+    cache.get_or_set("warm", "x")  # loads the Lua scripts once
+
+    def create():
+        time.sleep(0.2)
+        return ["made"]
+
+    box = []
+    commands = counted(
+        cache, monitor,
+        lambda: box.extend(run_concurrently(8, lambda i: cache.get_or_set("c", create))),
+        "threads",
+    )
+    assert box == [["made"]] * 8
+    assert len({id(v) for v in box}) == 8  # each caller its own copy, as from a store
+    commands = [c for c in commands if c != "HELLO"]
+    assert sorted(commands) == sorted(["GET"] * 8 + ["EVALSHA", "SET", "EVALSHA"]), str(commands)
