@@ -300,30 +300,41 @@ class RedisLease:
         ok, pttl = self._try(landed_ok)
         if ok or not wait:
             return ok
+        from redis.exceptions import ConnectionError, TimeoutError
+
         pubsub = self.client.pubsub()
         try:
-            pubsub.subscribe(self.lock_key)
-            while True:
-                # Re-try after subscribing, so a release in between is not missed.
-                ok, pttl = self._try(landed_ok)
-                if ok:
-                    return ok
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                # Wake on the holder's PUBLISH, or when its lease runs out
-                # (the confirmation of SUBSCRIBE itself is no reason to wake).
-                ttl = (pttl if pttl and pttl > 0 else 1) / 1000 + 0.002
-                until = time.monotonic() + min(remaining, ttl)
-                while (left := until - time.monotonic()) > 0:
-                    message = pubsub.get_message(timeout=left)
-                    if message is not None and message.get("type") == "message":
-                        break
+            try:
+                return self._wait(pubsub, landed_ok, deadline)
+            except (ConnectionError, TimeoutError) as exc:
+                # Redis went away while we waited on the channel.
+                if self.ignore_errors:
+                    raise LeaseUnavailable(str(exc)) from exc
+                raise
         finally:
             try:
                 pubsub.close()
             except Exception:  # pragma: no cover - closing a dead connection
                 pass
+
+    def _wait(self, pubsub: Any, landed_ok: bool, deadline: float) -> Any:
+        pubsub.subscribe(self.lock_key)
+        while True:
+            # Re-try after subscribing, so a release in between is not missed.
+            ok, pttl = self._try(landed_ok)
+            if ok:
+                return ok
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            # Wake on the holder's PUBLISH, or when its lease runs out
+            # (the confirmation of SUBSCRIBE itself is no reason to wake).
+            ttl = (pttl if pttl and pttl > 0 else 1) / 1000 + 0.002
+            until = time.monotonic() + min(remaining, ttl)
+            while (left := until - time.monotonic()) > 0:
+                message = pubsub.get_message(timeout=left)
+                if message is not None and message.get("type") == "message":
+                    break
 
     def snapshot(self) -> Any:
         return self._snapshot

@@ -266,6 +266,53 @@ def test_outage_with_ignore_exceptions_shares_one_computation(redis_server):
     assert cache.get("k2") == "after"
 
 
+@pytest.mark.parametrize("alias", ["dp_redis_ignore", "dp_redis"])
+def test_outage_while_waiting_on_the_channel(redis_server, alias):
+    """Redis dies while a caller waits for another process's lease."""
+    from django_dogpile import locks
+
+    cache = caches[alias]
+    flush_alias = cache.store.client.get_client(write=True)
+    flush_alias.delete(cache.store.make_key(cache.make_key("w")))
+    holder_in = threading.Event()
+
+    def slow():
+        holder_in.set()
+        time.sleep(0.5)
+        return "holder"
+
+    holder = threading.Thread(target=lambda: cache.get_or_set("w", slow), daemon=True)
+    holder.start()
+    assert holder_in.wait(5)
+    saved = locks._registry
+    locks._registry = type(saved)(locks.KeyLock)  # the waiter: "another process"
+    outcome = []
+    try:
+        def wait():
+            try:
+                outcome.append(caches[alias].get_or_set("w", lambda: "waiter"))
+            except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(0.15)  # the waiter is subscribed by now
+        started = time.monotonic()
+        redis_server.stop()
+        waiter.join(10)
+        took = time.monotonic() - started
+    finally:
+        locks._registry = saved
+        redis_server.start()
+        holder.join(10)
+    assert not waiter.is_alive()
+    assert took < 3, took  # nobody hangs on a dead channel
+    if alias == "dp_redis_ignore":
+        assert outcome == ["waiter"]  # computed directly, as IGNORE_EXCEPTIONS asks
+    else:
+        assert isinstance(outcome[0], RedisConnectionError), outcome
+
+
 def test_outage_without_ignore_raises_then_recovers(redis_server):
     cache = caches["dp_redis"]
     cache.set("k", "v")
