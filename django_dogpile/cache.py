@@ -76,7 +76,15 @@ from .conf import (
 from .core import Lock, NeedRegenerationException
 from .entries import Entry, is_entry, is_fresh, store_timeout
 from .exceptions import UncacheableValue, WaitTimeout
-from .locks import MISSING, CacheLease, KeyMutex, RedisLease, RedisScripts, key_lock
+from .locks import (
+    MISSING,
+    CacheLease,
+    KeyMutex,
+    RedisLease,
+    RedisScripts,
+    fallbacks,
+    key_lock,
+)
 from .runners import submit
 from .stats import key_stats_for, stats_for
 
@@ -423,7 +431,9 @@ class DogpileCache(BaseCache):
 
     def delete(self, key: Any, version: int | None = None) -> bool:
         """Remove the key, fresh or stale; return True if it existed."""
-        return bool(self.store.delete(self.make_and_validate_key(key, version)))
+        made = self.make_and_validate_key(key, version)
+        fallbacks.discard((self.location, made))
+        return bool(self.store.delete(made))
 
     async def adelete(self, key: Any, version: int | None = None) -> bool:
         return await self._async(self.delete, key, version)
@@ -502,6 +512,8 @@ class DogpileCache(BaseCache):
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
         """Remove several keys."""
         made = [self.make_and_validate_key(k, version) for k in keys]
+        for one in made:
+            fallbacks.discard((self.location, one))
         if made:
             self.store.delete_many(made)
 
@@ -573,6 +585,7 @@ class DogpileCache(BaseCache):
 
     def clear(self) -> None:
         """Clear the *store* (every key of the wrapped alias)."""
+        fallbacks.clear()
         self.store.clear()
 
     async def aclear(self) -> None:
@@ -694,9 +707,9 @@ class DogpileCache(BaseCache):
             if not is_entry(record) or (
                 record[2] is not None and now >= record[2] + grace
             ):
-                fallback = mutex.local.fallback
-                if fallback is not None and (fallback[1] is None or now < fallback[1]):
-                    return fallback[0], _FRESH
+                kept = fallbacks.get((self.location, made), now)
+                if kept is not MISSING:  # computed here while the store was down
+                    return kept, _FRESH
                 raise NeedRegenerationException()
             if call.reads > 1 and (record[2] is None or now < record[2]):
                 return record[0], _FRESH  # another caller created it meanwhile
@@ -761,8 +774,12 @@ class DogpileCache(BaseCache):
         cost = time.monotonic() - started
         stored = self._store_entry(key, made, value, fresh_for, cost, mutex)
         if mutex.degraded or not stored:
-            expires = None if fresh_for is None else entries.now() + fresh_for
-            mutex.local.fallback = (value, expires)
+            # Serve it to this process while the store is unreachable: for
+            # its freshness, and never more than a minute without one.
+            expires = entries.now() + (60.0 if fresh_for is None else fresh_for)
+            fallbacks.put((self.location, made), value, expires)
+        else:
+            fallbacks.discard((self.location, made))
         self._stats.last_regeneration = when = time.time()
         if self._keys is not None:
             self._keys.regenerated(key, when)

@@ -31,6 +31,7 @@ import pickle
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any, Callable, Protocol
 
 from .core import NameRegistry
@@ -59,21 +60,16 @@ class LeaseUnavailable(Exception):
 class KeyLock:
     """The in-process lock of one store key, shared across backend instances.
 
-    ``fallback`` carries a value computed while the shared store was down
-    (``IGNORE_EXCEPTIONS``), so that the callers of this process waiting on
-    the same key share that one computation instead of each redoing it.
-
     ``landed`` is the last record this process created or was handed by the
     lease (pickled, so each caller unpickles its own copy, as from a
     store), numbered by ``seq``: a thread that waited for the lock while it
     changed serves it without another round trip to the store.
     """
 
-    __slots__ = ("lock", "fallback", "seq", "landed", "__weakref__")
+    __slots__ = ("lock", "seq", "landed", "__weakref__")
 
     def __init__(self, identifier: Any) -> None:
         self.lock = threading.Lock()
-        self.fallback: tuple[Any, float | None] | None = None
         self.seq = 0
         self.landed: bytes | None = None
 
@@ -87,6 +83,56 @@ class KeyLock:
 
 
 _registry: NameRegistry[KeyLock] = NameRegistry(KeyLock)
+
+
+class Fallbacks:
+    """Values computed while the shared store was down, per process.
+
+    With ``IGNORE_EXCEPTIONS`` an outage must not become a stampede: the
+    value one caller computed is kept here (pickled, bounded, until its
+    freshness ends) and served to the callers of this process, one
+    computation per key per freshness period, until the store is back.
+    A :class:`KeyLock` cannot hold it: it lives only while callers use it.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._values: OrderedDict[Any, tuple[bytes, float]] = OrderedDict()
+
+    def put(self, ident: Any, value: Any, expires: float) -> None:
+        try:
+            blob = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        except Exception:  # unpicklable: the caller already has it
+            return
+        with self._lock:
+            self._values[ident] = (blob, expires)
+            self._values.move_to_end(ident)
+            while len(self._values) > self.size:
+                self._values.popitem(last=False)
+
+    def get(self, ident: Any, now: float) -> Any:
+        """The value kept for ``ident`` if still fresh at ``now``, else MISSING."""
+        with self._lock:
+            item = self._values.get(ident)
+            if item is None:
+                return MISSING
+            if now >= item[1]:
+                del self._values[ident]
+                return MISSING
+        return pickle.loads(item[0])
+
+    def discard(self, ident: Any) -> None:
+        if self._values:  # the usual case costs no lock
+            with self._lock:
+                self._values.pop(ident, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+
+
+fallbacks = Fallbacks()
 
 
 def key_lock(identifier: Any) -> KeyLock:

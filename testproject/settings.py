@@ -20,6 +20,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
 ROOT_URLCONF = "testproject.urls"
+WSGI_APPLICATION = "testproject.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
@@ -42,9 +43,23 @@ USE_TZ = True
 DEMO_SLOW = float(os.environ.get("DEMO_SLOW", "0.5"))
 DEMO_TIMEOUT = int(os.environ.get("DEMO_TIMEOUT", "5"))
 
+#: benchmarks/soak and the tests set these; the defaults suit a person
+DEMO_LOCK_TIMEOUT = float(os.environ.get("DEMO_LOCK_TIMEOUT", "30"))
+DEMO_RUNS_LOG = os.environ.get("DEMO_RUNS_LOG")  # append one line per slow run
+DEMO_FAIL_FILE = os.environ.get("DEMO_FAIL_FILE")  # while it exists, slow work raises
+
 REDIS_URL = os.environ.get("DOGPILE_REDIS_URL")
 if REDIS_URL:
-    STORE = {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL}
+    STORE = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {
+            # a Redis outage degrades to computing directly instead of 500s
+            "IGNORE_EXCEPTIONS": os.environ.get("DEMO_REDIS_IGNORE_EXCEPTIONS", "1") == "1",
+            "SOCKET_CONNECT_TIMEOUT": 0.5,
+            "SOCKET_TIMEOUT": 2,
+        },
+    }
 else:
     STORE = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "demo"}
 
@@ -55,8 +70,14 @@ CACHES = {
         "BACKEND": "django_dogpile.cache.DogpileCache",
         "LOCATION": "store",
         "TIMEOUT": DEMO_TIMEOUT,
-        # KEY_STATS: per-key counters for the stats page (the 200 most recent keys)
-        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 30, "KEY_STATS": 200},
+        "OPTIONS": {
+            "GRACE": 600,
+            "LOCK_TIMEOUT": DEMO_LOCK_TIMEOUT,
+            # a failing view: keep serving the stale page (the error is logged)
+            "SERVE_STALE_ON_ERROR": True,
+            # per-key counters for the stats page (the 200 most recent keys)
+            "KEY_STATS": 200,
+        },
     },
     # plain Django caching on the same store, for the comparison
     "plain": {**STORE, "KEY_PREFIX": "plain"},

@@ -266,6 +266,37 @@ def test_outage_with_ignore_exceptions_shares_one_computation(redis_server):
     assert cache.get("k2") == "after"
 
 
+def test_outage_sequential_callers_reuse_one_computation(redis_server):
+    """One request after another (no overlap, as on sync workers) during an outage."""
+    cache = caches["dp_redis_ignore"]
+    calls = []
+
+    def make():
+        calls.append(1)
+        return f"computed {len(calls)}"
+
+    redis_server.stop()
+    try:
+        with Clock() as clock:
+            got = [cache.get_or_set("seq", make, timeout=10) for _ in range(5)]
+            assert got == ["computed 1"] * 5 and len(calls) == 1
+            clock.advance(11)  # its freshness is over: compute again, once
+            got = [cache.get_or_set("seq", make, timeout=10) for _ in range(3)]
+            assert got == ["computed 2"] * 3 and len(calls) == 2
+            cache.delete("seq")  # a delete is honoured even in an outage
+            assert cache.get_or_set("seq", make, timeout=10) == "computed 3"
+            redis_server.start()
+            # the store is back: the value made in the outage serves out its
+            # freshness, then the next one is made once and stored again
+            assert cache.get_or_set("seq", make, timeout=10) == "computed 3"
+            clock.advance(11)
+            assert cache.get_or_set("seq", make, timeout=10) == "computed 4"
+            assert cache.get("seq") == "computed 4" and len(calls) == 4
+    finally:
+        if redis_server.proc is None:
+            redis_server.start()
+
+
 @pytest.mark.parametrize("alias", ["dp_redis_ignore", "dp_redis"])
 def test_outage_while_waiting_on_the_channel(redis_server, alias):
     """Redis dies while a caller waits for another process's lease."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import defaultdict
@@ -19,13 +20,34 @@ RUNS: dict[str, int] = defaultdict(int)  # face -> slow executions
 LAST: dict[str, float] = {}
 
 
+def _event(face: str, what: str) -> None:
+    """One line per slow-work event in DEMO_RUNS_LOG (benchmarks/soak reads it).
+
+    A single ``write`` to a file opened for appending is atomic for a line
+    this short, so the worker processes of one server share the file.
+    """
+    path = settings.DEMO_RUNS_LOG
+    if path:
+        line = f"{time.time():.6f} {os.getpid()} {what} {face}\n"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+
 def slow_work(face: str) -> str:
     """The expensive part: counted, then it sleeps DEMO_SLOW seconds."""
     with _lock:
         RUNS[face] += 1
         n = RUNS[face]
+    _event(face, "start")
+    if settings.DEMO_FAIL_FILE and os.path.exists(settings.DEMO_FAIL_FILE):
+        _event(face, "error")
+        raise RuntimeError(f"{face}: failing on purpose ({settings.DEMO_FAIL_FILE} exists)")
     time.sleep(settings.DEMO_SLOW)
     LAST[face] = time.time()
+    _event(face, "end")
     return f"{face} computed (run #{n}) at {time.strftime('%H:%M:%S')}"
 
 
