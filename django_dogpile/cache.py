@@ -84,6 +84,7 @@ from .locks import (
     RedisScripts,
     fallbacks,
     key_lock,
+    retry_after,
 )
 from .runners import submit
 from .stats import key_stats_for, stats_for
@@ -586,6 +587,7 @@ class DogpileCache(BaseCache):
     def clear(self) -> None:
         """Clear the *store* (every key of the wrapped alias)."""
         fallbacks.clear()
+        retry_after.clear()
         self.store.clear()
 
     async def aclear(self) -> None:
@@ -759,6 +761,9 @@ class DogpileCache(BaseCache):
             signals.regeneration_failed.send(
                 type(self), alias=self.alias, key=key, exception=exc
             )
+            if self.options.retry_after and (call is None or call.stale is not MISSING):
+                # a stale value is there: serve it, and retry only later
+                mutex.hold_on_release(self.options.retry_after)
             if (
                 call is not None
                 and call.stale is not MISSING

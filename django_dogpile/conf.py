@@ -38,6 +38,7 @@ BACKEND_OPTION_DEFAULTS: dict[str, Any] = {
     "EARLY_REFRESH": False,
     "LOCK": "auto",
     "KEY_STATS": 0,  # per-key counters for up to this many keys; 0 is off
+    "RETRY_AFTER": 0,  # seconds to serve stale before retrying a failed regeneration
 }
 
 LOCK_KINDS = ("auto", "redis", "cache", "local")
@@ -70,6 +71,7 @@ class BackendOptions:
     early_refresh: float  # beta of the XFetch rule; 0 is off
     lock: str
     key_stats: int = 0
+    retry_after: float = 0.0
 
 
 def _number(name: str, value: Any, *, id: str, allow_zero: bool = True) -> float:
@@ -176,7 +178,9 @@ def parse_backend_options(options: Any) -> BackendOptions:
             f"OPTIONS['KEY_STATS'] must be an int >= 0, not {key_stats!r}.",
             "How many keys to keep per-key counters for (0: off), e.g. 200.",
         )
+    retry = _number("RETRY_AFTER", merged["RETRY_AFTER"], id="django_dogpile.E008")
     return BackendOptions(
+        retry_after=retry,
         key_stats=key_stats,
         grace=grace,
         lock_timeout=lock_timeout,

@@ -66,9 +66,10 @@ class KeyLock:
     changed serves it without another round trip to the store.
     """
 
-    __slots__ = ("lock", "seq", "landed", "__weakref__")
+    __slots__ = ("ident", "lock", "seq", "landed", "__weakref__")
 
     def __init__(self, identifier: Any) -> None:
+        self.ident = identifier
         self.lock = threading.Lock()
         self.seq = 0
         self.landed: bytes | None = None
@@ -135,6 +136,43 @@ class Fallbacks:
 fallbacks = Fallbacks()
 
 
+class RetryAfter:
+    """Keys whose regeneration just failed, and until when not to retry.
+
+    In this process; other processes are held off by the lease, which the
+    failed holder keeps for the same time instead of releasing it.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._until: dict[Any, float] = {}
+
+    def hold(self, ident: Any, seconds: float) -> None:
+        until = self._until
+        if len(until) >= self.size:
+            now = time.monotonic()
+            for key in [k for k, t in list(until.items()) if t <= now]:
+                until.pop(key, None)
+            if len(until) >= self.size:
+                until.clear()
+        until[ident] = time.monotonic() + seconds
+
+    def holding(self, ident: Any) -> bool:
+        until = self._until.get(ident)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        self._until.pop(ident, None)
+        return False
+
+    def clear(self) -> None:
+        self._until.clear()
+
+
+retry_after = RetryAfter()
+
+
 def key_lock(identifier: Any) -> KeyLock:
     """Return the process-wide :class:`KeyLock` for ``identifier``."""
     return _registry.get(identifier)
@@ -149,6 +187,8 @@ class Lease(Protocol):
     def acquire(self, wait: bool, deadline: float) -> Any: ...
 
     def release(self) -> None: ...
+
+    def keep(self, seconds: float) -> None: ...
 
     def snapshot(self) -> Any: ...
 
@@ -169,7 +209,9 @@ class KeyMutex:
     instead of taking the lease one after another.
     """
 
-    __slots__ = ("local", "lease", "wait_timeout", "usable", "waited", "degraded", "landed")
+    __slots__ = (
+        "local", "lease", "wait_timeout", "usable", "waited", "degraded", "landed", "keep_for",
+    )
 
     def __init__(
         self,
@@ -187,10 +229,14 @@ class KeyMutex:
         self.degraded = False
         #: The record found instead of the lock (see the class docstring).
         self.landed: Any = MISSING
+        #: Set by :meth:`hold_on_release`: seconds to keep the lock after release.
+        self.keep_for = 0.0
 
     def acquire(self, wait: bool = True) -> bool:
         lock = self.local.lock
         if not wait:
+            if self._retry and retry_after.holding(self.local.ident):
+                return False  # a regeneration just failed: serve stale a while
             if not lock.acquire(False):
                 return False
             if self._lease(False, 0.0):
@@ -222,6 +268,10 @@ class KeyMutex:
             raise WaitTimeout(f"lease busy for {self.wait_timeout}s")
         return True
 
+    @property
+    def _retry(self) -> bool:
+        return bool(retry_after._until)
+
     def _lease(self, wait: bool, deadline: float) -> Any:
         if self.lease is None:
             return True
@@ -248,11 +298,25 @@ class KeyMutex:
     def mark_waited(self) -> None:
         self.waited = True
 
+    def hold_on_release(self, seconds: float) -> None:
+        """Make :meth:`release` keep other callers off for ``seconds``.
+
+        For a regeneration that failed while a stale value is there to be
+        served: the lease is kept (shortened to ``seconds``) instead of being
+        deleted, and this process remembers the key, so that the failing
+        work is retried once per ``seconds`` instead of by every request.
+        """
+        self.keep_for = seconds
+
     def release(self) -> None:
         if self.landed is not MISSING:
             return  # acquire() took nothing
         try:
-            if self.lease is not None and not self.degraded:
+            if self.keep_for > 0:
+                retry_after.hold(self.local.ident, self.keep_for)
+                if self.lease is not None and not self.degraded:
+                    self.lease.keep(self.keep_for)
+            elif self.lease is not None and not self.degraded:
                 self.lease.release()
         except Exception:  # the lease runs out by itself; never leak the local lock
             log.warning("could not release the lease; it will expire", exc_info=True)
@@ -285,12 +349,22 @@ return 0
 """
 
 
+_KEEP = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
 class RedisScripts:
-    """The two Lua scripts, registered once per redis client."""
+    """The Lua scripts, registered once per redis client."""
 
     def __init__(self, client: Any) -> None:
         self.acquire = client.register_script(_ACQUIRE)
         self.release = client.register_script(_RELEASE)
+        self.keep = client.register_script(_KEEP)
 
 
 class RedisLease:
@@ -385,6 +459,13 @@ class RedisLease:
     def snapshot(self) -> Any:
         return self._snapshot
 
+    def keep(self, seconds: float) -> None:
+        """Keep the lease (if still ours) for ``seconds`` more, then let it lapse."""
+        self.scripts.keep(
+            keys=[self.lock_key], args=[self.token, max(int(seconds * 1000), 1)],
+            client=self.client,
+        )
+
     def release(self) -> None:
         if not self.scripts.release(
             keys=[self.lock_key], args=[self.token], client=self.client
@@ -431,6 +512,10 @@ class CacheLease:
 
     def snapshot(self) -> Any:
         return self._snapshot
+
+    def keep(self, seconds: float) -> None:
+        if self.store.get(self.lock_key) == self.token:
+            self.store.touch(self.lock_key, seconds)
 
     def release(self) -> None:
         # Not atomic on stores without compare-and-delete: the window is the

@@ -75,6 +75,8 @@ CACHES = {
             "LOCK_TIMEOUT": DEMO_LOCK_TIMEOUT,
             # a failing view: keep serving the stale page (the error is logged)
             "SERVE_STALE_ON_ERROR": True,
+            # ... and retry the failing work once a second, not on every request
+            "RETRY_AFTER": 1,
             # per-key counters for the stats page (the 200 most recent keys)
             "KEY_STATS": 200,
         },

@@ -355,6 +355,29 @@ class ContractTests:
             assert c.get_or_set("k", Counter("ok")) == "ok1"
         assert get_stats(c.alias)["ERRORS"] == 1
 
+    def test_retry_after_a_failed_regeneration(self):
+        c = self.variant(RETRY_AFTER=0.4, SERVE_STALE_ON_ERROR=True, timeout=10)
+        with Clock() as clock:
+            c.set("r", "old")
+            clock.advance(11)
+            failing = Counter(fail=True)
+            assert c.get_or_set_status("r", failing) == ("old", "STALE")
+            # for RETRY_AFTER seconds nobody retries: the stale value is served
+            retry = Counter("new")
+            assert [c.get_or_set("r", retry) for _ in range(5)] == ["old"] * 5
+            assert retry.calls == 0 and failing.calls == 1
+            time.sleep(0.45)
+            assert c.get_or_set("r", retry) == "new1"
+            assert retry.calls == 1
+
+    def test_retry_after_zero_retries_at_once(self):
+        c = self.variant(RETRY_AFTER=0, SERVE_STALE_ON_ERROR=True, timeout=10)
+        with Clock() as clock:
+            c.set("r", "old")
+            clock.advance(11)
+            assert c.get_or_set("r", Counter(fail=True)) == "old"
+            assert c.get_or_set("r", Counter("new")) == "new1"
+
     def test_serve_stale_on_error(self):
         c = self.variant(SERVE_STALE_ON_ERROR=True)
         failed = []

@@ -38,6 +38,10 @@ def caches_with(**dp):
         ({"OPTIONS": {"BACKGROUND": "yes"}}, ["django_dogpile.E008"]),
         ({"OPTIONS": {"BACKGROUND_WORKERS": 0}}, ["django_dogpile.E008"]),
         ({"OPTIONS": {"LOCK": "zookeeper"}}, ["django_dogpile.E008"]),
+        ({"OPTIONS": {"RETRY_AFTER": -1}}, ["django_dogpile.E008"]),
+        ({"OPTIONS": {"RETRY_AFTER": "1s"}}, ["django_dogpile.E008"]),
+        ({"OPTIONS": {"KEY_STATS": True}}, ["django_dogpile.E008"]),
+        ({"OPTIONS": {"KEY_STATS": -5}}, ["django_dogpile.E008"]),
         ({"OPTIONS": {"LOCK": "redis"}}, ["django_dogpile.E009"]),
     ],
 )

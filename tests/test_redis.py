@@ -405,3 +405,37 @@ def test_cold_threads_of_one_process_cost_one_lease(monitor):
     assert len({id(v) for v in box}) == 8  # each caller its own copy, as from a store
     commands = [c for c in commands if c != "HELLO"]
     assert sorted(commands) == sorted(["GET"] * 8 + ["EVALSHA", "SET", "EVALSHA"]), str(commands)
+
+
+def test_retry_after_keeps_other_processes_off_with_the_lease(monitor):
+    """A failed holder shortens its lease to RETRY_AFTER instead of deleting it."""
+    from django_dogpile import locks
+
+    flush()
+    cache = make_cache("redis", "retry", timeout=10, LOCK_TIMEOUT=5, RETRY_AFTER=0.5)
+    cache.get_or_set("warm", "x")
+    r = raw_redis()
+    with Clock() as clock:
+        cache.set("k", "old")
+        clock.advance(11)
+
+        def fail():
+            raise RuntimeError("database down")
+
+        with pytest.raises(RuntimeError):
+            cache.get_or_set("k", fail)
+        lock_key = cache.store.make_key(cache.make_key("k") + ":dogpile-lock")
+        assert 0 < r.pttl(lock_key) <= 500
+        saved = locks._registry, dict(locks.retry_after._until)
+        locks._registry = type(saved[0])(locks.KeyLock)  # as if another process
+        locks.retry_after._until.clear()
+        try:
+            other = make_cache("redis", "retry", timeout=10, LOCK_TIMEOUT=5, RETRY_AFTER=0.5)
+            stale = counted(other, monitor, lambda: other.get_or_set("k", "never"), "retry")
+            assert stale == ["GET", "EVALSHA"]  # lease busy: the stale value, no retry
+            assert other.get_or_set("k", "never") == "old"
+            time.sleep(0.55)
+            assert other.get_or_set("k", "fixed") == "fixed"
+        finally:
+            locks._registry = saved[0]
+            locks.retry_after._until.update(saved[1])
