@@ -182,6 +182,7 @@ class DogpileCache(BaseCache):
         self._store_cache: BaseCache | None = None
         self._lease_factory: Callable[[str, str], Any] | None = None
         self._local = False
+        self._set_reports = False
         #: user key -> made key, for str keys of the default version.
         self._made: dict[str, str] = {}
         self._early_refresh = self.options.early_refresh
@@ -222,6 +223,9 @@ class DogpileCache(BaseCache):
                 "[django_dogpile.E002]"
             )
         self._local = _is_in_process(store)
+        # django-redis's set() returns True, or None when IGNORE_EXCEPTIONS
+        # swallowed an error; Django's own backends return None on success.
+        self._set_reports = _is_django_redis(store)
         kind = self.options.lock
         if kind == "auto":
             kind = "redis" if _is_django_redis(store) else (
@@ -326,14 +330,15 @@ class DogpileCache(BaseCache):
             result = self.store.set(
                 made, record, timeout=store_timeout(expires, self.options.grace, now)
             )
-            if mutex is not None and result is not False:
+            stored = bool(result) if self._set_reports else result is not False
+            if mutex is not None and stored:
                 mutex.local.publish(record)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise UncacheableValue(
                 f"DogpileCache {self.alias!r}: the value for key {key!r} cannot be "
                 f"stored: {exc}"
             ) from exc
-        return result is not False
+        return stored
 
     def _count(self, name: str, key: Any) -> None:
         self._stats.incr(name)
