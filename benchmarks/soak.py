@@ -25,8 +25,10 @@ What one run does:
    responses outside and inside the fault windows, regenerations per page
    and per expiry period, latency p50/p99/max, and what each fault did.
 
-The same run is repeated with Django's ``cache_page`` (``/report/plain/``)
-as the baseline, and the results are printed side by side.
+The same run is repeated with Django's own faces on the same store as the
+baseline (``cache_page``, ``{% cache %}``, ``cache.get_or_set``: the demo's
+``/report/plain/``, ``/fragment/plain/``, ``/function/plain/``), and the
+results are printed side by side.
 ``tests/test_soak.py`` runs a short version (2 workers, a few seconds).
 """
 
@@ -52,14 +54,18 @@ if ROOT not in sys.path:
 
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
-#: The pages each kind loads, and the demo's name for the slow work behind each.
+#: The pages each kind loads: role -> (path, the demo's name for its slow work).
 PAGES = {
     "dogpile": {
-        "/report/": "page (dogpile_cache_page)",
-        "/fragment/": "fragment ({% dogpile_cache %})",
-        "/function/": "function (cached())",
+        "page": ("/report/", "page (dogpile_cache_page)"),
+        "fragment": ("/fragment/", "fragment ({% dogpile_cache %})"),
+        "function": ("/function/", "function (cached())"),
     },
-    "plain": {"/report/plain/": "page (Django cache_page)"},
+    "plain": {
+        "page": ("/report/plain/", "page (Django cache_page)"),
+        "fragment": ("/fragment/plain/", "fragment (Django {% cache %})"),
+        "function": ("/function/plain/", "function (Django get_or_set)"),
+    },
 }
 FAULTS = ("kill", "redis", "raise")
 
@@ -255,7 +261,7 @@ def inject(server: Server, redis: RedisServer, kind: str, start_at: float,
            windows: list[Window]) -> None:
     """The fault schedule, in the main process, while the load runs."""
     c = server.config
-    face = next(iter(PAGES[kind].values()))
+    face = PAGES[kind]["page"][1]
     settle = c.timeout + c.creator + 0.5  # one more regeneration, and margin
     at = {"kill": 0.1, "redis": 0.4, "raise": 0.7}  # of the duration
     for fault in c.faults:
@@ -291,7 +297,7 @@ def run(kind: str, config: Config) -> dict[str, Any]:
     server = Server(config, redis.url, workdir)
     try:
         server.start()
-        paths = list(PAGES[kind])
+        paths = [path for path, _ in PAGES[kind].values()]
         for path in paths:  # the first value of each page, before the clock starts
             get(server.port, path)
         start_at = time.time() + 1.0
@@ -359,19 +365,19 @@ def analyse(kind: str, c: Config, records: list[tuple[float, float, str, int, st
     }
     end_at = start_at + c.duration
     periods = c.duration / (c.timeout + c.creator)
-    for path, face in PAGES[kind].items():
+    for role, (_, face) in PAGES[kind].items():
         done = [t for t, _, what, f in events if f == face and what == "end" and start_at <= t < end_at]
         failed = [t for t, _, what, f in events if f == face and what == "error" and start_at <= t < end_at]
         calm_done = [t for t in done if not in_fault(t)]
-        report[f"{path} regenerations"] = len(done)
-        report[f"{path} per expiry period"] = len(done) / periods
-        report[f"{path} max per period, calm"] = max_in_window(calm_done, c.timeout)
-        report[f"{path} max per period, faults"] = max_in_window(
+        report[f"{role}: regenerations"] = len(done)
+        report[f"{role}: per expiry period"] = len(done) / periods
+        report[f"{role}: max per period, calm"] = max_in_window(calm_done, c.timeout)
+        report[f"{role}: max per period, faults"] = max_in_window(
             [t for t in done if in_fault(t)], c.timeout
         )
-        report[f"{path} failed attempts"] = len(failed)
-    faces = set(PAGES[kind].values())
-    first_face = next(iter(PAGES[kind].values()))
+        report[f"{role}: failed attempts"] = len(failed)
+    faces = {face for _, face in PAGES[kind].values()}
+    first_face = PAGES[kind]["page"][1]
     for w in windows:
         during = [r for r in records if w.start <= r[0] < w.settle or w.start <= r[0] + r[1] < w.settle]
         prefix = f"fault {w.fault}"
@@ -412,9 +418,9 @@ def print_side_by_side(columns: dict[str, dict[str, Any]]) -> None:
             if name not in names:
                 names.append(name)
     width = max(len(n) for n in names) + 2
-    print(f"{'':{width}}" + "".join(f"{label:>18}" for label in columns))
+    print(f"{'':{width}}" + "".join(f"{label:>20}" for label in columns))
     for name in names:
-        print(f"{name:{width}}" + "".join(f"{fmt(r.get(name, '')):>18}" for r in columns.values()))
+        print(f"{name:{width}}" + "".join(f"{fmt(r.get(name, '')):>20}" for r in columns.values()))
 
 
 def main() -> None:

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import hashlib
 import math
 import pickle
 import random
@@ -97,6 +98,7 @@ _FRESH = math.inf  # the "creation time" the core sees for a fresh value
 _STALE = 1.0  # ... and for a stale one (> 0: there is a value; long expired)
 
 _KEY_MEMO_SIZE = 4096  # made keys remembered per backend instance
+LOCK_SUFFIX = ":dogpile-lock"  # the lock of a key is the key + this
 
 _IN_PROCESS_STORES = (
     "django.core.cache.backends.locmem.LocMemCache",
@@ -273,7 +275,7 @@ class DogpileCache(BaseCache):
         if self._store_cache is None:
             self._connect()
         factory = self._lease_factory
-        lease = factory(made + ":dogpile-lock", made) if factory else None
+        lease = factory(made + LOCK_SUFFIX, made) if factory else None
         return KeyMutex(
             key_lock((self.location, made)),
             lease,
@@ -284,26 +286,52 @@ class DogpileCache(BaseCache):
     # --- keys and records ---------------------------------------------------
 
     def make_and_validate_key(self, key: Any, version: int | None = None) -> str:
+        """Return the key to use in the store, warning as Django's backends do.
+
+        The key is made and validated exactly as by Django's own backends
+        (``CacheKeyWarning`` for one over 250 characters or with spaces or
+        control characters).  The store sees that key unless the store's
+        own prefixing would make it (or its lock key) one the store warns
+        about or rejects: then it sees a fixed-length digest of it instead.
+        So a key Django accepts never fails in a memcached store because of
+        the wrapper, and no call warns twice.
+        """
         if version is None and type(key) is str:
             made = self._made.get(key)
             if made is not None:
                 return made
         made = self.make_key(key, version=version)
         self.validate_key(made)
+        clean = not any(memcache_key_warnings(made))
+        store_key = made
+        if not clean or any(memcache_key_warnings(self.store.make_key(made + LOCK_SUFFIX))):
+            store_key = "dogpile.h." + hashlib.sha256(made.encode()).hexdigest()
         # Remember keys that passed cleanly (a bad key warns on every call,
         # as with Django's backends); only str keys of the default version.
-        if version is None and type(key) is str and not any(memcache_key_warnings(made)):
+        if clean and version is None and type(key) is str:
             memo = self._made
             if len(memo) >= _KEY_MEMO_SIZE:
                 memo.clear()
-            memo[key] = made
-        return made
+            memo[key] = store_key
+        return store_key
 
     def _freshness(self, timeout: Any) -> float | None:
-        """Seconds a value set now stays fresh (``None``: forever)."""
+        """Seconds a value set now stays fresh (``None``: forever).
+
+        Raises :class:`TypeError` naming the alias for anything but None or
+        a number (Django's backends fail on one with a bare arithmetic
+        error, or silently treat it as forever).
+        """
         if timeout is DEFAULT_TIMEOUT:
             return self.default_timeout
         if timeout is None:
+            return None
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
+            raise TypeError(
+                f"DogpileCache {self.alias!r}: timeout must be None or a number of "
+                f"seconds, not {timeout!r}"
+            )
+        if timeout == math.inf:
             return None
         return timeout
 

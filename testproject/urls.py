@@ -7,6 +7,8 @@ urlpatterns = [
     path("report/", views.report, name="report"),
     path("report/plain/", views.report_plain, name="report-plain"),
     path("fragment/", views.fragment, name="fragment"),
+    path("fragment/plain/", views.fragment_plain, name="fragment-plain"),
     path("function/", views.function, name="function"),
+    path("function/plain/", views.function_plain, name="function-plain"),
     path("stats/", views.stats, name="stats"),
 ]

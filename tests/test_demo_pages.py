@@ -18,7 +18,8 @@ from django.test import Client
 from django.test.utils import setup_test_environment
 setup_test_environment()
 c = Client()
-for path in ["/", "/report/", "/report/", "/report/plain/", "/fragment/", "/function/"]:
+for path in ["/", "/report/", "/report/", "/report/plain/", "/fragment/", "/function/",
+             "/fragment/plain/", "/function/plain/", "/fragment/plain/", "/function/plain/"]:
     r = c.get(path)
     assert r.status_code == 200, (path, r.status_code)
 r = c.get("/stats/")
@@ -27,6 +28,7 @@ assert "<svg" in body and 'id="chart"' in body, body[:500]
 import json
 runs = json.loads(c.get("/stats/?json=1").content)["runs"]
 assert runs["page (dogpile_cache_page)"] == 1, runs
+assert runs["fragment (Django {% cache %})"] == 1 and runs["function (Django get_or_set)"] == 1, runs
 data = json.loads(c.get("/stats/?json=1").content)
 assert data["counters"]["HIT"] >= 1
 pages = [row for key, row in data["keys"].items() if key.startswith("dogpile.page.")]

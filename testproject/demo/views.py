@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 
 from django.conf import settings
+from django.core.cache import caches
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import cache_page
@@ -78,13 +79,35 @@ def fragment(request):
     )
 
 
+def fragment_plain(request):
+    return render(
+        request,
+        "demo/fragment.html",
+        {
+            "plain": True,
+            "timeout": settings.DEMO_TIMEOUT,
+            "slow": lambda: slow_work("fragment (Django {% cache %})"),
+        },
+    )
+
+
 @cached()
 def totals() -> str:
     return slow_work("function (cached())")
 
 
+def totals_plain() -> str:
+    return caches["plain"].get_or_set(
+        "demo:totals", lambda: slow_work("function (Django get_or_set)"), settings.DEMO_TIMEOUT
+    )
+
+
 def function(request):
     return HttpResponse(f"<!doctype html><title>function</title><p id=result>{totals()}</p>")
+
+
+def function_plain(request):
+    return HttpResponse(f"<!doctype html><title>function</title><p id=result>{totals_plain()}</p>")
 
 
 def _chart(rows: list[tuple[str, int]]) -> str:
