@@ -46,6 +46,7 @@ The rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import hashlib
@@ -54,7 +55,7 @@ import pickle
 import random
 import time
 import weakref
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
@@ -354,19 +355,24 @@ class DogpileCache(BaseCache):
         now = entries.now()
         expires = None if fresh_for is None else now + fresh_for
         record = tuple(Entry(value, now, expires, cost))
-        try:
+        with self._pickling(f"the value for key {key!r}"):
             result = self.store.set(
                 made, record, timeout=store_timeout(expires, self.options.grace, now)
             )
-            stored = bool(result) if self._set_reports else result is not False
-            if mutex is not None and stored:
-                mutex.local.publish(record)
+        stored = bool(result) if self._set_reports else result is not False
+        if mutex is not None and stored:
+            mutex.local.publish(record)
+        return stored
+
+    @contextlib.contextmanager
+    def _pickling(self, what: str) -> Iterator[None]:
+        """Turn the store's pickling errors into :class:`UncacheableValue`."""
+        try:
+            yield
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise UncacheableValue(
-                f"DogpileCache {self.alias!r}: the value for key {key!r} cannot be "
-                f"stored: {exc}"
+                f"DogpileCache {self.alias!r}: {what} cannot be stored: {exc}"
             ) from exc
-        return stored
 
     def _count(self, name: str, key: Any) -> None:
         self._stats.incr(name)
@@ -395,18 +401,14 @@ class DogpileCache(BaseCache):
             return False if self.has_key(key, version) else True
         now = entries.now()
         expires = None if fresh_for is None else now + fresh_for
-        try:
-            if self.store.add(
+        with self._pickling(f"the value for key {key!r}"):
+            added = self.store.add(
                 made,
                 tuple(Entry(value, now, expires, 0.0)),
                 timeout=store_timeout(expires, self.options.grace, now),
-            ):
-                return True
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            raise UncacheableValue(
-                f"DogpileCache {self.alias!r}: the value for key {key!r} cannot be "
-                f"stored: {exc}"
-            ) from exc
+            )
+        if added:
+            return True
         with key_lock((self.location, made)).lock:
             raw = self.store.get(made, MISSING)
             if is_fresh(raw, entries.now()):
@@ -529,15 +531,10 @@ class DogpileCache(BaseCache):
         now = entries.now()
         expires = None if fresh_for is None else now + fresh_for
         records = {mk: (data[k], now, expires, 0.0) for mk, k in made.items()}
-        try:
+        with self._pickling(f"a value among keys {list(data)!r}"):
             failed = self.store.set_many(
                 records, timeout=store_timeout(expires, self.options.grace, now)
             )
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            raise UncacheableValue(
-                f"DogpileCache {self.alias!r}: a value among keys {list(data)!r} "
-                f"cannot be stored: {exc}"
-            ) from exc
         return [made.get(mk, mk) for mk in failed or []]
 
     async def aset_many(self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list[Any]:
@@ -703,16 +700,26 @@ class DogpileCache(BaseCache):
         """
         made = self.make_and_validate_key(key, version)
         raw = (self._store_cache or self.store).get(made, MISSING)
-        if is_entry(raw):
-            now = entries.now()
-            if raw[2] is None or (
-                now < raw[2] and not (self._early_refresh and self._early(raw, now))
-            ):
-                self._hit()
-                if self._keys is not None:
-                    self._keys.incr(key, "HIT")
-                return raw[0], "HIT"
+        if self._fresh_hit(key, raw):
+            return raw[0], "HIT"
         return self._dogpile(key, made, raw, default, timeout)
+
+    def _fresh_hit(self, key: Any, raw: Any) -> bool:
+        """True (and counted) if ``raw`` is a record to serve as a hit now.
+
+        ``get_or_set`` has the same test inline: it is the hot path.
+        """
+        if not is_entry(raw):
+            return False
+        now = entries.now()
+        if raw[2] is None or (
+            now < raw[2] and not (self._early_refresh and self._early(raw, now))
+        ):
+            self._hit()
+            if self._keys is not None:
+                self._keys.incr(key, "HIT")
+            return True
+        return False
 
     def _dogpile(self, key: Any, made: str, raw: Any, default: Any, timeout: Any) -> Any:
         fresh_for = self._freshness(timeout)
@@ -903,15 +910,8 @@ class DogpileCache(BaseCache):
             if self._local
             else await sync_to_async(store.get, thread_sensitive=False)(made, MISSING)
         )
-        if is_entry(raw):
-            now = entries.now()
-            if raw[2] is None or (
-                now < raw[2] and not (self._early_refresh and self._early(raw, now))
-            ):
-                self._hit()
-                if self._keys is not None:
-                    self._keys.incr(key, "HIT")
-                return raw[0], "HIT"
+        if self._fresh_hit(key, raw):
+            return raw[0], "HIT"
         ident = (self.location, made)
         inflight = _inflight()
         while (pending := inflight.get(ident)) is not None:
