@@ -36,6 +36,7 @@ import inspect
 import pickle
 import re
 import threading
+import time
 from typing import Any, Callable
 
 from asgiref.sync import sync_to_async
@@ -62,8 +63,50 @@ class _DoNotStore(BaseException):
     stored.  A BaseException, so that no ``except Exception`` on the way
     (``SERVE_STALE_ON_ERROR``) mistakes it for a failure."""
 
-    def __init__(self, response: HttpResponseBase) -> None:
+    def __init__(self, response: HttpResponseBase, uncacheable: bool = False) -> None:
         self.response = response
+        #: True when the page itself said no (private, a cookie...), as
+        #: opposed to a HEAD request or a Vary header being learnt.
+        self.uncacheable = uncacheable
+
+
+class _PassMemo:
+    """Page keys whose last response could not be cached ("hit-for-miss").
+
+    Without it, concurrent requests for such a page queue on the key's lock
+    one behind the other (each then runs the view itself, since nothing is
+    stored).  For a while after a refusal, requests for that key run the
+    view directly, side by side -- Varnish's hit-for-miss, per process.
+    """
+
+    size = 10000
+    ttl = 120.0  # at most; never longer than the page's own timeout
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+
+    def remember(self, key: str, timeout: float) -> None:
+        if len(self._until) >= self.size:
+            self._until.clear()
+        self._until[key] = time.monotonic() + min(self.ttl, max(timeout, 0))
+
+    def passing(self, key: str) -> bool:
+        until = self._until.get(key)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        self._until.pop(key, None)
+        return False
+
+    def forget(self, key: str) -> None:
+        self._until.pop(key, None)
+
+    def clear(self) -> None:
+        self._until.clear()
+
+
+_pass_memo = _PassMemo()
 
 
 # URL key -> the Vary header names learnt from its response.
@@ -190,14 +233,14 @@ class _Page:
         if hasattr(response, "render") and callable(response.render):
             response = response.render()
         if _why_not_cacheable(self.request, response):
-            raise _DoNotStore(response)
+            raise _DoNotStore(response, uncacheable=True)
         # Middleware below the view in the response phase has not run yet:
         # do now what it will do, so that the key and the stored page agree.
         session = getattr(self.request, "session", None)
         if session is not None and getattr(session, "accessed", False):
             patch_vary_headers(response, ("Cookie",))  # as SessionMiddleware
         if self.request.META.get("CSRF_COOKIE_NEEDS_UPDATE"):
-            raise _DoNotStore(response)  # CsrfViewMiddleware will set a cookie
+            raise _DoNotStore(response, uncacheable=True)  # CsrfViewMiddleware sets a cookie
         patch_response_headers(response, self.timeout)
         cache_control = response.get("Cache-Control", "").lower()
         if self.request.headers.get("Authorization") and "public" not in cache_control:
@@ -222,6 +265,14 @@ class _Page:
             if stored is None:
                 return create_uncached(create)
             return self._deliver(stored, "HIT")
+        if _pass_memo.passing(key):
+            try:
+                stored = create()
+            except _DoNotStore as refused:
+                return self._refused(key, refused)
+            self.cache.set(key, stored, self.timeout)  # cacheable again
+            _pass_memo.forget(key)
+            return self._deliver(stored, "MISS")
         getter = getattr(self.cache, "get_or_set_status", None)
         try:
             if getter is not None:
@@ -229,8 +280,13 @@ class _Page:
             else:
                 stored, status = self.cache.get_or_set(key, create, self.timeout), None
         except _DoNotStore as refused:
-            return self._mark(refused.response, "MISS")
+            return self._refused(key, refused)
         return self._deliver(stored, status)
+
+    def _refused(self, key: str, refused: _DoNotStore) -> HttpResponseBase:
+        if refused.uncacheable:
+            _pass_memo.remember(key, self.timeout)
+        return self._mark(refused.response, "MISS")
 
     async def aserve(self, create: Callable[[], Any]) -> HttpResponseBase:
         key = self._key()
@@ -243,6 +299,14 @@ class _Page:
                     return self._mark(refused.response, "MISS")
                 raise AssertionError("unreachable: HEAD pages are never stored")
             return self._deliver(stored, "HIT")
+        if _pass_memo.passing(key):
+            try:
+                stored = await create()
+            except _DoNotStore as refused:
+                return self._refused(key, refused)
+            await self.cache.aset(key, stored, self.timeout)  # cacheable again
+            _pass_memo.forget(key)
+            return self._deliver(stored, "MISS")
         getter = getattr(self.cache, "aget_or_set_status", None)
         try:
             if getter is not None:
@@ -250,7 +314,7 @@ class _Page:
             else:
                 stored, status = await self.cache.aget_or_set(key, create, self.timeout), None
         except _DoNotStore as refused:
-            return self._mark(refused.response, "MISS")
+            return self._refused(key, refused)
         return self._deliver(stored, status)
 
     def _deliver(self, stored: tuple[HttpResponseBase, float], status: str | None) -> HttpResponseBase:

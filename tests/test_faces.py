@@ -26,6 +26,7 @@ def clean():
     from django_dogpile import decorators
 
     decorators._vary_memo.clear()
+    decorators._pass_memo.clear()
     yield
 
 
@@ -171,6 +172,28 @@ def test_private_and_cookie_setting_responses_never_cached():
     c.get("/cookie/")
     c.get("/cookie/")
     assert urls.CALLS["n"] == 4
+
+
+@pytest.mark.slow
+def test_uncacheable_page_does_not_queue_requests_on_the_lock():
+    """Hit-for-miss: once a page said "private", requests run side by side."""
+    Client().get("/private/?sleep=0.3")
+    started = time.monotonic()
+    responses = run_concurrently(6, lambda i: Client().get("/private/?sleep=0.3"))
+    took = time.monotonic() - started
+    assert [r.status_code for r in responses] == [200] * 6
+    assert urls.CALLS["n"] == 7
+    assert took < 1.0, took  # queued one behind another it would be 1.8 s
+
+
+def test_page_that_becomes_cacheable_is_stored_again():
+    c = Client()
+    assert c.get("/sometimes-private/").content == b"call 1"  # private: not stored
+    second = c.get("/sometimes-private/")
+    assert second.content == b"call 2" and second["X-Dogpile-Cache"] == "MISS"
+    third = c.get("/sometimes-private/")
+    assert third.content == b"call 2" and third["X-Dogpile-Cache"] == "HIT"
+    assert urls.CALLS["n"] == 2
 
 
 def test_vary_is_honoured():

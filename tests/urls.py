@@ -45,8 +45,18 @@ def cookie_setter(request):
 @dogpile_cache_page(60, cache="dp_locmem")
 def private(request):
     count()
+    time.sleep(float(request.GET.get("sleep", 0)))
     response = HttpResponse("private")
     response["Cache-Control"] = "private"
+    return response
+
+
+@dogpile_cache_page(60, cache="dp_locmem")
+def sometimes_private(request):
+    n = count()
+    response = HttpResponse(f"call {n}")
+    if n == 1:
+        response["Cache-Control"] = "private"
     return response
 
 
@@ -90,6 +100,7 @@ urlpatterns = [
     path("whoami/", whoami),
     path("cookie/", cookie_setter),
     path("private/", private),
+    path("sometimes-private/", sometimes_private),
     path("varies/", varies),
     path("status/", status),
     path("stream/", stream),
