@@ -43,9 +43,13 @@ def test_one_regeneration_per_expiry_period(dogpile_report):
         assert r[f"{page}: max per period, calm"] == 1, (page, r)
         assert r[f"{page}: regenerations"] >= 5, (page, r)
         assert r[f"{page}: failed attempts"] <= 3, (page, r)  # RETRY_AFTER 1 s in a 1.5 s failure
-    for fault in ("kill", "redis", "raise"):
-        # +1 around a fault: in an outage each worker computes for itself
-        assert r[f"fault {fault}: max per page per period"] <= WORKERS, (fault, r)
+    for fault in ("kill", "raise"):
+        # the lease holds through a killed holder and a failing view
+        assert r[f"fault {fault}: max per page per period"] <= 2, (fault, r)
+    # With Redis down each worker computes for itself (one per worker per
+    # period, shared by its requests); +1 when a worker's value, stored just
+    # before the outage, became unreachable and it had to compute again.
+    assert r["fault redis: max per page per period"] <= WORKERS + 1, r
 
 
 def test_nobody_waits_longer_than_the_lease_plus_the_creator(dogpile_report):
