@@ -63,8 +63,11 @@ def test_nobody_waits_longer_than_the_lease_plus_the_creator(dogpile_report):
 
 def test_the_baseline_shows_the_stampede_the_soak_is_about():
     """Django's own faces under the same load: the counter sees many per period."""
-    r = run("plain", Config(workers=WORKERS, worker_class="sync", duration=5, clients=6,
+    r = run("plain", Config(workers=WORKERS, worker_class="sync", duration=8, clients=6,
                             timeout=1, creator=0.2, faults=()))
     assert r["errors outside faults"] == 0, r
-    for page in ("page", "fragment", "function"):
-        assert r[f"{page}: max per period, calm"] == WORKERS, (page, r)  # every worker recomputes
+    # both workers recompute one page in one period (not every time: they
+    # must both miss the same page within one creator time)
+    pages = ("page", "fragment", "function")
+    assert max(r[f"{page}: max per period, calm"] for page in pages) == WORKERS, r
+    assert sum(r[f"{page}: regenerations"] for page in pages) > 3 * (8 / 1.2 + 1), r
