@@ -398,7 +398,7 @@ class DogpileCache(BaseCache):
         made = self.make_and_validate_key(key, version)
         fresh_for = self._freshness(timeout)
         if fresh_for is not None and fresh_for <= 0:
-            return False if self.has_key(key, version) else True
+            return not self.has_key(key, version)
         now = entries.now()
         expires = None if fresh_for is None else now + fresh_for
         with self._pickling(f"the value for key {key!r}"):
