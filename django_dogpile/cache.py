@@ -356,7 +356,7 @@ class DogpileCache(BaseCache):
         expires = None if fresh_for is None else now + fresh_for
         record = tuple(Entry(value, now, expires, cost))
         with self._pickling(f"the value for key {key!r}"):
-            result = self.store.set(
+            result: Any = self.store.set(  # type: ignore[func-returns-value]
                 made, record, timeout=store_timeout(expires, self.options.grace, now)
             )
         stored = bool(result) if self._set_reports else result is not False
@@ -776,7 +776,7 @@ class DogpileCache(BaseCache):
         async_creator = None
         if self.options.background:
 
-            def async_creator(m: KeyMutex) -> None:
+            def async_creator(m: Any) -> None:
                 submit(
                     self.options.background_workers,
                     self._background,

@@ -109,7 +109,7 @@ def parse_timeout(value: Any) -> float | None:
             f"TIMEOUT must not be negative ({value!r}).",
             "Use 0 to cache nothing, None to never expire, or seconds.",
         )
-    return value
+    return value  # type: ignore[return-value]  # an int stays an int (max-age)
 
 
 def parse_backend_options(options: Any) -> BackendOptions:

@@ -116,8 +116,8 @@ class SyncReaderDogpile(Dogpile):
         finally:
             self.readwritelock.release_write_lock()
 
-    @contextlib.contextmanager  # type: ignore[override]
-    def acquire(self, *arg: Any, **kw: Any) -> Iterator[Any]:
+    @contextlib.contextmanager
+    def acquire(self, *arg: Any, **kw: Any) -> Iterator[Any]:  # type: ignore[override]
         """As :meth:`Dogpile.acquire`, holding a read lock inside the block."""
         with super().acquire(*arg, **kw) as value:
             self.readwritelock.acquire_read_lock()
