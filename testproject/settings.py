@@ -38,6 +38,7 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 USE_TZ = True
+TIME_ZONE = "UTC"
 
 #: seconds the slow parts take, and how long cached things stay fresh
 DEMO_SLOW = float(os.environ.get("DEMO_SLOW", "0.5"))
