@@ -114,6 +114,12 @@ def test_stats_chart_appears_and_counters_move(browser, demo):
     faces = " ".join(r.text for r in rows)
     for face in ("dogpile_cache_page", "{% dogpile_cache %}", "cached()"):
         assert face in faces, faces
+    per_face = {
+        r.find_elements(By.TAG_NAME, "td")[0].text: [td.text for td in r.find_elements(By.TAG_NAME, "td")]
+        for r in browser.find_elements(By.CSS_SELECTOR, "#per-face tr")[1:]
+    }
+    function = per_face["cached()"]  # face, keys, hits, stale, regenerations, ...
+    assert int(function[2]) >= 4 and int(function[4]) == 1, per_face
 
     # The page refreshes itself: counters move with no action of ours.
     hits = counter(browser, "HIT")

@@ -33,7 +33,7 @@ data = json.loads(c.get("/stats/?json=1").content)
 assert data["counters"]["HIT"] >= 1
 pages = [row for key, row in data["keys"].items() if key.startswith("dogpile.page.")]
 assert [(r["REGENERATIONS"], r["HIT"]) for r in pages] == [(1, 1)], data["keys"]
-assert 'id="keys"' in body and "dogpile_cache_page" in body and "cached()" in body, body
+assert 'id="per-face"' in body and 'id="keys"' in body and "dogpile_cache_page" in body and "cached()" in body, body
 print("ok")
 """
 

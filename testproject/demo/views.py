@@ -168,6 +168,18 @@ def stats(request):
         }
         for key, row in sorted(keys.items(), key=lambda item: (_face_of(item[0]), str(item[0])))
     ]
+    by_face: dict[str, dict[str, object]] = {}
+    for row in per_key:
+        total = by_face.setdefault(
+            row["face"],
+            {"face": row["face"], "keys": 0, "hits": 0, "stale": 0, "regenerations": 0,
+             "waits": 0, "errors": 0, "last": "-"},
+        )
+        total["keys"] += 1
+        for name in ("hits", "stale", "regenerations", "waits", "errors"):
+            total[name] += row[name]
+        if row["last"] != "-" and (total["last"] == "-" or row["last"] > total["last"]):
+            total["last"] = row["last"]
     faces = [
         {"face": face, "runs": runs, "last": _clock(LAST.get(face))}
         for face, runs in sorted(RUNS.items())
@@ -178,6 +190,7 @@ def stats(request):
         {
             "rows": rows,
             "keys": per_key,
+            "per_face": sorted(by_face.values(), key=lambda f: str(f["face"])),
             "faces": faces,
             "chart": _chart(rows),
             "store": settings.STORE["BACKEND"],
