@@ -272,7 +272,9 @@ class DogpileCache(BaseCache):
 
         return factory
 
-    def _mutex(self, made: str) -> KeyMutex:
+    def _mutex(self, made: str, *, exclusive: bool = False) -> KeyMutex:
+        """The key's lock: for ``get_or_set``, or ``exclusive`` for a
+        read-modify-write, which must hold it even when a value exists."""
         if self._store_cache is None:
             self._connect()
         factory = self._lease_factory
@@ -281,8 +283,29 @@ class DogpileCache(BaseCache):
             key_lock((self.location, made)),
             lease,
             self.options.wait_timeout,
-            lambda record: self._live(record, entries.now()),
+            None if exclusive else (lambda record: self._live(record, entries.now())),
         )
+
+    @contextlib.contextmanager
+    def _exclusive(self, key: Any, made: str) -> Iterator[None]:
+        """Hold the key's lock (in-process and lease) for a read-modify-write.
+
+        ``get_or_set`` holds the same lock while it regenerates, so an
+        ``incr``, ``touch``, ``invalidate`` or ``add`` over a stale value
+        never interleaves with a regeneration, in any process.
+        """
+        mutex = self._mutex(made, exclusive=True)
+        try:
+            mutex.acquire()
+        except WaitTimeout:
+            raise ValueError(
+                f"DogpileCache {self.alias!r}: key {key!r} stayed locked for "
+                f"{self.options.wait_timeout}s (WAIT_TIMEOUT)"
+            ) from None
+        try:
+            yield
+        finally:
+            mutex.release()
 
     # --- keys and records ---------------------------------------------------
 
@@ -409,7 +432,7 @@ class DogpileCache(BaseCache):
             )
         if added:
             return True
-        with key_lock((self.location, made)).lock:
+        with self._exclusive(key, made):
             raw = self.store.get(made, MISSING)
             if is_fresh(raw, entries.now()):
                 return False
@@ -445,12 +468,12 @@ class DogpileCache(BaseCache):
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         """Give a fresh value a new timeout; return False if there is none."""
         made = self.make_and_validate_key(key, version)
-        with key_lock((self.location, made)).lock:
+        fresh_for = self._freshness(timeout)
+        with self._exclusive(key, made):
             raw = self.store.get(made, MISSING)
             now = entries.now()
             if not is_fresh(raw, now):
                 return False
-            fresh_for = self._freshness(timeout)
             if fresh_for is not None and fresh_for <= 0:
                 self.store.delete(made)
                 return True
@@ -482,7 +505,7 @@ class DogpileCache(BaseCache):
         Return True if there was a value to invalidate.
         """
         made = self.make_and_validate_key(key, version)
-        with key_lock((self.location, made)).lock:
+        with self._exclusive(key, made):
             raw = self.store.get(made, MISSING)
             now = entries.now()
             if not self._live(raw, now):
@@ -560,12 +583,7 @@ class DogpileCache(BaseCache):
         not lose updates.
         """
         made = self.make_and_validate_key(key, version)
-        mutex = self._mutex(made)
-        try:
-            mutex.acquire()
-        except WaitTimeout:
-            raise ValueError(f"Key '{key}' is locked by a regeneration") from None
-        try:
+        with self._exclusive(key, made):
             raw = self.store.get(made, MISSING)
             now = entries.now()
             if not is_fresh(raw, now):
@@ -577,8 +595,6 @@ class DogpileCache(BaseCache):
                 timeout=store_timeout(raw[2], self.options.grace, now),
             )
             return value
-        finally:
-            mutex.release()
 
     async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         return await self._async(self.incr, key, delta, version)

@@ -184,7 +184,7 @@ LANDED = object()
 
 
 class Lease(Protocol):
-    def acquire(self, wait: bool, deadline: float) -> Any: ...
+    def acquire(self, wait: bool, deadline: float, landed_ok: bool = True) -> Any: ...
 
     def release(self) -> None: ...
 
@@ -210,7 +210,8 @@ class KeyMutex:
     """
 
     __slots__ = (
-        "local", "lease", "wait_timeout", "usable", "waited", "degraded", "landed", "keep_for",
+        "local", "lease", "wait_timeout", "usable", "may_land", "waited", "degraded",
+        "landed", "keep_for",
     )
 
     def __init__(
@@ -218,11 +219,16 @@ class KeyMutex:
         local: KeyLock,
         lease: Lease | None,
         wait_timeout: float,
-        usable: Callable[[Any], bool] = bool,
+        usable: Callable[[Any], bool] | None = None,
     ) -> None:
-        """``usable(record)`` says whether a landed record may be served."""
+        """``usable(record)`` says whether a landed record may be served.
+
+        Without ``usable`` a blocking ``acquire`` always takes the lock:
+        what a read-modify-write (``incr``, ``touch``...) needs.
+        """
         self.local = local
         self.usable = usable
+        self.may_land = usable is not None
         self.lease = lease
         self.wait_timeout = wait_timeout
         self.waited = False
@@ -250,10 +256,10 @@ class KeyMutex:
             seen = local.seq
             if not lock.acquire(timeout=self.wait_timeout):
                 raise WaitTimeout(f"in-process lock busy for {self.wait_timeout}s")
-            if local.seq != seen and local.landed is not None:
+            if self.may_land and local.seq != seen and local.landed is not None:
                 # the thread we waited for made (or was handed) the value
                 record = pickle.loads(local.landed)
-                if self.usable(record):
+                if self.usable(record):  # type: ignore[misc]
                     lock.release()
                     self.landed = record
                     return True
@@ -276,10 +282,10 @@ class KeyMutex:
         if self.lease is None:
             return True
         try:
-            got = self.lease.acquire(wait, deadline)
-            if got is LANDED and not self.usable(self.lease.snapshot()):
+            got = self.lease.acquire(wait, deadline, self.may_land)
+            if got is LANDED and not self.usable(self.lease.snapshot()):  # type: ignore[misc]
                 # not a servable record: take the lock the ordinary way
-                got = self.lease.acquire(wait, deadline, landed_ok=False)  # type: ignore[call-arg]
+                got = self.lease.acquire(wait, deadline, landed_ok=False)
             return got
         except LeaseUnavailable:
             log.warning("lock store unavailable; locking within this process only")

@@ -77,3 +77,21 @@ def hold_forever(prefix, key, options, started):
         time.sleep(3600)
 
     cache.get_or_set(key, create)
+
+
+def incr_many(prefix, key, threads, n, start_at, results):
+    """`threads` threads each increment `key` `n` times, from time `start_at`."""
+    _setup()
+    cache = make_cache("redis", prefix, LOCK_TIMEOUT=5)
+
+    def run():
+        time.sleep(max(0, start_at - time.time()))
+        for _ in range(n):
+            cache.incr(key)
+
+    ts = [threading.Thread(target=run) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    results.put("done")

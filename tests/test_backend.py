@@ -15,7 +15,7 @@ import pytest
 from django.core.cache import CacheKeyWarning, caches
 from django.core.exceptions import ImproperlyConfigured
 
-from django_dogpile import signals
+from django_dogpile import entries, signals
 from django_dogpile.cache import DogpileCache
 from django_dogpile.exceptions import UncacheableValue
 from django_dogpile.stats import get_stats, reset_stats
@@ -166,6 +166,45 @@ class ContractTests:
             c.incr("t")
             clock.advance(6)
             assert c.get("t") is None  # incr keeps the expiry
+
+    def test_concurrent_incr_loses_no_update(self):
+        c = self.cache
+        c.set("counter", 0)
+        per_thread = 60 if self.store == "locmem" else 15
+
+        def bump(i):
+            cache = caches[self.alias]  # each thread its own instance
+            for _ in range(per_thread):
+                cache.incr("counter")
+
+        run_concurrently(8, bump)
+        assert c.get("counter") == 8 * per_thread
+
+    def test_invalidate_and_touch_never_resurrect_an_older_value(self):
+        """A regeneration landing while invalidate/touch run is not undone."""
+        c = self.cache
+        with Clock() as clock:
+            c.set("r", "old", timeout=10)
+            clock.advance(11)
+            in_creator, go = threading.Event(), threading.Event()
+
+            def slow_new():
+                in_creator.set()
+                go.wait(5)
+                return "new"
+
+            t = threading.Thread(target=lambda: c.get_or_set("r", slow_new, timeout=10))
+            t.start()
+            assert in_creator.wait(5)
+            threading.Timer(0.2, go.set).start()
+            assert c.invalidate("r")  # waits for the regeneration, then marks "new" stale
+            t.join(5)
+            record = c.store.get(c.make_and_validate_key("r"))
+            assert record[0] == "new" and record[2] <= entries.now()
+            c.set("t", "v1", timeout=10)
+            assert c.touch("t", 100)
+            clock.advance(50)
+            assert c.get("t") == "v1"
 
     def test_touch(self):
         c = self.cache

@@ -14,7 +14,7 @@ from django.core.cache import caches
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from django_dogpile.testing import Clock, run_concurrently
-from tests.procs import hammer, hold_forever, make_cache, raw_redis
+from tests.procs import hammer, incr_many, hold_forever, make_cache, raw_redis
 
 pytestmark = pytest.mark.redis
 
@@ -449,3 +449,22 @@ def test_retry_after_keeps_other_processes_off_with_the_lease(monitor):
         finally:
             locks._registry = saved[0]
             locks.retry_after._until.update(saved[1])
+
+
+@pytest.mark.slow
+def test_incr_from_several_processes_loses_no_update():
+    flush()
+    cache = make_cache("redis", "incr", LOCK_TIMEOUT=5)
+    cache.set("n", 0)
+    results = SPAWN.Queue()
+    start_at = time.time() + 2.5
+    procs = [
+        SPAWN.Process(target=incr_many, args=("incr", "n", 4, 20, start_at, results))
+        for _ in range(3)
+    ]
+    for p in procs:
+        p.start()
+    assert [results.get(timeout=60) for _ in procs] == ["done"] * 3
+    for p in procs:
+        p.join(10)
+    assert cache.get("n") == 3 * 4 * 20
