@@ -416,7 +416,8 @@ class DogpileCache(BaseCache):
         """Set a value if the key holds no fresh value; return True if set.
 
         A stale record counts as absent (as an expired key does in Django);
-        replacing it is guarded by the in-process lock of the key.
+        replacing it holds the key's lock (in-process and lease), as a
+        regeneration does.
         """
         made = self.make_and_validate_key(key, version)
         fresh_for = self._freshness(timeout)
