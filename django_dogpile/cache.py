@@ -66,6 +66,7 @@ from django.core.cache.backends.base import (
     memcache_key_warnings,
 )
 from django.core.exceptions import ImproperlyConfigured
+from django.db import close_old_connections
 
 from . import entries, signals
 from .conf import (
@@ -853,6 +854,9 @@ class DogpileCache(BaseCache):
         return value, _FRESH
 
     def _background(self, key: Any, made: str, default: Any, fresh_for: float | None, mutex: KeyMutex, call: _Call) -> None:
+        # A pool thread is outside any request: Django's request signals do
+        # not close its database connections, so do what they do.
+        close_old_connections()
         try:
             record = mutex.snapshot()
             if record is MISSING:
@@ -864,6 +868,7 @@ class DogpileCache(BaseCache):
             log.exception("background regeneration of %r failed", key)
         finally:
             mutex.release()
+            close_old_connections()
 
     def _account(self, key: Any, call: _Call, mutex: KeyMutex, started: float) -> str:
         outcome = call.outcome

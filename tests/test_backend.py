@@ -456,6 +456,36 @@ class ContractTests:
         finally:
             signals.value_regenerated.disconnect(dispatch_uid="t2")
 
+    def test_background_regeneration_closes_its_database_connection(self):
+        from django.db import connections  # CONN_MAX_AGE is Django's default, 0
+
+        c = self.variant(BACKGROUND=True)
+        opened = []
+        done = threading.Event()
+        signals.value_regenerated.connect(
+            lambda sender, **kw: done.set(), weak=False, dispatch_uid="t3"
+        )
+
+        def make():
+            conn = connections["files"]  # this pool thread's own connection
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            opened.append(conn)
+            return "new"
+
+        try:
+            with Clock() as clock:
+                c.set("db", "old", timeout=10)
+                clock.advance(11)
+                assert c.get_or_set("db", make, timeout=10) == "old"
+                assert done.wait(5)
+                deadline = time.monotonic() + 5
+                while opened[0].connection is not None and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert opened[0].connection is None  # closed after the work
+        finally:
+            signals.value_regenerated.disconnect(dispatch_uid="t3")
+
     @pytest.mark.slow
     def test_wait_timeout_computes_without_storing(self):
         c = self.variant(WAIT_TIMEOUT=0.2, LOCK_TIMEOUT=5)
