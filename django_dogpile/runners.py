@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
+
+from django.utils import timezone, translation
 
 __all__ = ["submit"]
 
@@ -18,6 +21,11 @@ def submit(workers: int, fn: Callable[..., Any], *args: Any) -> None:
 
     Pools are keyed by size and re-created after a fork (a pool inherited
     from the parent has no threads in the child).
+
+    ``fn`` runs as the caller would have: in a copy of its context
+    variables, with its active language and time zone (Django keeps those
+    per thread, so a pool thread would otherwise render a page regenerated
+    for a French request in the default language).
     """
     pid = os.getpid()
     with _lock:
@@ -28,4 +36,11 @@ def submit(workers: int, fn: Callable[..., Any], *args: Any) -> None:
                 ThreadPoolExecutor(workers, thread_name_prefix="django_dogpile"),
             )
             _pools[workers] = entry
-    entry[1].submit(fn, *args)
+    state = (translation.get_language(), timezone.get_current_timezone())
+    entry[1].submit(contextvars.copy_context().run, _as_caller, state, fn, *args)
+
+
+def _as_caller(state: tuple[str | None, Any], fn: Callable[..., Any], *args: Any) -> Any:
+    language, zone = state
+    with translation.override(language), timezone.override(zone):
+        return fn(*args)

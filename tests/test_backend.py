@@ -456,6 +456,26 @@ class ContractTests:
         finally:
             signals.value_regenerated.disconnect(dispatch_uid="t2")
 
+    def test_background_regeneration_renders_in_the_callers_language_and_zone(self):
+        from django.utils import timezone, translation
+
+        c = self.variant(BACKGROUND=True)
+        seen = []
+        done = threading.Event()
+
+        def make():
+            seen.append((translation.get_language(), timezone.get_current_timezone_name()))
+            done.set()
+            return "new"
+
+        with Clock() as clock:
+            c.set("i18n", "old", timeout=10)
+            clock.advance(11)
+            with translation.override("fr"), timezone.override("Asia/Tokyo"):
+                assert c.get_or_set("i18n", make, timeout=10) == "old"
+            assert done.wait(5)
+        assert seen == [("fr", "Asia/Tokyo")]
+
     def test_background_regeneration_closes_its_database_connection(self):
         from django.db import connections  # CONN_MAX_AGE is Django's default, 0
 
