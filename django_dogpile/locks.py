@@ -22,6 +22,17 @@ A :class:`KeyMutex` for one store key is two locks taken in order:
 A lease always runs out after ``LOCK_TIMEOUT``, so a holder killed with
 SIGKILL blocks nobody for longer than that, and a holder whose lease ran out
 cannot delete its successor's lock.
+
+Waiting for a key with no value (``get_or_set``'s cold path) ends as soon
+as the value exists, without taking the lock in turn: the Redis script,
+called that way, returns the record instead when there is one, and the
+``add()`` lease's polling reads it; threads of the holder's process get the
+record it just stored from its :class:`KeyLock`.  A read-modify-write
+(``incr``, ``touch``...) makes an *exclusive* mutex, which always takes the
+lock.  A holder whose regeneration failed may keep its lease for
+``RETRY_AFTER`` seconds instead of releasing it (:meth:`KeyMutex.hold_on_release`).
+Values computed while the lease's store is unreachable are kept per process
+in :data:`fallbacks`.
 """
 
 from __future__ import annotations
