@@ -32,7 +32,9 @@ The rules:
     out computes the value itself and does not store it;
   - the creator raising: the error reaches that caller only (or, with
     ``SERVE_STALE_ON_ERROR``, it gets the stale value and the error is
-    logged); the lock is released either way.
+    logged); the lock is released either way -- or, with ``RETRY_AFTER``
+    and a stale value to serve, kept that many seconds so that the failing
+    work is retried once per period rather than by every request.
 
 * The lock is an in-process lock per key, then a lease in the store (Redis
   ``SET NX PX`` on django-redis, ``add()`` elsewhere, none on locmem) that
