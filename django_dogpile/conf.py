@@ -112,25 +112,30 @@ def parse_timeout(value: Any) -> float | None:
     return value  # type: ignore[return-value]  # an int stays an int (max-age)
 
 
-def parse_backend_options(options: Any) -> BackendOptions:
-    """Validate a DogpileCache OPTIONS dict; raise :class:`ConfigError`."""
-    if options is None:
-        options = {}
-    if not isinstance(options, dict):
-        raise ConfigError(
-            "django_dogpile.E004",
-            f"OPTIONS must be a dict, not {type(options).__name__}.",
-            "See the README for the options DogpileCache takes.",
-        )
-    unknown = sorted(set(options) - set(BACKEND_OPTION_DEFAULTS))
+def _with_defaults(
+    value: Any, defaults: dict[str, Any], *, id: str, what: str, hint: str, unknown_hint: str
+) -> dict[str, Any]:
+    """``defaults`` updated by ``value``, a dict (or None) of known keys only."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError(id, f"{what} must be a dict, not {type(value).__name__}.", hint)
+    unknown = sorted(set(value) - set(defaults))
     if unknown:
         raise ConfigError(
-            "django_dogpile.E004",
-            f"Unknown OPTIONS: {', '.join(map(repr, unknown))}.",
-            f"DogpileCache takes {', '.join(BACKEND_OPTION_DEFAULTS)}; "
-            "options of the store belong to the store's alias.",
+            id, f"Unknown {what} keys: {', '.join(map(repr, unknown))}.", unknown_hint
         )
-    merged = {**BACKEND_OPTION_DEFAULTS, **options}
+    return {**defaults, **value}
+
+
+def parse_backend_options(options: Any) -> BackendOptions:
+    """Validate a DogpileCache OPTIONS dict; raise :class:`ConfigError`."""
+    merged = _with_defaults(
+        options, BACKEND_OPTION_DEFAULTS, id="django_dogpile.E004", what="OPTIONS",
+        hint="See the README for the options DogpileCache takes.",
+        unknown_hint=f"DogpileCache takes {', '.join(BACKEND_OPTION_DEFAULTS)}; "
+        "options of the store belong to the store's alias.",
+    )
     grace = _number("GRACE", merged["GRACE"], id="django_dogpile.E005")
     lock_timeout = _number(
         "LOCK_TIMEOUT", merged["LOCK_TIMEOUT"], id="django_dogpile.E006",
@@ -195,22 +200,11 @@ def parse_backend_options(options: Any) -> BackendOptions:
 
 def parse_dogpile_setting(value: Any) -> dict[str, Any]:
     """Validate the ``DOGPILE`` setting; raise :class:`ConfigError`."""
-    if value is None:
-        value = {}
-    if not isinstance(value, dict):
-        raise ConfigError(
-            "django_dogpile.E010",
-            f"DOGPILE must be a dict, not {type(value).__name__}.",
-            "e.g. DOGPILE = {'CACHE_ALIAS': 'default', 'TIMEOUT': 300}",
-        )
-    unknown = sorted(set(value) - set(DOGPILE_DEFAULTS))
-    if unknown:
-        raise ConfigError(
-            "django_dogpile.E010",
-            f"Unknown DOGPILE keys: {', '.join(map(repr, unknown))}.",
-            f"DOGPILE takes {', '.join(DOGPILE_DEFAULTS)}.",
-        )
-    merged = {**DOGPILE_DEFAULTS, **value}
+    merged = _with_defaults(
+        value, DOGPILE_DEFAULTS, id="django_dogpile.E010", what="DOGPILE",
+        hint="e.g. DOGPILE = {'CACHE_ALIAS': 'default', 'TIMEOUT': 300}",
+        unknown_hint=f"DOGPILE takes {', '.join(DOGPILE_DEFAULTS)}.",
+    )
     alias = merged["CACHE_ALIAS"]
     if alias is not None and alias not in settings.CACHES:
         raise ConfigError(
