@@ -36,7 +36,6 @@ import inspect
 import pickle
 import re
 import threading
-import time
 from typing import Any, Callable
 
 from asgiref.sync import sync_to_async
@@ -51,6 +50,7 @@ from django.utils.cache import (
 from . import entries
 from .conf import get_config
 from .faces import face_cache, safe_key
+from .locks import Deadlines
 
 __all__ = ["cached", "dogpile_cache_page"]
 
@@ -70,43 +70,13 @@ class _DoNotStore(BaseException):
         self.uncacheable = uncacheable
 
 
-class _PassMemo:
-    """Page keys whose last response could not be cached ("hit-for-miss").
-
-    Without it, concurrent requests for such a page queue on the key's lock
-    one behind the other (each then runs the view itself, since nothing is
-    stored).  For a while after a refusal, requests for that key run the
-    view directly, side by side -- Varnish's hit-for-miss, per process.
-    """
-
-    size = 10000
-    ttl = 120.0  # at most; never longer than the page's own timeout
-
-    def __init__(self) -> None:
-        self._until: dict[str, float] = {}
-
-    def remember(self, key: str, timeout: float) -> None:
-        if len(self._until) >= self.size:
-            self._until.clear()
-        self._until[key] = time.monotonic() + min(self.ttl, max(timeout, 0))
-
-    def passing(self, key: str) -> bool:
-        until = self._until.get(key)
-        if until is None:
-            return False
-        if time.monotonic() < until:
-            return True
-        self._until.pop(key, None)
-        return False
-
-    def forget(self, key: str) -> None:
-        self._until.pop(key, None)
-
-    def clear(self) -> None:
-        self._until.clear()
-
-
-_pass_memo = _PassMemo()
+#: Page keys whose last response could not be cached ("hit-for-miss"):
+#: without it, concurrent requests for such a page queue on the key's lock
+#: one behind the other (each then runs the view itself, since nothing is
+#: stored).  For a while after a refusal, requests for that key run the
+#: view directly, side by side -- Varnish's hit-for-miss, per process.
+_pass_memo = Deadlines(size=10000)
+_PASS_TTL = 120.0  # at most; never longer than the page's own timeout
 
 
 # URL key -> the Vary header names learnt from its response.
@@ -265,7 +235,7 @@ class _Page:
             if stored is None:
                 return create_uncached(create)
             return self._deliver(stored, "HIT")
-        if _pass_memo.passing(key):
+        if _pass_memo.holding(key):
             try:
                 stored = create()
             except _DoNotStore as refused:
@@ -285,7 +255,8 @@ class _Page:
 
     def _refused(self, key: str, refused: _DoNotStore) -> HttpResponseBase:
         if refused.uncacheable:
-            _pass_memo.remember(key, self.timeout)
+            timeout = self.timeout
+            _pass_memo.hold(key, _PASS_TTL if timeout is None else min(_PASS_TTL, max(timeout, 0)))
         return self._mark(refused.response, "MISS")
 
     async def aserve(self, create: Callable[[], Any]) -> HttpResponseBase:
@@ -299,7 +270,7 @@ class _Page:
                     return self._mark(refused.response, "MISS")
                 raise AssertionError("unreachable: HEAD pages are never stored")
             return self._deliver(stored, "HIT")
-        if _pass_memo.passing(key):
+        if _pass_memo.holding(key):
             try:
                 stored = await create()
             except _DoNotStore as refused:

@@ -147,41 +147,46 @@ class Fallbacks:
 fallbacks = Fallbacks()
 
 
-class RetryAfter:
-    """Keys whose regeneration just failed, and until when not to retry.
+class Deadlines:
+    """Keys held until a deadline (monotonic), per process; bounded.
 
-    In this process; other processes are held off by the lease, which the
-    failed holder keeps for the same time instead of releasing it.
+    Two uses: :data:`retry_after` (keys whose regeneration just failed: not
+    retried until then -- other processes are held off by the lease, which
+    the failed holder keeps for the same time), and the page decorator's
+    hit-for-miss memo.
     """
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
         self._until: dict[Any, float] = {}
 
-    def hold(self, ident: Any, seconds: float) -> None:
+    def hold(self, key: Any, seconds: float) -> None:
         until = self._until
         if len(until) >= self.size:
             now = time.monotonic()
-            for key in [k for k, t in list(until.items()) if t <= now]:
-                until.pop(key, None)
+            for old in [k for k, t in list(until.items()) if t <= now]:
+                until.pop(old, None)
             if len(until) >= self.size:
                 until.clear()
-        until[ident] = time.monotonic() + seconds
+        until[key] = time.monotonic() + seconds
 
-    def holding(self, ident: Any) -> bool:
-        until = self._until.get(ident)
+    def holding(self, key: Any) -> bool:
+        until = self._until.get(key)
         if until is None:
             return False
         if time.monotonic() < until:
             return True
-        self._until.pop(ident, None)
+        self._until.pop(key, None)
         return False
+
+    def forget(self, key: Any) -> None:
+        self._until.pop(key, None)
 
     def clear(self) -> None:
         self._until.clear()
 
 
-retry_after = RetryAfter()
+retry_after = Deadlines()
 
 
 def key_lock(identifier: Any) -> KeyLock:
@@ -252,7 +257,7 @@ class KeyMutex:
     def acquire(self, wait: bool = True) -> bool:
         lock = self.local.lock
         if not wait:
-            if self._retry and retry_after.holding(self.local.ident):
+            if retry_after.holding(self.local.ident):
                 return False  # a regeneration just failed: serve stale a while
             if not lock.acquire(False):
                 return False
@@ -284,10 +289,6 @@ class KeyMutex:
             lock.release()
             raise WaitTimeout(f"lease busy for {self.wait_timeout}s")
         return True
-
-    @property
-    def _retry(self) -> bool:
-        return bool(retry_after._until)
 
     def _lease(self, wait: bool, deadline: float) -> Any:
         if self.lease is None:
