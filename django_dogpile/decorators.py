@@ -173,7 +173,8 @@ class _Page:
             timeout = self.cache.default_timeout
         self.timeout = timeout
         self.status_header = config["STATUS_HEADER"]
-        self.usable = request.method in ("GET", "HEAD") and bool(timeout)
+        # None: the cache's own forever, as with cache_page; 0 or less: off
+        self.usable = request.method in ("GET", "HEAD") and (timeout is None or timeout > 0)
         self.url_key = _url_key(request, prefix or "")
         self.headers_key = self.url_key + ".vary"
         self.vary: tuple[str, ...] = ()

@@ -73,6 +73,12 @@ CACHES = {
         "TIMEOUT": 300,
         "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5},
     },
+    "dp_forever": {  # TIMEOUT None: values never go stale
+        "BACKEND": "django_dogpile.cache.DogpileCache",
+        "LOCATION": "locmem",
+        "TIMEOUT": None,
+        "KEY_PREFIX": "forever",
+    },
     "dp_file": {
         "BACKEND": "django_dogpile.cache.DogpileCache",
         "LOCATION": "file",

@@ -196,6 +196,15 @@ def test_page_that_becomes_cacheable_is_stored_again():
     assert urls.CALLS["n"] == 2
 
 
+def test_page_on_a_cache_that_never_expires_is_cached():
+    """timeout None falls to the cache's TIMEOUT None: forever, as Django's cache_page."""
+    caches["dp_forever"].clear()
+    c = Client()
+    first, second = c.get("/forever/"), c.get("/forever/")
+    assert first.content == second.content == b"forever 1"
+    assert second["X-Dogpile-Cache"] == "HIT"
+
+
 def test_vary_is_honoured():
     c = Client()
     assert c.get("/varies/", headers={"accept-language": "fr"}).content == b"lang fr"

@@ -51,6 +51,11 @@ def private(request):
     return response
 
 
+@dogpile_cache_page(None, cache="dp_forever")
+def forever(request):
+    return HttpResponse(f"forever {count()}")
+
+
 @dogpile_cache_page(60, cache="dp_locmem")
 def sometimes_private(request):
     n = count()
@@ -101,6 +106,7 @@ urlpatterns = [
     path("cookie/", cookie_setter),
     path("private/", private),
     path("sometimes-private/", sometimes_private),
+    path("forever/", forever),
     path("varies/", varies),
     path("status/", status),
     path("stream/", stream),
