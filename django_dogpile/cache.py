@@ -189,8 +189,8 @@ class DogpileCache(BaseCache):
         self._lease_factory: Callable[[str, str], Any] | None = None
         self._local = False
         self._set_reports = False
-        #: user key -> made key, for str keys of the default version.
-        self._made: dict[str, str] = {}
+        #: user key (or (key, version)) -> store key, for str keys.
+        self._made: dict[Any, str] = {}
         self._early_refresh = self.options.early_refresh
 
     @staticmethod
@@ -295,15 +295,16 @@ class DogpileCache(BaseCache):
 
         ``get_or_set`` holds the same lock while it regenerates, so an
         ``incr``, ``touch``, ``invalidate`` or ``add`` over a stale value
-        never interleaves with a regeneration, in any process.
+        never interleaves with a regeneration, in any process.  Raises
+        :class:`WaitTimeout` if the lock stays taken past ``WAIT_TIMEOUT``.
         """
         mutex = self._mutex(made, exclusive=True)
         try:
             mutex.acquire()
         except WaitTimeout:
-            raise ValueError(
-                f"DogpileCache {self.alias!r}: key {key!r} stayed locked for "
-                f"{self.options.wait_timeout}s (WAIT_TIMEOUT)"
+            raise WaitTimeout(
+                f"DogpileCache {self.alias!r}: key {key!r} stayed locked by a "
+                f"regeneration for {self.options.wait_timeout}s (WAIT_TIMEOUT)"
             ) from None
         try:
             yield
@@ -323,8 +324,10 @@ class DogpileCache(BaseCache):
         So a key Django accepts never fails in a memcached store because of
         the wrapper, and no call warns twice.
         """
-        if version is None and type(key) is str:
-            made = self._made.get(key)
+        memo_key: Any = None
+        if type(key) is str:
+            memo_key = key if version is None else (key, version)
+            made = self._made.get(memo_key)
             if made is not None:
                 return made
         made = self.make_key(key, version=version)
@@ -334,12 +337,13 @@ class DogpileCache(BaseCache):
         if not clean or any(memcache_key_warnings(self.store.make_key(made + LOCK_SUFFIX))):
             store_key = "dogpile.h." + hashlib.sha256(made.encode()).hexdigest()
         # Remember keys that passed cleanly (a bad key warns on every call,
-        # as with Django's backends); only str keys of the default version.
-        if clean and version is None and type(key) is str:
+        # as with Django's backends); str keys only, (key, version) when
+        # a version is given.
+        if clean and memo_key is not None:
             memo = self._made
             if len(memo) >= _KEY_MEMO_SIZE:
                 memo.clear()
-            memo[key] = store_key
+            memo[memo_key] = store_key
         return store_key
 
     def _freshness(self, timeout: Any) -> float | None:
@@ -683,12 +687,8 @@ class DogpileCache(BaseCache):
         :param version: the key version.
         """
         # The fresh hit, inline: this is the path every request takes.
-        made = None
-        if version is None:
-            try:
-                made = self._made.get(key)
-            except TypeError:  # an unhashable key: make_key copes with it
-                pass
+        # (str keys only: the memo also holds (key, version) tuples)
+        made = self._made.get(key) if version is None and type(key) is str else None
         if made is None:
             made = self.make_and_validate_key(key, version)
         raw = (self._store_cache or self.store).get(made, MISSING)

@@ -688,3 +688,39 @@ def test_key_stats_off_by_default():
     c = caches["dp_locmem"]
     c.get_or_set("off", 1)
     assert get_key_stats(c.alias) == {}
+
+
+def test_tuple_keys_never_meet_the_versioned_key_memo():
+    c = caches["dp_locmem"]
+    c.clear()
+    assert c.get_or_set("k", "v2", version=2) == "v2"  # memoised as ("k", 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CacheKeyWarning)
+        assert c.get_or_set(("k", 2), "tuple") == "tuple"  # a different key
+    assert c.get("k", version=2) == "v2"
+
+
+def test_read_modify_write_waits_for_a_regeneration_at_most_wait_timeout():
+    from django_dogpile.exceptions import WaitTimeout
+
+    c = DogpileCache("locmem", {"TIMEOUT": 10, "KEY_PREFIX": "rmw", "OPTIONS": {"WAIT_TIMEOUT": 0.2}})
+    c.set("n", 1)
+    with Clock() as clock:
+        clock.advance(11)
+        entered, go = threading.Event(), threading.Event()
+
+        def slow():
+            entered.set()
+            go.wait(5)
+            return 5
+
+        t = threading.Thread(target=lambda: c.get_or_set("n", slow))
+        t.start()
+        try:
+            assert entered.wait(5)
+            with pytest.raises(WaitTimeout, match="stayed locked"):
+                c.touch("n", 100)
+        finally:
+            go.set()
+            t.join(5)
+        assert c.incr("n") == 6  # the regeneration landed first, then the increment
