@@ -748,7 +748,6 @@ class DogpileCache(BaseCache):
             return (default() if callable(default) else default), "MISS"
         mutex = self._mutex(made)
         call = _Call(raw)
-        grace = self.options.grace
 
         def value_and_created() -> tuple[Any, float]:
             call.reads += 1
@@ -766,9 +765,7 @@ class DogpileCache(BaseCache):
                 if record is MISSING:
                     record = self.store.get(made, MISSING)
             now = entries.now()
-            if not is_entry(record) or (
-                record[2] is not None and now >= record[2] + grace
-            ):
+            if not self._live(record, now):
                 kept = fallbacks.get((self.location, made), now)
                 if kept is not MISSING:  # computed here while the store was down
                     return kept, _FRESH
@@ -782,8 +779,9 @@ class DogpileCache(BaseCache):
         def creator() -> tuple[Any, float]:
             if call.reads == 1 and call.stale is not MISSING:
                 # The core read once; somebody may have finished between that
-                # read and our lock (a record with another creation time).  The Redis lease fetched the record with
-                # the lock, so this costs no round trip there.
+                # read and our lock (a record with another creation time).
+                # The Redis lease fetched the record with the lock, so this
+                # costs no round trip there.
                 record = mutex.snapshot()
                 if record is MISSING:
                     record = self.store.get(made, MISSING)
