@@ -42,11 +42,11 @@ import pickle
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from typing import Any, Callable, Protocol
 
 from .core import NameRegistry
 from .exceptions import WaitTimeout
+from .state import MISSING, Deadlines, Fallbacks, fallbacks, retry_after  # noqa: F401 (re-exported)
 
 __all__ = [
     "CacheLease",
@@ -60,8 +60,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: "Not read": the lease did not fetch the record with the lock.
-MISSING = object()
 
 
 class LeaseUnavailable(Exception):
@@ -95,98 +93,6 @@ class KeyLock:
 
 
 _registry: NameRegistry[KeyLock] = NameRegistry(KeyLock)
-
-
-class Fallbacks:
-    """Values computed while the shared store was down, per process.
-
-    With ``IGNORE_EXCEPTIONS`` an outage must not become a stampede: the
-    value one caller computed is kept here (pickled, bounded, until its
-    freshness ends) and served to the callers of this process, one
-    computation per key per freshness period, until the store is back.
-    A :class:`KeyLock` cannot hold it: it lives only while callers use it.
-    """
-
-    def __init__(self, size: int = 1024) -> None:
-        self.size = size
-        self._lock = threading.Lock()
-        self._values: OrderedDict[Any, tuple[bytes, float]] = OrderedDict()
-
-    def put(self, ident: Any, value: Any, expires: float) -> None:
-        try:
-            blob = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-        except Exception:  # unpicklable: the caller already has it
-            return
-        with self._lock:
-            self._values[ident] = (blob, expires)
-            self._values.move_to_end(ident)
-            while len(self._values) > self.size:
-                self._values.popitem(last=False)
-
-    def get(self, ident: Any, now: float) -> Any:
-        """The value kept for ``ident`` if still fresh at ``now``, else MISSING."""
-        with self._lock:
-            item = self._values.get(ident)
-            if item is None:
-                return MISSING
-            if now >= item[1]:
-                del self._values[ident]
-                return MISSING
-        return pickle.loads(item[0])
-
-    def discard(self, ident: Any) -> None:
-        if self._values:  # the usual case costs no lock
-            with self._lock:
-                self._values.pop(ident, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._values.clear()
-
-
-fallbacks = Fallbacks()
-
-
-class Deadlines:
-    """Keys held until a deadline (monotonic), per process; bounded.
-
-    Two uses: :data:`retry_after` (keys whose regeneration just failed: not
-    retried until then -- other processes are held off by the lease, which
-    the failed holder keeps for the same time), and the page decorator's
-    hit-for-miss memo.
-    """
-
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self._until: dict[Any, float] = {}
-
-    def hold(self, key: Any, seconds: float) -> None:
-        until = self._until
-        if len(until) >= self.size:
-            now = time.monotonic()
-            for old in [k for k, t in list(until.items()) if t <= now]:
-                until.pop(old, None)
-            if len(until) >= self.size:
-                until.clear()
-        until[key] = time.monotonic() + seconds
-
-    def holding(self, key: Any) -> bool:
-        until = self._until.get(key)
-        if until is None:
-            return False
-        if time.monotonic() < until:
-            return True
-        self._until.pop(key, None)
-        return False
-
-    def forget(self, key: Any) -> None:
-        self._until.pop(key, None)
-
-    def clear(self) -> None:
-        self._until.clear()
-
-
-retry_after = Deadlines()
 
 
 def key_lock(identifier: Any) -> KeyLock:
