@@ -70,7 +70,7 @@ from django.core.cache.backends.base import (
 from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections
 
-from . import entries, signals
+from . import entries, signals, state
 from .conf import (
     BackendOptions,
     ConfigError,
@@ -89,7 +89,6 @@ from .locks import (
     RedisScripts,
     fallbacks,
     key_lock,
-    retry_after,
 )
 from .runners import submit
 from .stats import key_stats_for, stats_for
@@ -97,6 +96,9 @@ from .stats import key_stats_for, stats_for
 __all__ = ["DogpileCache"]
 
 log = logging.getLogger(__name__)
+
+#: ``default.detach`` when ``default`` has none: run it as it is.
+_AS_IS: Any = object()
 
 _FRESH = math.inf  # the "creation time" the core sees for a fresh value
 _STALE = 1.0  # ... and for a stale one (> 0: there is a value; long expired)
@@ -639,9 +641,13 @@ class DogpileCache(BaseCache):
         return await self._async(self.incr_version, key, -delta, version)
 
     def clear(self) -> None:
-        """Clear the *store* (every key of the wrapped alias)."""
-        fallbacks.clear()
-        retry_after.clear()
+        """Clear the *store* (every key of the wrapped alias).
+
+        Everything this process remembers about the store is forgotten too
+        (:mod:`django_dogpile.state`): outage fallbacks, retry holds, the
+        page decorator's learnt ``Vary`` names and hit-for-miss marks.
+        """
+        state.forget(self.location)
         self.store.clear()
 
     async def aclear(self) -> None:
@@ -792,13 +798,17 @@ class DogpileCache(BaseCache):
             return self._create(key, made, default, fresh_for, mutex, call)
 
         async_creator = None
-        if self.options.background:
+        detach = getattr(default, "detach", _AS_IS)
+        if self.options.background and detach is not None:
 
             def async_creator(m: Any) -> None:
+                # in the caller's thread: a creator that reads request state
+                # hands the pool a copy of it (the template tag's context)
+                job = default if detach is _AS_IS else detach()
                 submit(
                     self.options.background_workers,
                     self._background,
-                    key, made, default, fresh_for, m, call,
+                    key, made, job, fresh_for, m, call,
                 )
 
         started = time.monotonic()
@@ -940,15 +950,28 @@ class DogpileCache(BaseCache):
             if self._live(raw, entries.now()):
                 self._count("UPDATING", key)
                 return raw[0], "UPDATING"
+            future, followers = pending
+            followers.append(1)
             try:
-                value, _ = await asyncio.shield(pending)
-                return value, "MISS"
+                blob = await asyncio.shield(future)
             except BaseException:
-                if not pending.done():
+                if not future.done():
                     raise  # this caller itself was cancelled
-                raw = MISSING  # the leader failed: take our own turn
+                blob = None  # the leader failed: take our own turn
+            if blob is not None:
+                # each caller its own object, as if read from the store
+                self._count("MISS", key)
+                return pickle.loads(blob), "MISS"
+            raw = (
+                store.get(made, MISSING)
+                if self._local
+                else await sync_to_async(store.get, thread_sensitive=False)(made, MISSING)
+            )
+            if self._fresh_hit(key, raw):
+                return raw[0], "HIT"
         future = asyncio.get_running_loop().create_future()
-        inflight[ident] = future
+        followers: list[int] = []
+        inflight[ident] = (future, followers)
         try:
             result = await sync_to_async(self._dogpile, thread_sensitive=False)(
                 key, made, raw, _syncify(default), timeout
@@ -958,18 +981,25 @@ class DogpileCache(BaseCache):
             future.exception()  # retrieved: followers may be none
             raise
         else:
-            future.set_result(result)
+            future.set_result(_copy_of(result[0]) if followers else None)
             return result
         finally:
             inflight.pop(ident, None)
 
 
-_loops: weakref.WeakKeyDictionary[Any, dict[Any, asyncio.Future[Any]]] = (
-    weakref.WeakKeyDictionary()
-)
+def _copy_of(value: Any) -> bytes | None:
+    """``value`` pickled for the callers that waited on one regeneration."""
+    try:
+        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
 
 
-def _inflight() -> dict[Any, asyncio.Future[Any]]:
+_Inflight = dict[Any, tuple["asyncio.Future[Any]", list[int]]]
+_loops: weakref.WeakKeyDictionary[Any, _Inflight] = weakref.WeakKeyDictionary()
+
+
+def _inflight() -> _Inflight:
     loop = asyncio.get_running_loop()
     pending = _loops.get(loop)
     if pending is None:
@@ -993,4 +1023,7 @@ def _syncify(default: Any) -> Any:
             return async_to_sync(wait)()
         return result
 
+    detach = getattr(default, "detach", _AS_IS)
+    if detach is not _AS_IS:
+        call.detach = detach  # type: ignore[attr-defined]
     return call

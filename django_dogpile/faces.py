@@ -47,7 +47,8 @@ def safe_key(*parts: str) -> str:
 def make_fragment_key(fragment_name: str, vary_on: Iterable[Any] | None = None) -> str:
     """Return the cache key of a ``{% dogpile_cache %}`` fragment.
 
-    The counterpart of Django's ``make_template_fragment_key``: use it to
+    Django's ``make_template_fragment_key`` exactly (prefixed with
+    ``DOGPILE["KEY_PREFIX"]`` when one is set): use either to
     ``invalidate()`` or ``delete()`` a fragment from Python.
     """
-    return safe_key("dogpile.fragment", fragment_name, _digest(vary_on or ()))
+    return safe_key("template.cache", fragment_name, _digest(vary_on or ()))

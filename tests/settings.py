@@ -11,6 +11,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.sessions",
+    "django.contrib.messages",
     "django_dogpile",
     "tests",
 ]
@@ -32,7 +33,13 @@ TEMPLATES = [
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [],
         "APP_DIRS": True,
-        "OPTIONS": {"context_processors": []},
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
     }
 ]
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
@@ -85,4 +92,29 @@ CACHES = {
         "TIMEOUT": 300,
         "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5},
     },
+    "dp_stale": {  # a failed regeneration serves the stale value
+        "BACKEND": "django_dogpile.cache.DogpileCache",
+        "LOCATION": "locmem",
+        "TIMEOUT": 300,
+        "KEY_PREFIX": "stale",
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5, "SERVE_STALE_ON_ERROR": True},
+    },
+    "dp_bg": {  # stale values are regenerated in a pool thread
+        "BACKEND": "django_dogpile.cache.DogpileCache",
+        "LOCATION": "locmem",
+        "TIMEOUT": 300,
+        "KEY_PREFIX": "bg",
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5, "BACKGROUND": True},
+    },
 }
+
+#: Every contrib middleware that writes the response after the view.
+FULL_STACK = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]

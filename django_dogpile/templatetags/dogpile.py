@@ -11,14 +11,19 @@ The grammar is Django's ``{% cache %}``: a timeout (any expression;
 ``None`` means the cache's default), a fragment name, any number of values
 to vary on, and an optional last ``using="alias"``.  Errors in the tag are
 reported when the template is compiled where they can be (a missing
-argument, a literal timeout that is not a number, an unknown literal
-alias), else when it renders.  The fragment is rendered through the
+argument, a literal timeout that is not a number), else when it renders
+(``using``, an expression, is resolved there, as by Django's tag).  The fragment is rendered through the
 cache's ``get_or_set``: when it goes stale one request re-renders it while
-the others get the old fragment.
+the others get the old fragment.  The key is Django's own
+(``make_template_fragment_key``), so code that deletes or invalidates a
+``{% cache %}`` fragment works unchanged.  With ``BACKGROUND`` the fragment
+is re-rendered in a pool thread from a copy of the context taken before the
+tag returns.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from django import template
@@ -64,18 +69,62 @@ class DogpileCacheNode(template.Node):
                 raise template.TemplateSyntaxError(
                     f"'{TAG}' tag got a non-integer timeout value: {timeout!r}"
                 ) from None
-        alias = self.using.resolve(context) if self.using is not None else None
-        if alias is not None and alias not in settings.CACHES:
-            raise template.TemplateSyntaxError(
-                f"'{TAG}' tag: using={alias!r} is not a cache alias"
-            )
+        alias = None
+        if self.using is not None:
+            try:
+                alias = self.using.resolve(context)
+            except template.VariableDoesNotExist:
+                raise template.TemplateSyntaxError(
+                    f"'{TAG}' tag got an unknown variable: {self.using.var!r}"
+                ) from None
+            if alias not in settings.CACHES:
+                raise template.TemplateSyntaxError(
+                    f"'{TAG}' tag: using={alias!r} is not a cache alias "
+                    f"(configured: {', '.join(settings.CACHES)})"
+                )
         cache = face_cache(alias, fragments=True)
         key = make_fragment_key(
             self.fragment_name, [v.resolve(context) for v in self.vary_on]
         )
         kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-        value = cache.get_or_set(key, lambda: self.nodelist.render(context), **kwargs)
+        value = cache.get_or_set(key, _Render(self.nodelist, context), **kwargs)
         return mark_safe(value)
+
+
+class _Render:
+    """The creator of a fragment: render the tag's body in a context.
+
+    With ``BACKGROUND`` the cache calls :meth:`detach` in the request's
+    thread and renders the copy in a pool thread, while the request goes
+    on rendering (and changing) its own context.
+    """
+
+    __slots__ = ("nodelist", "context")
+
+    def __init__(self, nodelist: NodeList, context: template.Context) -> None:
+        self.nodelist, self.context = nodelist, context
+
+    def __call__(self) -> str:
+        return self.nodelist.render(self.context)
+
+    def detach(self) -> _Render:
+        return _Render(self.nodelist, snapshot(self.context))
+
+
+def snapshot(context: template.Context) -> template.Context:
+    """Return a copy of ``context`` whose layers the caller no longer shares.
+
+    ``copy(context)`` copies the stack of layers but not the layers: a
+    ``{% for %}`` around the tag would go on changing the loop variable
+    under a background render.  Every layer (and the render context's) is
+    copied here; the values themselves are shared, read-only.
+    """
+    copied = copy.copy(context)
+    copied.dicts = [dict(layer) for layer in context.dicts]
+    render_context = getattr(copied, "render_context", None)
+    if render_context is not None:
+        render_context.dicts = [dict(layer) for layer in render_context.dicts]
+    return copied
 
 
 @register.tag(TAG)
@@ -96,11 +145,6 @@ def do_dogpile_cache(parser: Parser, token: Token) -> DogpileCacheNode:
         if len(bits) < 3:
             raise template.TemplateSyntaxError(
                 f"'{TAG}' tag requires a timeout and a fragment name before using="
-            )
-        if not isinstance(using.var, template.Variable) and using.var not in settings.CACHES:
-            raise template.TemplateSyntaxError(
-                f"'{TAG}' tag: using={using.var!r} is not a cache alias "
-                f"(configured: {', '.join(settings.CACHES)})"
             )
     timeout = parser.compile_filter(bits[1])
     if not isinstance(timeout.var, template.Variable) and timeout.var is not None:

@@ -133,7 +133,7 @@ def _chart(rows: list[tuple[str, int]]) -> str:
 #: The face that made a key, from the prefix the faces give their keys.
 FACES = {
     "dogpile.page": "dogpile_cache_page",
-    "dogpile.fragment": "{% dogpile_cache %}",
+    "template.cache": "{% dogpile_cache %}",  # Django's fragment key
     "dogpile.fn": "cached()",
 }
 

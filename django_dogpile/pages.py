@@ -1,0 +1,467 @@
+"""``dogpile_cache_page``: Django's ``cache_page`` that never stampedes, and
+never serves one visitor's page to another.
+
+The rules, in the order they are applied:
+
+* Only GET and HEAD requests are looked at; any other method goes straight
+  to the view, before any key is made.
+* The key is Django's: the absolute URL, the method, the values of the
+  request headers the page varies on (an absent header never shares a key
+  with an empty one), the active language when ``USE_I18N`` and the
+  current time zone when ``USE_TZ``.
+* A HEAD request is served the fresh GET page when there is one, and
+  otherwise goes through the same single flight under its own key (as
+  Django stores HEAD responses).
+* A response is stored only if :func:`uncacheable` finds no reason against
+  it, *when the view returns* -- before the middleware's response phase,
+  so the rules cover what that phase will do with the request:
+
+  ========== ============================================================
+  word       the response is not stored when
+  ========== ============================================================
+  streaming  it is a streaming response
+  status     its status is not 200 (a 304 included)
+  private    ``Cache-Control`` has ``private``, ``no-cache`` or
+             ``no-store`` (parsed as directives, not substrings)
+  vary-star  it varies on ``*``
+  cookie     it sets a cookie
+  csrf       the CSRF token was used (``{% csrf_token %}``, ``get_token``):
+             the page holds a per-visitor token and ``CsrfViewMiddleware``
+             will set the cookie
+  session    the session was modified, or is saved on every request
+             (``SESSION_SAVE_EVERY_REQUEST``) and was used: the page was
+             made from this visitor's session and ``SessionMiddleware``
+             will send its cookie
+  messages   ``django.contrib.messages`` were added, or some were read:
+             the page shows (or its storage will write) this visitor's
+             messages
+  ========== ============================================================
+
+  The word is logged (DEBUG, ``django_dogpile.pages``) and sent in the
+  status header: ``X-Dogpile-Cache: MISS; uncacheable=session``.
+* A page that used the session varies on ``Cookie`` (as
+  ``SessionMiddleware`` will make it); a request with ``Authorization``
+  and no ``public`` directive varies on ``Authorization``; a stored page
+  gets ``Expires`` and ``Cache-Control: max-age`` as ``cache_page`` sets
+  them (a 304 too).
+* ``Vary`` is learnt per URL: the header names are kept in the process
+  and in the store (for ``TIMEOUT + GRACE``), and only ever grow until that
+  record expires, so a URL whose responses vary on different headers
+  (anonymous and ``Authorization`` requests) settles on one key scheme.  The
+  first response is stored under the key its own ``Vary`` gives.
+* Hit-for-miss: a page that refused caching *by its own nature*
+  (``streaming``, ``private``, ``vary-star``, ``cookie``, ``csrf``) is run
+  uncached, side by side, for ``min(120 s, timeout)`` -- requests do not
+  queue on its lock.  A refusal for one visitor's state (``session``,
+  ``messages``) or a ``status`` only releases the requests queued behind it
+  (they run the view themselves); the next request tries again.
+* A non-200 while a stale page exists is a failed regeneration: with
+  ``SERVE_STALE_ON_ERROR`` the stale page is served, with ``RETRY_AFTER``
+  the next attempt waits; protection stays on.
+* Every caller gets its own response object.  With ``BACKGROUND`` a page is
+  still regenerated in the request that found it stale (never by re-running
+  the view on a request object that another thread is using); the other
+  requests get the stale page.
+* ``Age`` is sent on pages served from the store (``HIT``, ``UPDATING``,
+  ``STALE``); Django's ``cache_page`` sends none.  A stale page is visibly
+  stale: ``Age`` beyond ``max-age``.
+* A hit is one store read.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import logging
+import re
+import time
+from typing import Any, Awaitable, Callable
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponseBase
+from django.utils.cache import get_max_age, has_vary_header, patch_response_headers, patch_vary_headers
+from django.utils.timezone import get_current_timezone_name
+from django.utils.translation import get_language
+
+from . import entries, state
+from .conf import get_config
+from .faces import face_cache, safe_key
+
+__all__ = ["REASONS", "dogpile_cache_page", "uncacheable"]
+
+log = logging.getLogger(__name__)
+
+#: Every reason a page is not stored, as :func:`uncacheable` words it.
+REASONS = ("streaming", "status", "private", "vary-star", "cookie", "csrf", "session", "messages")
+#: Reasons that are the page's own nature: hit-for-miss for a while.
+_PAGE_REFUSES = frozenset({"streaming", "private", "vary-star", "cookie", "csrf"})
+_PASS_TTL = 120.0
+_COMMA = re.compile(r"\s*,\s*")  # Django 6.1 dropped django.utils.cache.cc_delim_re
+
+
+def _directives(response: HttpResponseBase) -> set[str]:
+    value = response.get("Cache-Control", "")
+    return {part.split("=", 1)[0].strip().lower() for part in _COMMA.split(value) if part.strip()}
+
+
+def _session_written(request: HttpRequest) -> bool:
+    """True if ``SessionMiddleware`` will save the session and send its cookie."""
+    session = getattr(request, "session", None)
+    try:
+        accessed, modified = session.accessed, session.modified  # type: ignore[union-attr]
+        empty = session.is_empty()  # type: ignore[union-attr]
+    except AttributeError:
+        return False
+    if empty:
+        return False
+    return bool(modified or (accessed and settings.SESSION_SAVE_EVERY_REQUEST))
+
+
+def _messages_used(request: HttpRequest) -> bool:
+    """True if the page may show this visitor's messages: some were added,
+    or some were loaded (read, counted or iterated).  Iterating none shows
+    nothing and writes nothing."""
+    storage = getattr(request, "_messages", None)
+    if storage is None:
+        return False
+    return bool(
+        getattr(storage, "added_new", False)
+        or getattr(storage, "_loaded_data", None)
+        or getattr(storage, "_queued_messages", None)
+    )
+
+
+def uncacheable(request: HttpRequest, response: HttpResponseBase) -> str | None:
+    """Return why ``response`` must not be stored for others, or ``None``.
+
+    The one place the page face decides; the words are :data:`REASONS`.
+    Called when the view returns, so it also answers for what the
+    middleware's response phase will do with this request.
+    """
+    if response.streaming:
+        return "streaming"
+    if response.status_code != 200:
+        return "status"
+    if _directives(response) & {"private", "no-cache", "no-store"}:
+        return "private"
+    if has_vary_header(response, "*"):
+        return "vary-star"
+    if response.cookies:
+        return "cookie"
+    if request.META.get("CSRF_COOKIE_NEEDS_UPDATE") or request.META.get("CSRF_COOKIE_USED"):
+        return "csrf"
+    if _session_written(request):
+        return "session"
+    if _messages_used(request):
+        return "messages"
+    return None
+
+
+class _Refused(BaseException):
+    """A response that is not stored under the key being regenerated.
+
+    A BaseException, so that no ``except Exception`` on the way
+    (``SERVE_STALE_ON_ERROR``) mistakes it for a failure.
+    """
+
+    def __init__(self, response: HttpResponseBase, reason: str | None) -> None:
+        self.response = response
+        self.reason = reason
+
+
+class _Relearn(BaseException):
+    """Another request learnt more ``Vary`` names while this one waited."""
+
+
+class _Bypass(BaseException):
+    """The request this one queued behind was refused: run the view unlocked."""
+
+
+class _FailedPage(Exception):
+    """A non-200 from the view: a failed regeneration, as a raising creator."""
+
+    def __init__(self, response: HttpResponseBase) -> None:
+        super().__init__(f"the view answered {response.status_code}; not stored")
+        self.response = response
+
+
+def _meta_name(header: str) -> str:
+    name = header.upper().replace("-", "_")
+    return name if name in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + name
+
+
+def _vary_of(response: HttpResponseBase) -> tuple[str, ...]:
+    if not response.has_header("Vary"):
+        return ()
+    return tuple(sorted({h.lower() for h in _COMMA.split(response["Vary"].strip()) if h}))
+
+
+def dogpile_cache_page(
+    timeout: float | None, *, cache: str | None = None, key_prefix: str | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Cache a view's page; one request regenerates it when it goes stale.
+
+    :param timeout: seconds the page stays fresh (as ``cache_page``'s);
+     ``None`` uses ``DOGPILE["TIMEOUT"]``, then the cache's default.
+    :param cache: the cache alias (default: ``DOGPILE["CACHE_ALIAS"]`` or
+     ``"default"``), best a :class:`~django_dogpile.cache.DogpileCache`.
+    :param key_prefix: distinguishes pages of different decorators on the
+     same URL.
+
+    See the module docstring for what is never stored.
+    """
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                if request.method not in ("GET", "HEAD"):
+                    return await view(request, *args, **kwargs)
+                page = _Page(request, timeout, cache, key_prefix)
+                if not page.usable:
+                    return await view(request, *args, **kwargs)
+                return await page.aserve(lambda: view(request, *args, **kwargs))
+
+            return async_wrapper
+
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            if request.method not in ("GET", "HEAD"):
+                return view(request, *args, **kwargs)
+            page = _Page(request, timeout, cache, key_prefix)
+            if not page.usable:
+                return view(request, *args, **kwargs)
+            return page.serve(lambda: view(request, *args, **kwargs))
+
+        return wrapper
+
+    return decorator
+
+
+class _Regenerate:
+    """The creator ``get_or_set`` calls: run the view in *this* request."""
+
+    #: ``BACKGROUND`` asks a creator for a copy it can run in a pool thread;
+    #: a page has none (its view would run on a request this thread uses).
+    detach = None
+
+    def __init__(self, page: _Page, key: str, run: Callable[[], Any]) -> None:
+        self.page, self.key, self.run = page, key, run
+
+    def check(self) -> None:
+        page = self.page
+        if page.memos.refused_since(self.key, page.started):
+            raise _Bypass()
+        learnt = page.memos.vary.get(page.url_key)
+        if learnt is not None and not set(learnt) <= set(page.vary):
+            raise _Relearn()
+
+    def __call__(self) -> Any:
+        self.check()
+        return self.page.finish(self.key, self.run())
+
+
+class _ARegenerate(_Regenerate):
+    async def __call__(self) -> Any:  # type: ignore[override]
+        self.check()
+        response = await self.run()
+        # where Django's handler renders a response: a thread-sensitive thread
+        return await sync_to_async(self.page.finish)(self.key, response)
+
+
+class _Page:
+    """One GET or HEAD request through ``dogpile_cache_page``."""
+
+    def __init__(self, request: HttpRequest, timeout: Any, alias: str | None, prefix: str | None) -> None:
+        self.request = request
+        self.started = time.monotonic()
+        config = get_config()
+        self.cache = cache = face_cache(alias)
+        if timeout is None:
+            timeout = config["TIMEOUT"]
+        if timeout is None:
+            timeout = cache.default_timeout
+        self.timeout = timeout
+        # None: the cache's own forever, as with cache_page; 0 or less: off
+        self.usable = timeout is None or timeout > 0
+        self.status_header = config["STATUS_HEADER"]
+        self.method = request.method or "GET"
+        options = getattr(cache, "options", None)
+        self.grace = getattr(options, "grace", 0) or 0
+        self.memos = state.pages(getattr(cache, "location", None) or f"alias:{alias}")
+        url = hashlib.md5(request.build_absolute_uri().encode(), usedforsecurity=False)
+        self.url_key = safe_key("dogpile.page", prefix or "", url.hexdigest())
+        self.vary: tuple[str, ...] = ()
+
+    # --- keys ---------------------------------------------------------------
+
+    def key(self, method: str) -> str:
+        """The page key, as Django's ``cache_page`` makes it."""
+        h = hashlib.md5(usedforsecurity=False)
+        meta = self.request.META
+        for header in self.vary:
+            value = meta.get(_meta_name(header))
+            if value is None:
+                h.update(b"-,")  # absent never shares a key with empty
+            else:
+                data = value.encode()
+                h.update(b"%d:%s," % (len(data), data))
+        parts = [self.url_key, method, h.hexdigest()]
+        if settings.USE_I18N:
+            parts.append(getattr(self.request, "LANGUAGE_CODE", None) or get_language() or "")
+        if settings.USE_TZ:
+            parts.append(get_current_timezone_name())
+        return safe_key(*parts)
+
+    def _learn_from_store(self) -> tuple[str, ...]:
+        vary = tuple(self.cache.get(self.url_key + ".vary") or ())
+        self.memos.learnt(self.url_key, vary)
+        return vary
+
+    def _remember(self, vary: tuple[str, ...]) -> None:
+        self.memos.learnt(self.url_key, vary)
+        timeout = None if self.timeout is None else self.timeout + self.grace
+        self.cache.set(self.url_key + ".vary", list(vary), timeout)
+        self.vary = vary
+
+    # --- the response -----------------------------------------------------
+
+    def finish(self, key: str, response: HttpResponseBase) -> tuple[HttpResponseBase, float]:
+        """Turn the view's response into what is stored, or refuse it."""
+        if hasattr(response, "render") and callable(response.render):
+            response = response.render()
+        reason = uncacheable(self.request, response)
+        if reason == "status":
+            if response.status_code == 304:
+                patch_response_headers(response, self.timeout)  # as cache_page
+            raise _FailedPage(response)
+        if reason is not None:
+            raise _Refused(response, reason)
+        session = getattr(self.request, "session", None)
+        if getattr(session, "accessed", False):
+            patch_vary_headers(response, ("Cookie",))  # as SessionMiddleware will
+        patch_response_headers(response, self.timeout)
+        if self.request.headers.get("Authorization") and "public" not in _directives(response):
+            patch_vary_headers(response, ("Authorization",))
+        vary = _vary_of(response)
+        if not set(vary) <= set(self.vary):
+            # The key was made with fewer Vary names: learn them, and store
+            # this page under the key they give.
+            self._remember(tuple(sorted(set(vary) | set(self.vary))))
+            self.cache.set(self.key(self.method), (response, entries.now()), self.timeout)
+            raise _Refused(response, None)
+        return response, entries.now()
+
+    def _refused(self, key: str, response: HttpResponseBase, reason: str | None) -> HttpResponseBase:
+        if reason is None:
+            return self._mark(response, "MISS")
+        log.debug("page %s not stored: %s", self.request.path, reason)
+        self.memos.refuse(key)
+        if reason in _PAGE_REFUSES:
+            self.memos.passes.hold(key, _PASS_TTL if self.timeout is None else min(_PASS_TTL, self.timeout))
+        return self._mark(response, f"MISS; uncacheable={reason}")
+
+    def _store(self, key: str, stored: tuple[HttpResponseBase, float]) -> HttpResponseBase:
+        self.cache.set(key, stored, self.timeout)  # cacheable again
+        self.memos.passes.forget(key)
+        return self._deliver(stored, "MISS")
+
+    def _deliver(self, stored: tuple[HttpResponseBase, float], status: str | None) -> HttpResponseBase:
+        response, created = stored
+        if status in ("HIT", "UPDATING", "STALE") and get_max_age(response) is not None:
+            response["Age"] = str(max(0, int(entries.now() - created)))
+        return self._mark(response, status)
+
+    def _mark(self, response: HttpResponseBase, status: str | None) -> HttpResponseBase:
+        if self.status_header and status:
+            response[self.status_header] = status
+        return response
+
+    # --- sync ---------------------------------------------------------------
+
+    def serve(self, run: Callable[[], Any]) -> HttpResponseBase:
+        vary = self.memos.vary.get(self.url_key)
+        self.vary = self._learn_from_store() if vary is None else vary
+        if self.method == "HEAD":
+            stored = self.cache.get(self.key("GET"))
+            if stored is not None:
+                return self._deliver(stored, "HIT")
+        getter = getattr(self.cache, "get_or_set_status", None)
+        for _ in range(3):
+            key = self.key(self.method)
+            if self.memos.passes.holding(key):
+                return self._bypass(key, run)
+            try:
+                if getter is not None:
+                    stored, status = getter(key, _Regenerate(self, key, run), self.timeout)
+                else:
+                    stored, status = self.cache.get_or_set(key, _Regenerate(self, key, run), self.timeout), None
+            except _Relearn:
+                self.vary = self.memos.vary.get(self.url_key) or self.vary
+                continue
+            except _Bypass:
+                return self._bypass(key, run)
+            except _Refused as refused:
+                return self._refused(key, refused.response, refused.reason)
+            except _FailedPage as failed:
+                return self._refused(key, failed.response, "status")
+            return self._deliver(stored, status)
+        return self._bypass(self.key(self.method), run)
+
+    def _bypass(self, key: str, run: Callable[[], Any]) -> HttpResponseBase:
+        try:
+            return self._store(key, self.finish(key, run()))
+        except _Refused as refused:
+            return self._refused(key, refused.response, refused.reason)
+        except _FailedPage as failed:
+            return self._refused(key, failed.response, "status")
+
+    # --- async --------------------------------------------------------------
+
+    async def aserve(self, run: Callable[[], Awaitable[Any]]) -> HttpResponseBase:
+        vary = self.memos.vary.get(self.url_key)
+        if vary is None:
+            vary = await self.cache.aget(self.url_key + ".vary")
+            vary = tuple(vary or ())
+            self.memos.learnt(self.url_key, vary)
+        self.vary = vary
+        if self.method == "HEAD":
+            stored = await self.cache.aget(self.key("GET"))
+            if stored is not None:
+                return self._deliver(stored, "HIT")
+        getter = getattr(self.cache, "aget_or_set_status", None)
+        for _ in range(3):
+            key = self.key(self.method)
+            if self.memos.passes.holding(key):
+                return await self._abypass(key, run)
+            try:
+                creator = _ARegenerate(self, key, run)
+                if getter is not None:
+                    stored, status = await getter(key, creator, self.timeout)
+                else:
+                    stored, status = await self.cache.aget_or_set(key, creator, self.timeout), None
+            except _Relearn:
+                self.vary = self.memos.vary.get(self.url_key) or self.vary
+                continue
+            except _Bypass:
+                return await self._abypass(key, run)
+            except _Refused as refused:
+                return self._refused(key, refused.response, refused.reason)
+            except _FailedPage as failed:
+                return self._refused(key, failed.response, "status")
+            return self._deliver(stored, status)
+        return await self._abypass(self.key(self.method), run)
+
+    async def _abypass(self, key: str, run: Callable[[], Awaitable[Any]]) -> HttpResponseBase:
+        try:
+            stored = await sync_to_async(self.finish)(key, await run())
+        except _Refused as refused:
+            return self._refused(key, refused.response, refused.reason)
+        except _FailedPage as failed:
+            return self._refused(key, failed.response, "status")
+        await self.cache.aset(key, stored, self.timeout)
+        self.memos.passes.forget(key)
+        return self._deliver(stored, "MISS")
