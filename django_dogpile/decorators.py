@@ -68,7 +68,11 @@ def cached(
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 c, kw = resolve()
-                return await c.aget_or_set(key_for(*args, **kwargs), lambda: fn(*args, **kwargs), **kw)
+
+                async def create() -> Any:  # awaited on the caller's loop
+                    return await fn(*args, **kwargs)
+
+                return await c.aget_or_set(key_for(*args, **kwargs), create, **kw)
 
             wrapper: Any = async_wrapper
         else:

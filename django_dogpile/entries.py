@@ -9,7 +9,14 @@ One store key holds a tuple ``(value, created, expires, cost)``:
 So a fresh hit is exactly one store read.  The store keeps the record for
 ``freshness + GRACE`` seconds: past ``expires`` it is *stale* (a miss for
 ``get``, servable by ``get_or_set`` while one caller regenerates), past
-``expires + GRACE`` it is gone.  A tuple pickles smaller and faster than any
+``expires + GRACE`` it is gone.  ``invalidate()`` sets ``expires`` to
+:data:`INVALIDATED`.
+
+Clocks: ``expires`` is written by the host that stores the record and
+compared with each reader's clock, so hosts whose clocks differ by *s*
+seconds see a value go stale up to *s* seconds apart (and ``Age`` is off by
+as much); keep hosts on NTP (skew well under a second) and freshness well
+above the skew.  An invalidation does not depend on any clock.  A tuple pickles smaller and faster than any
 class would.
 """
 
@@ -18,12 +25,18 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple
 
-__all__ = ["Entry", "is_entry", "is_fresh", "now", "store_timeout"]
+__all__ = ["INVALIDATED", "Entry", "is_entry", "is_fresh", "now", "store_timeout"]
 
 #: The clock for freshness decisions.  ``django_dogpile.testing.Clock``
 #: replaces it to move time forward without sleeping; call it through the
 #: module (``entries.now()``) so the replacement is seen.
 now = time.time
+
+
+#: The ``expires`` of an invalidated record: the epoch, in the past for every
+#: host whatever its clock.  Such a record is stale everywhere and stays
+#: servable for as long as the store keeps it (``GRACE``).
+INVALIDATED = 0.0
 
 
 class Entry(NamedTuple):

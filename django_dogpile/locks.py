@@ -37,12 +37,16 @@ in :data:`fallbacks`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import logging
+import os
 import pickle
 import threading
 import time
 import uuid
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from .core import NameRegistry
 from .exceptions import WaitTimeout
@@ -50,6 +54,7 @@ from .state import MISSING, Deadlines, Fallbacks, fallbacks, retry_after  # noqa
 
 __all__ = [
     "CacheLease",
+    "FileLease",
     "KeyLock",
     "KeyMutex",
     "LeaseUnavailable",
@@ -110,7 +115,9 @@ class Lease(Protocol):
 
     def release(self) -> None: ...
 
-    def keep(self, seconds: float) -> None: ...
+    def hold(self, seconds: float) -> None: ...
+
+    def store(self, record: Any, timeout: float | None) -> bool | None: ...
 
     def snapshot(self) -> Any: ...
 
@@ -129,11 +136,15 @@ class KeyMutex:
     ``landed`` is the record, which the caller serves.  So once the value
     exists, every waiter in every process returns after one round trip,
     instead of taking the lease one after another.
+
+    A non-blocking ``acquire`` (a stale value is there to serve) also fails
+    while a ``RETRY_AFTER`` hold is on the key; nothing else looks at that
+    hold.
     """
 
     __slots__ = (
         "local", "lease", "wait_timeout", "usable", "may_land", "waited", "degraded",
-        "landed", "keep_for",
+        "landed", "keep_for", "released", "acquired_at",
     )
 
     def __init__(
@@ -157,8 +168,11 @@ class KeyMutex:
         self.degraded = False
         #: The record found instead of the lock (see the class docstring).
         self.landed: Any = MISSING
-        #: Set by :meth:`hold_on_release`: seconds to keep the lock after release.
+        #: Set by :meth:`hold_on_release`: seconds to hold regenerations off.
         self.keep_for = 0.0
+        #: The lease went with the fenced write (:meth:`store`).
+        self.released = False
+        self.acquired_at = 0.0
 
     def acquire(self, wait: bool = True) -> bool:
         lock = self.local.lock
@@ -168,6 +182,7 @@ class KeyMutex:
             if not lock.acquire(False):
                 return False
             if self._lease(False, 0.0):
+                self.acquired_at = time.monotonic()
                 return True
             lock.release()
             return False
@@ -194,6 +209,7 @@ class KeyMutex:
         if not got:
             lock.release()
             raise WaitTimeout(f"lease busy for {self.wait_timeout}s")
+        self.acquired_at = time.monotonic()
         return True
 
     def _lease(self, wait: bool, deadline: float) -> Any:
@@ -219,16 +235,41 @@ class KeyMutex:
             return MISSING
         return self.lease.snapshot()
 
-    def mark_waited(self) -> None:
-        self.waited = True
+    @property
+    def leased(self) -> bool:
+        """True when a lease in the shared store guards this mutex."""
+        return self.lease is not None and not self.degraded
+
+    def store(self, record: Any, timeout: float | None) -> bool | None:
+        """Write ``record`` only if this mutex's lease is still held.
+
+        Returns True when written, None when the lease was lost (the write
+        is dropped: a newer holder or an explicit write won), False when the
+        store would not take it.  A lease that fences atomically (Redis)
+        releases itself with the write.
+        """
+        lease = self.lease
+        age = time.monotonic() - self.acquired_at
+        written = lease.store(record, timeout)  # type: ignore[union-attr]
+        if written is None:
+            log.warning(
+                "lease %s was lost %.1fs after it was taken (LOCK_TIMEOUT %s, or "
+                "an explicit set); the regenerated value is dropped",
+                getattr(lease, "lock_key", "?"), age, getattr(lease, "timeout", "?"),
+            )
+        elif getattr(lease, "released_by_store", False):
+            self.released = True
+        return written
 
     def hold_on_release(self, seconds: float) -> None:
-        """Make :meth:`release` keep other callers off for ``seconds``.
+        """Make :meth:`release` hold regenerations off for ``seconds``.
 
         For a regeneration that failed while a stale value is there to be
-        served: the lease is kept (shortened to ``seconds``) instead of being
-        deleted, and this process remembers the key, so that the failing
-        work is retried once per ``seconds`` instead of by every request.
+        served: the lock itself is released (writers and cold callers go
+        on), and a hold is left that only the stale path's non-blocking
+        ``acquire`` respects, in this process and, through the lease's
+        store, in the others; so the failing work is retried once per
+        ``seconds`` instead of by every request.
         """
         self.keep_for = seconds
 
@@ -238,10 +279,10 @@ class KeyMutex:
         try:
             if self.keep_for > 0:
                 retry_after.hold(self.local.ident, self.keep_for)
-                if self.lease is not None and not self.degraded:
-                    self.lease.keep(self.keep_for)
-            elif self.lease is not None and not self.degraded:
-                self.lease.release()
+                if self.leased:
+                    self.lease.hold(self.keep_for)  # type: ignore[union-attr]
+            elif self.leased and not self.released:
+                self.lease.release()  # type: ignore[union-attr]
         except Exception:  # the lease runs out by itself; never leak the local lock
             log.warning("could not release the lease; it will expire", exc_info=True)
         finally:
@@ -250,6 +291,7 @@ class KeyMutex:
 
 # --- Redis ----------------------------------------------------------------
 
+# KEYS: lock, record, retry hold.  ARGV: token, px, landed_ok, respect_hold.
 _ACQUIRE = """
 if ARGV[3] == '1' then
   local record = redis.call('GET', KEYS[2])
@@ -257,12 +299,16 @@ if ARGV[3] == '1' then
     return {2, record}
   end
 end
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
+  return {0, redis.call('PTTL', KEYS[3])}
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {1, redis.call('GET', KEYS[2])}
 end
 return {0, redis.call('PTTL', KEYS[1])}
 """
 
+# KEYS: lock.  ARGV: token.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
@@ -272,13 +318,64 @@ end
 return 0
 """
 
+# The fenced write.  KEYS: lock, record.  ARGV: token, value, px (0: none).
+_STORE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if ARGV[3] == '0' then
+  redis.call('SET', KEYS[2], ARGV[2])
+else
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', KEYS[1], 'released')
+return 1
+"""
 
-_KEEP = """
+# A failed regeneration: release, leaving a retry hold.  KEYS: lock, retry.
+# ARGV: token, px.
+_HOLD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', KEYS[1], 'released')
   return 1
 end
 return 0
+"""
+
+# An explicit set(): write, end a retry hold, revoke a regeneration's lease
+# (its fenced write then fails: the explicit write wins).
+# KEYS: record, lock, retry.  ARGV: value, px (0: none).
+_SET = """
+if ARGV[2] == '0' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+redis.call('DEL', KEYS[3])
+if redis.call('DEL', KEYS[2]) == 1 then
+  redis.call('PUBLISH', KEYS[2], 'released')
+end
+return 1
+"""
+
+# An explicit add(): as _SET, only if the record is absent.
+_ADD = """
+local ok
+if ARGV[2] == '0' then
+  ok = redis.call('SET', KEYS[1], ARGV[1], 'NX')
+else
+  ok = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+end
+if not ok then
+  return 0
+end
+if redis.call('DEL', KEYS[2]) == 1 then
+  redis.call('PUBLISH', KEYS[2], 'released')
+end
+return 1
 """
 
 
@@ -288,16 +385,25 @@ class RedisScripts:
     def __init__(self, client: Any) -> None:
         self.acquire = client.register_script(_ACQUIRE)
         self.release = client.register_script(_RELEASE)
-        self.keep = client.register_script(_KEEP)
+        self.store = client.register_script(_STORE)
+        self.hold = client.register_script(_HOLD)
+        self.set = client.register_script(_SET)
+        self.add = client.register_script(_ADD)
+
+
+def _px(seconds: float | None) -> int:
+    return 0 if seconds is None else max(int(seconds * 1000), 1)
 
 
 class RedisLease:
     """An owner-checked ``SET NX PX`` lease; see the module docstring."""
 
     __slots__ = (
-        "client", "scripts", "lock_key", "record_key", "px", "decode",
-        "ignore_errors", "token", "_snapshot",
+        "client", "scripts", "lock_key", "record_key", "timeout", "px", "encode",
+        "decode", "ignore_errors", "token", "_snapshot",
     )
+
+    released_by_store = True
 
     def __init__(
         self,
@@ -306,6 +412,7 @@ class RedisLease:
         lock_key: str,
         record_key: str,
         lock_timeout: float,
+        encode: Any,
         decode: Any,
         ignore_errors: bool,
     ) -> None:
@@ -313,20 +420,22 @@ class RedisLease:
         self.scripts = scripts
         self.lock_key = lock_key
         self.record_key = record_key
+        self.timeout = lock_timeout
         self.px = max(int(lock_timeout * 1000), 1)
+        self.encode = encode
         self.decode = decode
         self.ignore_errors = ignore_errors
         self.token = uuid.uuid4().hex
         self._snapshot: Any = MISSING
 
-    def _try(self, landed_ok: bool) -> tuple[Any, Any]:
+    def _try(self, landed_ok: bool, respect_hold: bool) -> tuple[Any, Any]:
         """One round trip: ``(True | False | LANDED, pttl)``."""
         from redis.exceptions import ConnectionError, TimeoutError
 
         try:
             ok, extra = self.scripts.acquire(
-                keys=[self.lock_key, self.record_key],
-                args=[self.token, self.px, "1" if landed_ok else "0"],
+                keys=[self.lock_key, self.record_key, self.lock_key + ":retry"],
+                args=[self.token, self.px, "1" if landed_ok else "0", "1" if respect_hold else "0"],
                 client=self.client,
             )
         except (ConnectionError, TimeoutError) as exc:
@@ -339,9 +448,12 @@ class RedisLease:
         return False, extra
 
     def acquire(self, wait: bool, deadline: float, landed_ok: bool = True) -> Any:
-        """Take the lease; a blocking call may return :data:`LANDED` instead."""
+        """Take the lease; a blocking call may return :data:`LANDED` instead.
+
+        A non-blocking call (the stale path) fails while a retry hold is on.
+        """
         landed_ok = wait and landed_ok
-        ok, pttl = self._try(landed_ok)
+        ok, pttl = self._try(landed_ok, not wait)
         if ok or not wait:
             return ok
         from redis.exceptions import ConnectionError, TimeoutError
@@ -365,7 +477,7 @@ class RedisLease:
         pubsub.subscribe(self.lock_key)
         while True:
             # Re-try after subscribing, so a release in between is not missed.
-            ok, pttl = self._try(landed_ok)
+            ok, pttl = self._try(landed_ok, False)
             if ok:
                 return ok
             remaining = deadline - time.monotonic()
@@ -383,10 +495,26 @@ class RedisLease:
     def snapshot(self) -> Any:
         return self._snapshot
 
-    def keep(self, seconds: float) -> None:
-        """Keep the lease (if still ours) for ``seconds`` more, then let it lapse."""
-        self.scripts.keep(
-            keys=[self.lock_key], args=[self.token, max(int(seconds * 1000), 1)],
+    def store(self, record: Any, timeout: float | None) -> bool | None:
+        """The fenced write: token check, ``SET`` and release, one script."""
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        try:
+            ok = self.scripts.store(
+                keys=[self.lock_key, self.record_key],
+                args=[self.token, self.encode(record), _px(timeout)],
+                client=self.client,
+            )
+        except (ConnectionError, TimeoutError):
+            if self.ignore_errors:
+                return False
+            raise
+        return True if ok else None
+
+    def hold(self, seconds: float) -> None:
+        """Release, leaving a retry hold of ``seconds`` (if still ours)."""
+        self.scripts.hold(
+            keys=[self.lock_key, self.lock_key + ":retry"], args=[self.token, _px(seconds)],
             client=self.client,
         )
 
@@ -395,9 +523,8 @@ class RedisLease:
             keys=[self.lock_key], args=[self.token], client=self.client
         ):
             log.warning(
-                "lease %s ran out before its holder released it; "
-                "raise LOCK_TIMEOUT above the longest regeneration",
-                self.lock_key,
+                "lease %s was gone at release (LOCK_TIMEOUT %ss, or an explicit "
+                "set revoked it)", self.lock_key, self.timeout,
             )
 
 
@@ -405,23 +532,40 @@ class RedisLease:
 
 
 class CacheLease:
-    """A lease made with ``cache.add()``; see the module docstring."""
+    """A lease made with ``cache.add()``; see the module docstring.
 
-    __slots__ = ("store", "lock_key", "record_key", "timeout", "token", "_snapshot")
+    ``add()`` must be atomic in the store (memcached, the database cache on
+    a database that serialises the insert of one primary key).
+    """
+
+    __slots__ = ("cache", "lock_key", "record_key", "timeout", "token", "_snapshot")
+
+    released_by_store = False
 
     def __init__(self, store: Any, lock_key: str, record_key: str, lock_timeout: float) -> None:
-        self.store = store
+        self.cache = store
         self.lock_key = lock_key
         self.record_key = record_key
         self.timeout = lock_timeout
         self.token = uuid.uuid4().hex
         self._snapshot: Any = MISSING
 
+    def _take(self) -> bool:
+        return bool(self.cache.add(self.lock_key, self.token, timeout=self.timeout))
+
+    def holds(self) -> bool:
+        return self.cache.get(self.lock_key) == self.token
+
     def acquire(self, wait: bool, deadline: float, landed_ok: bool = True) -> Any:
-        """Take the lease; a blocking call may return :data:`LANDED` instead."""
+        """Take the lease; a blocking call may return :data:`LANDED` instead.
+
+        A non-blocking call (the stale path) fails while a retry hold is on.
+        """
+        if not wait and self.cache.get(self.lock_key + ":retry") is not None:
+            return False
         delay = 0.005
         while True:
-            if self.store.add(self.lock_key, self.token, timeout=self.timeout):
+            if self._take():
                 return True
             remaining = deadline - time.monotonic()
             if not wait or remaining <= 0:
@@ -429,7 +573,7 @@ class CacheLease:
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 0.1)
             if landed_ok:
-                record = self.store.get(self.record_key, MISSING)
+                record = self.cache.get(self.record_key, MISSING)
                 if record is not MISSING:
                     self._snapshot = record
                     return LANDED
@@ -437,15 +581,105 @@ class CacheLease:
     def snapshot(self) -> Any:
         return self._snapshot
 
-    def keep(self, seconds: float) -> None:
-        if self.store.get(self.lock_key) == self.token:
-            self.store.touch(self.lock_key, seconds)
+    def store(self, record: Any, timeout: float | None) -> bool | None:
+        """Write ``record`` if the lease is still ours.
+
+        Not atomic: the window is one round trip, between the check and
+        the write.
+        """
+        if not self.holds():
+            return None
+        result: Any = self.cache.set(self.record_key, record, timeout=timeout)  # type: ignore[func-returns-value]
+        return result is not False
+
+    def hold(self, seconds: float) -> None:
+        self.cache.set(self.lock_key + ":retry", 1, timeout=seconds)
+        self.release()
+
+    def _drop(self) -> bool:
+        if self.holds():
+            self.cache.delete(self.lock_key)
+            return True
+        return False
 
     def release(self) -> None:
         # Not atomic on stores without compare-and-delete: the window is the
         # time between these two calls, and only matters if the lease ran out
         # just then.
-        if self.store.get(self.lock_key) == self.token:
-            self.store.delete(self.lock_key)
-        else:
-            log.warning("lease %s ran out before its holder released it", self.lock_key)
+        if not self._drop():
+            log.warning(
+                "lease %s was gone at release (LOCK_TIMEOUT %ss, or an explicit "
+                "set revoked it)", self.lock_key, self.timeout,
+            )
+
+
+# --- Django's file cache ----------------------------------------------------
+
+
+class FileLease(CacheLease):
+    """A lease file beside the file cache's own files, changed under ``flock``.
+
+    ``FileBasedCache.add()`` is ``has_key()`` then ``set()``: two processes
+    both "add" the same lock.  Here each check-and-write of a lease file
+    happens under an exclusive ``flock`` of one guard file per cache
+    directory, held for microseconds and dropped by the kernel if the
+    process dies; the lease file holds the owner's token and the wall-clock
+    time its lease runs out.  One host only, as the file cache is.
+    """
+
+    __slots__ = ("path", "guard")
+
+    def __init__(self, store: Any, lock_key: str, record_key: str, lock_timeout: float) -> None:
+        super().__init__(store, lock_key, record_key, lock_timeout)
+        directory = store._dir
+        name = hashlib.md5(store.make_key(lock_key).encode(), usedforsecurity=False).hexdigest()
+        self.path = os.path.join(directory, name + ".dogpile-lease")
+        self.guard = os.path.join(directory, ".dogpile-guard")
+
+    @contextlib.contextmanager
+    def _guarded(self) -> Iterator[None]:
+        os.makedirs(os.path.dirname(self.guard), exist_ok=True)
+        fd = os.open(self.guard, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    def _read(self) -> tuple[str, float] | None:
+        try:
+            with open(self.path) as f:
+                token, until = f.read().split()
+            return token, float(until)
+        except (OSError, ValueError):
+            return None
+
+    def _take(self) -> bool:
+        with self._guarded():
+            current = self._read()
+            if current is not None and current[1] > time.time():
+                return False
+            with open(self.path, "w") as f:
+                f.write(f"{self.token} {time.time() + self.timeout!r}")
+            return True
+
+    def holds(self) -> bool:
+        with self._guarded():
+            current = self._read()
+        return current is not None and current[0] == self.token and current[1] > time.time()
+
+    def store(self, record: Any, timeout: float | None) -> bool | None:
+        with self._guarded():  # no other lease change while we write
+            current = self._read()
+            if current is None or current[0] != self.token or current[1] <= time.time():
+                return None
+            self.cache.set(self.record_key, record, timeout=timeout)
+            return True
+
+    def _drop(self) -> bool:
+        with self._guarded():
+            current = self._read()
+            if current is not None and current[0] == self.token:
+                os.unlink(self.path)
+                return current[1] > time.time()
+        return False

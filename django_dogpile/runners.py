@@ -16,8 +16,17 @@ _lock = threading.Lock()
 _pools: dict[int, tuple[int, ThreadPoolExecutor]] = {}
 
 
-def submit(workers: int, fn: Callable[..., Any], *args: Any) -> None:
+#: Jobs queued or running per worker before ``submit`` refuses more.
+QUEUE_PER_WORKER = 4
+_slots: dict[int, tuple[int, threading.BoundedSemaphore]] = {}
+
+
+def submit(workers: int, fn: Callable[..., Any], *args: Any) -> bool:
     """Run ``fn(*args)`` in this process's pool of ``workers`` threads.
+
+    Return False, running nothing, when ``workers * QUEUE_PER_WORKER`` jobs
+    are already queued or running: the queue is bounded, and each job holds
+    a lease and its closure until it runs.
 
     Pools are keyed by size and re-created after a fork (a pool inherited
     from the parent has no threads in the child).
@@ -36,11 +45,25 @@ def submit(workers: int, fn: Callable[..., Any], *args: Any) -> None:
                 ThreadPoolExecutor(workers, thread_name_prefix="django_dogpile"),
             )
             _pools[workers] = entry
+            _slots[workers] = (pid, threading.BoundedSemaphore(workers * QUEUE_PER_WORKER))
+        slots = _slots[workers][1]
+    if not slots.acquire(blocking=False):
+        return False
     state = (translation.get_language(), timezone.get_current_timezone())
-    entry[1].submit(contextvars.copy_context().run, _as_caller, state, fn, *args)
+    try:
+        entry[1].submit(contextvars.copy_context().run, _as_caller, slots, state, fn, *args)
+    except BaseException:
+        slots.release()
+        raise
+    return True
 
 
-def _as_caller(state: tuple[str | None, Any], fn: Callable[..., Any], *args: Any) -> Any:
+def _as_caller(
+    slots: threading.BoundedSemaphore, state: tuple[str | None, Any], fn: Callable[..., Any], *args: Any
+) -> Any:
     language, zone = state
-    with translation.override(language), timezone.override(zone):
-        return fn(*args)
+    try:
+        with translation.override(language), timezone.override(zone):
+            return fn(*args)
+    finally:
+        slots.release()

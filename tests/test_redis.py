@@ -90,8 +90,8 @@ def test_redis_commands_per_operation(monitor):
         cache.set("s", "old", timeout=10)
         clock.advance(11)
         regen = counted(cache, monitor, lambda: cache.get_or_set("s", "new"), "regen")
-        # read, lease + re-check (one script), write, owner-checked release
-        assert regen == ["GET", "EVALSHA", "SET", "EVALSHA"]
+        # read, lease + re-check (one script), fenced write + release (one script)
+        assert regen == ["GET", "EVALSHA", "EVALSHA"]
 
         cache.set("b", "old", timeout=10)
         clock.advance(11)
@@ -158,8 +158,8 @@ def test_cold_waiter_in_another_process_takes_no_lock(monitor):
         t.join(5)
     assert box == ["made"]
     # read (miss), lease refused, subscribe, then -- woken -- one script call
-    # that returns the record that landed.  The holder's SET and release are
-    # on the other connection, in between; the waiter never SETs, DELs or
+    # that returns the record that landed.  The holder's fenced write and
+    # release are on the other connection, in between; the waiter never SETs, DELs or
     # releases anything.
     commands = [cmd for _, cmd in waited if cmd != "HELLO"]  # HELLO: a new connection
     assert commands == [
@@ -167,8 +167,7 @@ def test_cold_waiter_in_another_process_takes_no_lock(monitor):
         "EVALSHA",  # waiter: lease busy (returns its PTTL)
         "SUBSCRIBE",  # waiter: to the lock key's channel
         "EVALSHA",  # waiter: re-try after subscribing (still busy)
-        "SET",  # holder: the record
-        "EVALSHA",  # holder: owner-checked DEL + PUBLISH
+        "EVALSHA",  # holder: fenced SET of the record, DEL + PUBLISH
         "EVALSHA",  # waiter, woken: the script returns the record that landed
     ], waited
 
@@ -286,12 +285,11 @@ def test_outage_sequential_callers_reuse_one_computation(redis_server):
             cache.delete("seq")  # a delete is honoured even in an outage
             assert cache.get_or_set("seq", make, timeout=10) == "computed 3"
             redis_server.start()
-            # the store is back: the value made in the outage serves out its
-            # freshness, then the next one is made once and stored again
-            assert cache.get_or_set("seq", make, timeout=10) == "computed 3"
-            clock.advance(11)
+            # the store is back: the value made in the outage is served no
+            # more; the next one is made once and stored
             assert cache.get_or_set("seq", make, timeout=10) == "computed 4"
             assert cache.get("seq") == "computed 4" and len(calls) == 4
+            assert cache.get_or_set("seq", make, timeout=10) == "computed 4"
     finally:
         if redis_server.proc is None:
             redis_server.start()
@@ -396,7 +394,7 @@ def test_restart_under_load_recovers(redis_server):
 
 
 def test_cold_threads_of_one_process_cost_one_lease(monitor):
-    """8 threads on a cold key: one lease, one SET; the rest only read once."""
+    """8 threads on a cold key: one lease, one fenced write; the rest only read once."""
     flush()
     cache = make_cache("redis", "threads", timeout=10, LOCK_TIMEOUT=5)
     cache.get_or_set("warm", "x")  # loads the Lua scripts once
@@ -414,11 +412,12 @@ def test_cold_threads_of_one_process_cost_one_lease(monitor):
     assert box == [["made"]] * 8
     assert len({id(v) for v in box}) == 8  # each caller its own copy, as from a store
     commands = [c for c in commands if c != "HELLO"]
-    assert sorted(commands) == sorted(["GET"] * 8 + ["EVALSHA", "SET", "EVALSHA"]), str(commands)
+    assert sorted(commands) == sorted(["GET"] * 8 + ["EVALSHA", "EVALSHA"]), str(commands)
 
 
 def test_retry_after_keeps_other_processes_off_with_the_lease(monitor):
-    """A failed holder shortens its lease to RETRY_AFTER instead of deleting it."""
+    """A failed holder releases its lease and leaves a RETRY_AFTER hold that
+    only the stale path of every process respects."""
     from django_dogpile import locks
 
     flush()
@@ -435,14 +434,15 @@ def test_retry_after_keeps_other_processes_off_with_the_lease(monitor):
         with pytest.raises(RuntimeError):
             cache.get_or_set("k", fail)
         lock_key = cache.store.make_key(cache.make_key("k") + ":dogpile-lock")
-        assert 0 < r.pttl(lock_key) <= 500
+        assert r.pttl(lock_key) == -2  # released: writers are never held up
+        assert 0 < r.pttl(lock_key + ":retry") <= 500
         saved = locks._registry, dict(locks.retry_after._until)
         locks._registry = type(saved[0])(locks.KeyLock)  # as if another process
         locks.retry_after._until.clear()
         try:
             other = make_cache("redis", "retry", timeout=10, LOCK_TIMEOUT=5, RETRY_AFTER=0.5)
             stale = counted(other, monitor, lambda: other.get_or_set("k", "never"), "retry")
-            assert stale == ["GET", "EVALSHA"]  # lease busy: the stale value, no retry
+            assert stale == ["GET", "EVALSHA"]  # held: the stale value, no retry
             assert other.get_or_set("k", "never") == "old"
             time.sleep(0.55)
             assert other.get_or_set("k", "fixed") == "fixed"

@@ -1,0 +1,137 @@
+"""The async bridge of :class:`~django_dogpile.cache.DogpileCache`.
+
+What runs where:
+
+* **on the event loop**: a fresh hit on an in-process store (locmem): a
+  dict lookup and an unpickle, no lock, no I/O;
+* **in the request's thread-sensitive thread** (``sync_to_async``, as
+  Django's ``BaseCache`` runs its ``a*`` methods): every other store
+  operation, so values are pickled where Django pickles them (a deferred
+  queryset may touch the database) and nothing that can wait on a lock ever
+  runs on the loop -- locmem included;
+* **the dogpile path** of ``aget_or_set``: coroutines of one loop asking
+  for the same key share one regeneration (the others await it and each
+  unpickle their own copy of its value); the leader waits for the key's lock
+  in a worker thread -- thread-sensitive when the creator is synchronous
+  (it may use the database), a plain worker when it is a coroutine
+  function, which is then awaited on the caller's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import pickle
+import weakref
+from typing import Any, Callable
+
+from asgiref.sync import async_to_sync, sync_to_async
+
+from . import entries
+from .locks import MISSING
+
+__all__ = ["aget_or_set_status", "run"]
+
+
+async def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a sync cache method as Django's ``BaseCache`` runs its ``a*`` twins."""
+    return await sync_to_async(fn)(*args, **kwargs)
+
+
+_Inflight = dict[Any, tuple["asyncio.Future[Any]", list[int]]]
+_loops: weakref.WeakKeyDictionary[Any, _Inflight] = weakref.WeakKeyDictionary()
+
+
+def _inflight() -> _Inflight:
+    loop = asyncio.get_running_loop()
+    pending = _loops.get(loop)
+    if pending is None:
+        pending = _loops[loop] = {}
+    return pending
+
+
+def _is_async(default: Any) -> bool:
+    return inspect.iscoroutinefunction(default) or inspect.iscoroutinefunction(
+        getattr(type(default), "__call__", None)
+    )
+
+
+def _syncify(default: Any) -> Any:
+    """Make ``default`` callable from a worker thread, awaiting it if async."""
+    if not callable(default):
+        return default
+    if _is_async(default):
+        call: Any = async_to_sync(default)
+    else:
+
+        def call() -> Any:
+            result = default()
+            if inspect.isawaitable(result):
+                async def wait() -> Any:
+                    return await result
+
+                return async_to_sync(wait)()
+            return result
+
+    detach = getattr(default, "detach", MISSING)
+    if detach is not MISSING:
+        call.detach = detach
+    return call
+
+
+def _copy_of(value: Any) -> bytes | None:
+    """``value`` pickled for the callers that waited on one regeneration."""
+    try:
+        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+
+
+async def _read(cache: Any, made: str) -> Any:
+    store = cache.store
+    if cache._adapter.local:
+        return store.get(made, MISSING)
+    return await sync_to_async(store.get)(made, MISSING)
+
+
+async def aget_or_set_status(cache: Any, key: Any, made: str, default: Any, timeout: Any) -> tuple[Any, str]:
+    """The body of ``DogpileCache.aget_or_set_status`` (see the module docstring)."""
+    raw = await _read(cache, made)
+    if cache._fresh_hit(key, raw):
+        return raw[0], "HIT"
+    ident = (cache.location, made)
+    inflight = _inflight()
+    while (pending := inflight.get(ident)) is not None:
+        if cache._live(raw, entries.now()):
+            cache._count("UPDATING", key)
+            return raw[0], "UPDATING"
+        future, followers = pending
+        followers.append(1)
+        try:
+            blob = await asyncio.shield(future)
+        except BaseException:
+            if not future.done():
+                raise  # this caller itself was cancelled
+            blob = None  # the leader failed: take our own turn
+        if blob is not None:
+            # each caller its own object, as if read from the store
+            cache._count("MISS", key)
+            return pickle.loads(blob), "MISS"
+        raw = await _read(cache, made)
+        if cache._fresh_hit(key, raw):
+            return raw[0], "HIT"
+    future = asyncio.get_running_loop().create_future()
+    followers: list[int] = []
+    inflight[ident] = (future, followers)
+    try:
+        dogpile = sync_to_async(cache._dogpile, thread_sensitive=not _is_async(default))
+        result = await dogpile(key, made, raw, _syncify(default), timeout)
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved: followers may be none
+        raise
+    else:
+        future.set_result(_copy_of(result[0]) if followers else None)
+        return result
+    finally:
+        inflight.pop(ident, None)
