@@ -1,6 +1,7 @@
 """System checks for DogpileCache aliases and the DOGPILE setting.
 
-Each problem has a stable id and a hint; the README lists them all.
+Each problem has a stable id and a hint; the README lists them all.  Every
+bad option of an alias is reported, each message naming the alias.
 
 * ``django_dogpile.E001`` LOCATION missing or not a cache alias.
 * ``django_dogpile.E002`` LOCATION is this alias or another DogpileCache.
@@ -15,6 +16,8 @@ Each problem has a stable id and a hint; the README lists them all.
 * ``django_dogpile.E010`` DOGPILE is not a dict, or has unknown keys.
 * ``django_dogpile.E011`` DOGPILE['CACHE_ALIAS'] is not in CACHES.
 * ``django_dogpile.E012`` another DOGPILE value has a wrong type.
+* ``django_dogpile.W002`` OPTIONS sets MAX_ENTRIES/CULL_FREQUENCY, which act
+  on the store alias, not on the wrapper.
 * ``django_dogpile.W001`` (deploy) the store is per-process (locmem), so
   the lock does not reach across worker processes.
 """
@@ -27,7 +30,13 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from .conf import ConfigError, parse_backend_options, parse_dogpile_setting, parse_timeout
+from .conf import (
+    BASECACHE_OPTIONS,
+    ConfigError,
+    backend_option_errors,
+    parse_dogpile_setting,
+    parse_timeout,
+)
 
 __all__ = ["check_caches", "check_dogpile_setting", "check_store_is_shared"]
 
@@ -60,9 +69,9 @@ def _error(exc: ConfigError, alias: str) -> Error:
 
 
 @register(Tags.caches)
-def check_caches(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+def check_caches(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """Validate every DogpileCache alias in CACHES."""
-    errors: list[Error] = []
+    errors: list[Any] = []
     for alias, conf in _dogpile_aliases():
         location = conf.get("LOCATION")
         if not location or not isinstance(location, str) or location not in settings.CACHES:
@@ -90,11 +99,21 @@ def check_caches(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             parse_timeout(conf.get("TIMEOUT", 300))
         except ConfigError as exc:
             errors.append(_error(exc, alias))
-        try:
-            options = parse_backend_options(conf.get("OPTIONS"))
-        except ConfigError as exc:
-            errors.append(_error(exc, alias))
+        options, problems = backend_option_errors(conf.get("OPTIONS"))
+        errors.extend(_error(exc, alias) for exc in problems)
+        if options is None:
             continue
+        ignored = [o for o in BASECACHE_OPTIONS if o in (conf.get("OPTIONS") or {})]
+        if ignored:
+            errors.append(
+                Warning(
+                    f"CACHES[{alias!r}]['OPTIONS'] sets {', '.join(ignored)}, which "
+                    f"limit the store, not the wrapper: they do nothing here.",
+                    hint=f"Set them in the OPTIONS of the store alias {location!r}.",
+                    id="django_dogpile.W002",
+                    obj=alias,
+                )
+            )
         store = settings.CACHES.get(location, {}) if isinstance(location, str) else {}
         if options.lock == "redis" and "django_redis" not in store.get("BACKEND", ""):
             errors.append(

@@ -9,6 +9,7 @@ system checks (which report the same message as ``django_dogpile.E00x``), so
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,7 @@ BACKEND_OPTION_DEFAULTS: dict[str, Any] = {
     "RETRY_AFTER": 0,  # seconds to serve stale before retrying a failed regeneration
 }
 
-LOCK_KINDS = ("auto", "redis", "cache", "local")
+LOCK_KINDS = ("auto", "redis", "file", "cache", "local")
 
 #: The ``DOGPILE`` setting: defaults for the template tag and decorators.
 DOGPILE_DEFAULTS: dict[str, Any] = {
@@ -81,6 +82,12 @@ def _number(name: str, value: Any, *, id: str, allow_zero: bool = True) -> float
             f"OPTIONS[{name!r}] must be a number of seconds, not {value!r}.",
             f"Set {name} to a non-negative int or float, e.g. 30.",
         )
+    if not math.isfinite(value):
+        raise ConfigError(
+            id,
+            f"OPTIONS[{name!r}] must be a finite number of seconds, not {value!r}.",
+            f"Set {name} to a non-negative int or float, e.g. 30.",
+        )
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(
             id,
@@ -94,14 +101,36 @@ def _number(name: str, value: Any, *, id: str, allow_zero: bool = True) -> float
 
 
 def parse_timeout(value: Any) -> float | None:
-    """Validate a cache's ``TIMEOUT`` (``None`` or seconds >= 0)."""
+    """Validate a cache's ``TIMEOUT`` (``None`` or seconds >= 0).
+
+    A numeric string (as read from an environment variable) is taken as
+    Django's ``BaseCache`` takes it, with ``int()`` -- or ``float()``.
+    """
     if value is None:
         return None
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(
+                    "django_dogpile.E003",
+                    f"TIMEOUT must be None or a number of seconds, not {value!r}.",
+                    "Django's BaseCache would silently use 300 here; set e.g. 300.",
+                ) from None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigError(
             "django_dogpile.E003",
             f"TIMEOUT must be None or a number of seconds, not {value!r}.",
             "Django's BaseCache would silently use 300 here; set e.g. 300.",
+        )
+    if math.isnan(value):
+        raise ConfigError(
+            "django_dogpile.E003",
+            "TIMEOUT must be a number of seconds, not NaN.",
+            "Use None to never expire, or seconds, e.g. 300.",
         )
     if value < 0:
         raise ConfigError(
@@ -109,93 +138,135 @@ def parse_timeout(value: Any) -> float | None:
             f"TIMEOUT must not be negative ({value!r}).",
             "Use 0 to cache nothing, None to never expire, or seconds.",
         )
+    if value == math.inf:
+        return None  # forever, as None
     return value  # type: ignore[return-value]  # an int stays an int (max-age)
 
 
 def _with_defaults(
-    value: Any, defaults: dict[str, Any], *, id: str, what: str, hint: str, unknown_hint: str
+    value: Any, defaults: dict[str, Any], *, id: str, what: str, hint: str, unknown_hint: str,
+    ignored: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """``defaults`` updated by ``value``, a dict (or None) of known keys only."""
     if value is None:
         value = {}
     if not isinstance(value, dict):
         raise ConfigError(id, f"{what} must be a dict, not {type(value).__name__}.", hint)
-    unknown = sorted(set(value) - set(defaults))
+    unknown = sorted(set(value) - set(defaults) - set(ignored))
     if unknown:
         raise ConfigError(
             id, f"Unknown {what} keys: {', '.join(map(repr, unknown))}.", unknown_hint
         )
-    return {**defaults, **value}
+    return {**defaults, **{k: v for k, v in value.items() if k not in ignored}}
+
+
+#: BaseCache's own OPTIONS: accepted (Django's tests set them on any alias),
+#: but they act on the store alias, not on the wrapper (a check warns).
+BASECACHE_OPTIONS = ("MAX_ENTRIES", "CULL_FREQUENCY")
+
+
+def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[ConfigError]]:
+    """Validate a DogpileCache OPTIONS dict: the options, and *every* error."""
+    try:
+        merged = _with_defaults(
+            options, BACKEND_OPTION_DEFAULTS, id="django_dogpile.E004", what="OPTIONS",
+            hint="See the README for the options DogpileCache takes.",
+            unknown_hint=f"DogpileCache takes {', '.join(BACKEND_OPTION_DEFAULTS)}; "
+            "options of the store belong to the store's alias.",
+            ignored=BASECACHE_OPTIONS,
+        )
+    except ConfigError as exc:
+        return None, [exc]
+    errors: list[ConfigError] = []
+    values: dict[str, Any] = {}
+
+    def parse(name: str, fn: Any) -> None:
+        try:
+            values[name] = fn(merged[name])
+        except ConfigError as exc:
+            errors.append(exc)
+
+    def flag(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ConfigError(
+                "django_dogpile.E008", f"OPTIONS[...] must be True or False, not {value!r}.",
+                "Use a bool.",
+            )
+        return value
+
+    def workers(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                "django_dogpile.E008",
+                f"OPTIONS['BACKGROUND_WORKERS'] must be an int >= 1, not {value!r}.",
+                "The pool of regeneration threads per process, e.g. 4.",
+            )
+        return value
+
+    def early(value: Any) -> float:
+        if value is True:
+            return 1.0
+        if value is False or value is None:
+            return 0.0
+        return _number("EARLY_REFRESH", value, id="django_dogpile.E008")
+
+    def lock(value: Any) -> str:
+        if value not in LOCK_KINDS:
+            raise ConfigError(
+                "django_dogpile.E008",
+                f"OPTIONS['LOCK'] must be one of {LOCK_KINDS}, not {value!r}.",
+                "'auto' picks a Redis lease on django-redis, a lease file on the "
+                "file cache, an add() lease on other shared stores and the "
+                "in-process lock on locmem.",
+            )
+        return value
+
+    def key_stats(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(
+                "django_dogpile.E008",
+                f"OPTIONS['KEY_STATS'] must be an int >= 0, not {value!r}.",
+                "How many keys to keep per-key counters for (0: off), e.g. 200.",
+            )
+        return value
+
+    parse("GRACE", lambda v: _number("GRACE", v, id="django_dogpile.E005"))
+    parse("LOCK_TIMEOUT", lambda v: _number("LOCK_TIMEOUT", v, id="django_dogpile.E006", allow_zero=False))
+    parse("WAIT_TIMEOUT", lambda v: None if v is None else _number("WAIT_TIMEOUT", v, id="django_dogpile.E007"))
+    for name in ("BACKGROUND", "SERVE_STALE_ON_ERROR"):
+        try:
+            values[name] = flag(merged[name])
+        except ConfigError as exc:
+            errors.append(ConfigError(exc.id, exc.msg.replace("[...]", f"[{name!r}]"), exc.hint))
+    parse("BACKGROUND_WORKERS", workers)
+    parse("EARLY_REFRESH", early)
+    parse("LOCK", lock)
+    parse("KEY_STATS", key_stats)
+    parse("RETRY_AFTER", lambda v: _number("RETRY_AFTER", v, id="django_dogpile.E008"))
+    if errors:
+        return None, errors
+    lock_timeout = values["LOCK_TIMEOUT"]
+    return BackendOptions(
+        retry_after=values["RETRY_AFTER"],
+        key_stats=values["KEY_STATS"],
+        grace=values["GRACE"],
+        lock_timeout=lock_timeout,
+        wait_timeout=lock_timeout if values["WAIT_TIMEOUT"] is None else values["WAIT_TIMEOUT"],
+        background=values["BACKGROUND"],
+        background_workers=values["BACKGROUND_WORKERS"],
+        serve_stale_on_error=values["SERVE_STALE_ON_ERROR"],
+        early_refresh=values["EARLY_REFRESH"],
+        lock=values["LOCK"],
+    ), []
 
 
 def parse_backend_options(options: Any) -> BackendOptions:
-    """Validate a DogpileCache OPTIONS dict; raise :class:`ConfigError`."""
-    merged = _with_defaults(
-        options, BACKEND_OPTION_DEFAULTS, id="django_dogpile.E004", what="OPTIONS",
-        hint="See the README for the options DogpileCache takes.",
-        unknown_hint=f"DogpileCache takes {', '.join(BACKEND_OPTION_DEFAULTS)}; "
-        "options of the store belong to the store's alias.",
-    )
-    grace = _number("GRACE", merged["GRACE"], id="django_dogpile.E005")
-    lock_timeout = _number(
-        "LOCK_TIMEOUT", merged["LOCK_TIMEOUT"], id="django_dogpile.E006",
-        allow_zero=False,
-    )
-    wait = merged["WAIT_TIMEOUT"]
-    wait_timeout = (
-        lock_timeout
-        if wait is None
-        else _number("WAIT_TIMEOUT", wait, id="django_dogpile.E007")
-    )
-    for flag in ("BACKGROUND", "SERVE_STALE_ON_ERROR"):
-        if not isinstance(merged[flag], bool):
-            raise ConfigError(
-                "django_dogpile.E008",
-                f"OPTIONS[{flag!r}] must be True or False, not {merged[flag]!r}.",
-                "Use a bool.",
-            )
-    workers = merged["BACKGROUND_WORKERS"]
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(
-            "django_dogpile.E008",
-            f"OPTIONS['BACKGROUND_WORKERS'] must be an int >= 1, not {workers!r}.",
-            "The pool of regeneration threads per process, e.g. 4.",
-        )
-    early = merged["EARLY_REFRESH"]
-    if early is True:
-        beta = 1.0
-    elif early is False or early is None:
-        beta = 0.0
-    else:
-        beta = _number("EARLY_REFRESH", early, id="django_dogpile.E008")
-    lock = merged["LOCK"]
-    if lock not in LOCK_KINDS:
-        raise ConfigError(
-            "django_dogpile.E008",
-            f"OPTIONS['LOCK'] must be one of {LOCK_KINDS}, not {lock!r}.",
-            "'auto' picks a Redis lease on django-redis, an add() lease on "
-            "other shared stores and the in-process lock on locmem.",
-        )
-    key_stats = merged["KEY_STATS"]
-    if isinstance(key_stats, bool) or not isinstance(key_stats, int) or key_stats < 0:
-        raise ConfigError(
-            "django_dogpile.E008",
-            f"OPTIONS['KEY_STATS'] must be an int >= 0, not {key_stats!r}.",
-            "How many keys to keep per-key counters for (0: off), e.g. 200.",
-        )
-    retry = _number("RETRY_AFTER", merged["RETRY_AFTER"], id="django_dogpile.E008")
-    return BackendOptions(
-        retry_after=retry,
-        key_stats=key_stats,
-        grace=grace,
-        lock_timeout=lock_timeout,
-        wait_timeout=wait_timeout,
-        background=merged["BACKGROUND"],
-        background_workers=workers,
-        serve_stale_on_error=merged["SERVE_STALE_ON_ERROR"],
-        early_refresh=beta,
-        lock=lock,
-    )
+    """Validate a DogpileCache OPTIONS dict; raise the first :class:`ConfigError`."""
+    parsed, errors = backend_option_errors(options)
+    if errors:
+        raise errors[0]
+    assert parsed is not None
+    return parsed
 
 
 def parse_dogpile_setting(value: Any) -> dict[str, Any]:
@@ -213,7 +284,7 @@ def parse_dogpile_setting(value: Any) -> dict[str, Any]:
             f"Use one of: {', '.join(settings.CACHES)}.",
         )
     try:
-        parse_timeout(merged["TIMEOUT"])
+        merged["TIMEOUT"] = parse_timeout(merged["TIMEOUT"])
     except ConfigError as exc:
         raise ConfigError(
             "django_dogpile.E012", "DOGPILE['TIMEOUT']: " + exc.msg, exc.hint

@@ -634,7 +634,30 @@ def test_bad_configuration_is_a_clear_error():
     with pytest.raises(ImproperlyConfigured, match="Unknown OPTIONS"):
         DogpileCache("locmem", {"OPTIONS": {"GRAVE": 1}}).set("k", 1)
     with pytest.raises(ImproperlyConfigured, match="TIMEOUT"):
-        DogpileCache("locmem", {"TIMEOUT": "300"}).get("k")
+        DogpileCache("locmem", {"TIMEOUT": "soon"}).get("k")
+    with pytest.raises(ImproperlyConfigured, match="LOCK_TIMEOUT.*finite"):
+        DogpileCache("locmem", {"OPTIONS": {"LOCK_TIMEOUT": float("inf")}}).get("k")
+
+
+def test_settings_read_as_django_reads_them():
+    """TIMEOUT from an environment variable is a string; Django int()s it."""
+    assert DogpileCache("locmem", {"TIMEOUT": "1"}).default_timeout == 1
+    assert DogpileCache("locmem", {"TIMEOUT": "2.5"}).default_timeout == 2.5
+    assert DogpileCache("locmem", {"TIMEOUT": float("inf")}).default_timeout is None
+    # BaseCache's own options are accepted (a check warns they act on the store)
+    c = DogpileCache("locmem", {"OPTIONS": {"MAX_ENTRIES": 10, "CULL_FREQUENCY": 2}})
+    c.set("k", 1)
+    assert c.get("k") == 1
+
+
+def test_get_many_keeps_keys_that_make_the_same_store_key_distinct():
+    c = caches["dp_locmem"]
+    c.set("1", "one")
+    assert c.get_many([1, "1"]) == {1: "one", "1": "one"}
+    from django.core.cache import caches as all_caches
+
+    all_caches["locmem"].set("1", "one")
+    assert all_caches["locmem"].get_many([1, "1"]) == {1: "one", "1": "one"}
     with pytest.raises(ImproperlyConfigured, match="LOCATION"):
         DogpileCache("", {}).get("k")
     with pytest.raises(ImproperlyConfigured, match="is not a cache alias"):

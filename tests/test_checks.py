@@ -26,7 +26,13 @@ def caches_with(**dp):
         ({"LOCATION": "nope"}, ["django_dogpile.E001"]),
         ({"LOCATION": ""}, ["django_dogpile.E001"]),
         ({"LOCATION": "dp"}, ["django_dogpile.E002"]),
-        ({"TIMEOUT": "300"}, ["django_dogpile.E003"]),
+        ({"TIMEOUT": "300"}, []),  # as Django's BaseCache reads it: int("300")
+        ({"TIMEOUT": "soon"}, ["django_dogpile.E003"]),
+        ({"TIMEOUT": float("nan")}, ["django_dogpile.E003"]),
+        ({"OPTIONS": {"LOCK_TIMEOUT": float("inf")}}, ["django_dogpile.E006"]),
+        ({"OPTIONS": {"GRACE": float("nan")}}, ["django_dogpile.E005"]),
+        ({"OPTIONS": {"WAIT_TIMEOUT": float("inf")}}, ["django_dogpile.E007"]),
+        ({"OPTIONS": {"MAX_ENTRIES": 10, "CULL_FREQUENCY": 2}}, ["django_dogpile.W002"]),
         ({"TIMEOUT": -5}, ["django_dogpile.E003"]),
         ({"OPTIONS": {"GRAVE": 1}}, ["django_dogpile.E004"]),
         ({"OPTIONS": []}, ["django_dogpile.E004"]),
@@ -52,6 +58,20 @@ def test_cache_checks(conf, expected):
     assert all(m.hint for m in messages)
 
 
+def test_every_bad_option_is_reported_at_once_naming_the_alias():
+    conf = caches_with(
+        TIMEOUT="soon", OPTIONS={"GRACE": -1, "LOCK_TIMEOUT": 0, "BACKGROUND": "yes", "LOCK": "x"}
+    )
+    with override_settings(CACHES=conf):
+        messages = check_caches()
+    assert ids(messages) == [
+        "django_dogpile.E003", "django_dogpile.E005", "django_dogpile.E006",
+        "django_dogpile.E008", "django_dogpile.E008",
+    ]
+    assert all("CACHES['dp']" in m.msg for m in messages)
+    assert "'BACKGROUND'" in messages[3].msg
+
+
 def test_pointing_at_another_dogpile_cache():
     conf = caches_with()
     conf["dp2"] = {"BACKEND": DP, "LOCATION": "dp"}
@@ -67,7 +87,8 @@ def test_pointing_at_another_dogpile_cache():
         ([], ["django_dogpile.E010"]),
         ({"ALIAS": "dp"}, ["django_dogpile.E010"]),
         ({"CACHE_ALIAS": "missing"}, ["django_dogpile.E011"]),
-        ({"TIMEOUT": "60"}, ["django_dogpile.E012"]),
+        ({"TIMEOUT": "60"}, []),
+        ({"TIMEOUT": "soon"}, ["django_dogpile.E012"]),
         ({"KEY_PREFIX": 3}, ["django_dogpile.E012"]),
         ({"STATUS_HEADER": 1}, ["django_dogpile.E012"]),
     ],
