@@ -10,8 +10,11 @@ django-redis       ``SET NX PX`` script, pub/sub    token check + ``SET`` in
                    wake-up (:class:`RedisLease`)    one script
 file cache         lock file under ``flock``        lease check, then the
                    (:class:`FileLease`)             record's creation time
+database cache     lease row: delete-expired, then  lease check, then the
+                   primary-key ``INSERT``           record's creation time;
+                   (:class:`DatabaseLease`)         writes retried when busy
 other shared       ``cache.add()``                  lease check, then the
-(db, memcached)    (:class:`CacheLease`)            record's creation time
+(memcached)        (:class:`CacheLease`)            record's creation time
 locmem, dummy      none: the in-process lock        the record's creation
                                                     time
 =================  ===============================  =========================
@@ -29,7 +32,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from .locks import CacheLease, FileLease, RedisLease, RedisScripts
+from .locks import CacheLease, DatabaseLease, FileLease, RedisLease, RedisScripts
 
 __all__ = ["StoreAdapter", "adapter_for", "class_path", "is_django_redis", "is_in_process"]
 
@@ -40,6 +43,7 @@ _IN_PROCESS_STORES = (
     "django.core.cache.backends.dummy.DummyCache",
 )
 _FILE_STORE = "django.core.cache.backends.filebased.FileBasedCache"
+_DB_STORE = "django.core.cache.backends.db.DatabaseCache"
 
 
 def class_path(obj: Any) -> str:
@@ -87,7 +91,8 @@ class StoreAdapter:
         self.set_reports = is_django_redis(store)
         self.lease: Callable[[str, str], Any] | None = None
         if kind == "cache":
-            self.lease = lambda lock_key, record_key: CacheLease(
+            lease = DatabaseLease if _inherits(store, (_DB_STORE,)) else CacheLease
+            self.lease = lambda lock_key, record_key: lease(
                 store, lock_key, record_key, lock_timeout
             )
         elif kind == "file":

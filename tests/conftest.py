@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
@@ -23,9 +24,15 @@ def pytest_configure(config: pytest.Config) -> None:
         if required():
             raise pytest.UsageError(f"Redis is required here (CI) but: {exc}") from None
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    if "DOGPILE_TEST_SHARED_DIR" not in os.environ:
+        os.environ["DOGPILE_TEST_SHARED_DIR"] = tempfile.mkdtemp(prefix="dogpile-")
     import django
 
     django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", database="files", verbosity=0, run_syncdb=True)
+    call_command("createcachetable", database="files", verbosity=0)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

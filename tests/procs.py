@@ -95,3 +95,60 @@ def incr_many(prefix, key, threads, n, start_at, results):
     for t in ts:
         t.join()
     results.put("done")
+
+
+def regenerate_keys(location, prefix, keys, start_at, delay, log_path, options, results):
+    """Two threads each call get_or_set on every key; creations are logged."""
+    _setup()
+    cache = make_cache(location, prefix, **options)
+
+    def creator(key):
+        def create():
+            with open(log_path, "a") as f:  # one small O_APPEND write: atomic
+                f.write(f"{key}\n")
+            time.sleep(delay)
+            return f"new-{key}"
+
+        return create
+
+    errors = []
+
+    def run(order):
+        time.sleep(max(0, start_at - time.time()))
+        for key in order:
+            try:
+                cache.get_or_set(key, creator(key), 60)
+            except Exception as exc:  # reported, never swallowed
+                errors.append(repr(exc))
+
+    ts = [threading.Thread(target=run, args=(o,)) for o in (keys, list(reversed(keys)))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    results.put(errors or "done")
+
+
+def slow_regeneration(location, prefix, key, delay, options, started, results):
+    """Regenerate a stale ``key`` for ``delay`` seconds (outliving its lease)."""
+    _setup()
+    cache = make_cache(location, prefix, **options)
+
+    def create():
+        started.set()
+        time.sleep(delay)
+        return "from the old holder"
+
+    results.put(cache.get_or_set(key, create, 60))
+
+
+def hold_forever_on(location, prefix, key, options, started):
+    """Win the lock on a cold key, then hang in the creator until killed."""
+    _setup()
+    cache = make_cache(location, prefix, **options)
+
+    def create():
+        started.set()
+        time.sleep(3600)
+
+    cache.get_or_set(key, create)

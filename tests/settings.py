@@ -4,6 +4,9 @@ import os
 import tempfile
 
 SECRET_KEY = "tests-only"
+#: A directory the suite's processes share (conftest sets it before any
+#: worker process starts): the file cache and the "files" database.
+_SHARED = os.environ.get("DOGPILE_TEST_SHARED_DIR") or tempfile.mkdtemp(prefix="dogpile-")
 DEBUG = False
 USE_TZ = True
 ALLOWED_HOSTS = ["*"]
@@ -25,7 +28,7 @@ DATABASES = {
     # a file, so that closing a connection is observable (:memory: never closes)
     "files": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.path.join(tempfile.mkdtemp(prefix="dogpile-db-"), "db.sqlite3"),
+        "NAME": os.path.join(_SHARED, "db.sqlite3"),
     },
 }
 TEMPLATES = [
@@ -45,7 +48,19 @@ TEMPLATES = [
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
 REDIS_URL = os.environ.get("DOGPILE_TEST_REDIS_URL", "redis://127.0.0.1:1/0")
-_FILE_DIR = tempfile.mkdtemp(prefix="dogpile-filecache-")
+_FILE_DIR = os.path.join(_SHARED, "filecache")
+# the database cache lives in the "files" database, which processes share
+DATABASE_ROUTERS = ["tests.settings.CacheRouter"]
+
+
+class CacheRouter:
+    def db_for_read(self, model, **hints):
+        return "files" if model._meta.app_label == "django_cache" else None
+
+    db_for_write = db_for_read
+
+    def allow_migrate(self, db, app_label, **hints):
+        return None
 
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "default"},
@@ -85,6 +100,13 @@ CACHES = {
         "LOCATION": "locmem",
         "TIMEOUT": None,
         "KEY_PREFIX": "forever",
+    },
+    "db": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "dogpile_cache_table"},
+    "dp_db": {
+        "BACKEND": "django_dogpile.cache.DogpileCache",
+        "LOCATION": "db",
+        "TIMEOUT": 300,
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5},
     },
     "dp_file": {
         "BACKEND": "django_dogpile.cache.DogpileCache",
