@@ -25,9 +25,11 @@ The rules, in the order they are applied:
              ``no-store`` (parsed as directives, not substrings)
   vary-star  it varies on ``*``
   cookie     it sets a cookie
-  csrf       the CSRF token was used (``{% csrf_token %}``, ``get_token``):
-             the page holds a per-visitor token and ``CsrfViewMiddleware``
-             will set the cookie
+  csrf       the view used the CSRF token (``{% csrf_token %}``,
+             ``get_token``): the page holds a per-visitor token and
+             ``CsrfViewMiddleware`` will set the cookie.  A cookie the
+             middleware renews on its own (a visitor's missing or
+             malformed one) does not count
   session    the session was modified, or is saved on every request
              (``SESSION_SAVE_EVERY_REQUEST``) and was used: the page was
              made from this visitor's session and ``SessionMiddleware``
@@ -40,7 +42,9 @@ The rules, in the order they are applied:
   The word is logged (DEBUG, ``django_dogpile.pages``) and sent in the
   status header: ``X-Dogpile-Cache: MISS; uncacheable=session``.
 * A page that used the session varies on ``Cookie`` (as
-  ``SessionMiddleware`` will make it); a request with ``Authorization``
+  ``SessionMiddleware`` will make it), and so does every page made for a
+  visitor who has a session cookie (``request.session.session_key`` is
+  read without marking the session accessed); a request with ``Authorization``
   and no ``public`` directive varies on ``Authorization``; a stored page
   gets ``Expires`` and ``Cache-Control: max-age`` as ``cache_page`` sets
   them (a 304 too).
@@ -70,13 +74,14 @@ The rules, in the order they are applied:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
 import logging
 import re
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -89,7 +94,7 @@ from . import entries, state
 from .conf import get_config
 from .faces import face_cache, safe_key
 
-__all__ = ["REASONS", "dogpile_cache_page", "uncacheable"]
+__all__ = ["REASONS", "dogpile_cache_page", "own_csrf_flag", "per_visitor", "uncacheable"]
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +138,39 @@ def _messages_used(request: HttpRequest) -> bool:
     )
 
 
+_CSRF_FLAG = "CSRF_COOKIE_NEEDS_UPDATE"
+
+
+@contextlib.contextmanager
+def own_csrf_flag(request: HttpRequest) -> Iterator[None]:
+    """Let the CSRF check see only what the code run inside it did.
+
+    ``CsrfViewMiddleware`` raises the flag before the view when a visitor's
+    cookie is missing or malformed; that says nothing about the page, and a
+    client could otherwise switch caching off at will.  The flag is lowered
+    for the block and raised again after it.
+    """
+    meta = request.META
+    preset = meta.pop(_CSRF_FLAG, None)
+    try:
+        yield
+    finally:
+        if preset:
+            meta[_CSRF_FLAG] = preset
+
+
+def per_visitor(request: HttpRequest) -> str | None:
+    """Return ``"csrf"``, ``"session"`` or ``"messages"`` if the work just done
+    for ``request`` depends on (or writes) this visitor's state, else None."""
+    if request.META.get(_CSRF_FLAG):
+        return "csrf"
+    if _session_written(request):
+        return "session"
+    if _messages_used(request):
+        return "messages"
+    return None
+
+
 def uncacheable(request: HttpRequest, response: HttpResponseBase) -> str | None:
     """Return why ``response`` must not be stored for others, or ``None``.
 
@@ -150,13 +188,7 @@ def uncacheable(request: HttpRequest, response: HttpResponseBase) -> str | None:
         return "vary-star"
     if response.cookies:
         return "cookie"
-    if request.META.get("CSRF_COOKIE_NEEDS_UPDATE") or request.META.get("CSRF_COOKIE_USED"):
-        return "csrf"
-    if _session_written(request):
-        return "session"
-    if _messages_used(request):
-        return "messages"
-    return None
+    return per_visitor(request)
 
 
 class _Refused(BaseException):
@@ -261,15 +293,17 @@ class _Regenerate:
 
     def __call__(self) -> Any:
         self.check()
-        return self.page.finish(self.key, self.run())
+        with own_csrf_flag(self.page.request):
+            return self.page.finish(self.key, self.run())
 
 
 class _ARegenerate(_Regenerate):
     async def __call__(self) -> Any:  # type: ignore[override]
         self.check()
-        response = await self.run()
-        # where Django's handler renders a response: a thread-sensitive thread
-        return await sync_to_async(self.page.finish)(self.key, response)
+        with own_csrf_flag(self.page.request):
+            response = await self.run()
+            # where Django's handler renders a response: a thread-sensitive thread
+            return await sync_to_async(self.page.finish)(self.key, response)
 
 
 class _Page:
@@ -341,8 +375,13 @@ class _Page:
         if reason is not None:
             raise _Refused(response, reason)
         session = getattr(self.request, "session", None)
-        if getattr(session, "accessed", False):
-            patch_vary_headers(response, ("Cookie",))  # as SessionMiddleware will
+        if session is not None and (
+            getattr(session, "accessed", False)
+            or settings.SESSION_COOKIE_NAME in self.request.COOKIES
+        ):
+            # as SessionMiddleware will; and for any visitor with a session,
+            # whose key a view may read without marking the session accessed
+            patch_vary_headers(response, ("Cookie",))
         patch_response_headers(response, self.timeout)
         if self.request.headers.get("Authorization") and "public" not in _directives(response):
             patch_vary_headers(response, ("Authorization",))
@@ -413,7 +452,9 @@ class _Page:
 
     def _bypass(self, key: str, run: Callable[[], Any]) -> HttpResponseBase:
         try:
-            return self._store(key, self.finish(key, run()))
+            with own_csrf_flag(self.request):
+                stored = self.finish(key, run())
+            return self._store(key, stored)
         except _Refused as refused:
             return self._refused(key, refused.response, refused.reason)
         except _FailedPage as failed:
@@ -457,7 +498,8 @@ class _Page:
 
     async def _abypass(self, key: str, run: Callable[[], Awaitable[Any]]) -> HttpResponseBase:
         try:
-            stored = await sync_to_async(self.finish)(key, await run())
+            with own_csrf_flag(self.request):
+                stored = await sync_to_async(self.finish)(key, await run())
         except _Refused as refused:
             return self._refused(key, refused.response, refused.reason)
         except _FailedPage as failed:

@@ -15,6 +15,7 @@ from collections import Counter
 from django.contrib import messages
 from django.http import HttpResponse, HttpResponseRedirect
 from django.template import engines
+from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone, translation
 from django.views.decorators.cache import cache_page
@@ -158,4 +159,64 @@ urlpatterns += [
     path(f"{face}/{name}/", make()(view))
     for face, make in FACES.items()
     for name, view in EXTRA.items()
+]
+
+
+_T = engines["django"].from_string
+
+
+def tr_session(request):
+    count("tr_session")
+    return TemplateResponse(request, _T("cart={{ request.session.cart }}"))
+
+
+def tr_csrf(request):
+    count("tr_csrf")
+    return TemplateResponse(request, _T("token={% csrf_token %}"))
+
+
+def tr_messages(request):
+    count("tr_messages")
+    return TemplateResponse(request, _T("messages={% for m in messages %}{{ m }}{% endfor %}"))
+
+
+def set_cart(request):
+    request.session["cart"] = request.GET["v"]
+    return HttpResponse("ok")
+
+
+def session_key(request):
+    count("session_key")
+    return HttpResponse(f"cart of session {request.session.session_key}")
+
+
+def fragment_csrf(request):
+    count("fragment_csrf")
+    return HttpResponse(
+        _T("{% load dogpile %}{% dogpile_cache 60 csrffrag %}{% csrf_token %}{% enddogpile_cache %}")
+        .render({}, request)
+    )
+
+
+async def async_varies(request):
+    count("async_varies")
+    await asyncio.sleep(float(request.GET.get("sleep", 0)))
+    response = HttpResponse(f"accept-language={request.headers.get('Accept-Language')}")
+    response["Vary"] = "Accept-Language"
+    return response
+
+
+MORE = {
+    "tr-session": tr_session,
+    "tr-csrf": tr_csrf,
+    "tr-messages": tr_messages,
+    "session-key": session_key,
+    "fragment-csrf": fragment_csrf,
+    "async-varies": async_varies,
+}
+urlpatterns += [path("set-cart/", set_cart)] + [
+    path(f"{face}/{name}/", make()(view))
+    for face, make in FACES.items()
+    for name, view in MORE.items()
+    if not (face.startswith("j") and name.startswith("async"))
 ]

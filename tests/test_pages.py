@@ -460,3 +460,91 @@ def test_a_logged_in_page_is_never_served_to_anonymous(face, prefix):
         assert alice.get(f"/{name}/whoami/").content == b"hello alice"
     else:
         assert anonymous == b"hello alice"  # Django's leak
+
+
+# --- found by attacking the face -------------------------------------------------
+
+
+def test_template_responses_are_judged_after_rendering(face):
+    alice, bob = Client(), Client()
+    alice.get("/set-cart/", {"v": "alice-cart"})
+    bob.get("/set-cart/", {"v": "bob-cart"})
+    assert alice.get(f"/{face}/tr-session/").content == b"cart=alice-cart"
+    assert bob.get(f"/{face}/tr-session/").content == b"cart=bob-cart"
+    assert Client().get(f"/{face}/tr-session/").content == b"cart="
+    tokens = {Client().get(f"/{face}/tr-csrf/").content for _ in range(2)}
+    assert len(tokens) == 2 and CALLS["tr_csrf"] == 2
+    alice.get("/add-message/")
+    assert b"4711" in alice.get(f"/{face}/tr-messages/").content
+    assert Client().get(f"/{face}/tr-messages/").content == b"messages="
+
+
+def test_a_malformed_csrf_cookie_does_not_switch_caching_off(face):
+    """CsrfViewMiddleware renews a visitor's bad cookie before the view: that
+    says nothing about the page, and must not put it into hit-for-miss."""
+    attacker = Client()
+    attacker.cookies["csrftoken"] = "not-a-token"
+    r = attacker.get(f"/{face}/plain/")
+    assert status(r) == "MISS" and "csrftoken" in r.cookies  # renewed for them
+    for _ in range(3):
+        assert status(Client().get(f"/{face}/plain/")) == "HIT"
+    assert CALLS["plain"] == 1
+
+
+def test_a_visitor_with_a_session_cookie_gets_pages_varying_on_cookie(face):
+    """``session.session_key`` is read without marking the session accessed:
+    a page made for a visitor with a session may show it."""
+    alice, bob = Client(), Client()
+    alice.get("/set-cart/", {"v": "a"})
+    bob.get("/set-cart/", {"v": "b"})
+    a = alice.get(f"/{face}/session-key/").content
+    b = bob.get(f"/{face}/session-key/").content
+    assert a != b
+    assert alice.get(f"/{face}/session-key/").content == a
+
+
+def test_djangos_cache_page_leaks_the_session_key(face):
+    twin = django_twin(face)
+    alice, bob = Client(), Client()
+    alice.get("/set-cart/", {"v": "a"})
+    bob.get("/set-cart/", {"v": "b"})
+    assert alice.get(f"/{twin}/session-key/").content == bob.get(f"/{twin}/session-key/").content
+
+
+def test_a_fragment_with_a_csrf_token_is_never_stored(face):
+    first = Client().get(f"/{face}/fragment-csrf/")
+    second = Client().get(f"/{face}/fragment-csrf/")
+    assert first.content != second.content  # each visitor their own token
+    assert status(second) == "MISS; uncacheable=csrf"
+
+
+def test_async_head_after_get_is_a_hit(face):
+    async def main():
+        client = AsyncClient()
+        await client.get(f"/{face}/async-plain/")
+        return await client.head(f"/{face}/async-plain/")
+
+    r = asyncio.run(main())
+    assert status(r) == "HIT" and CALLS["async_plain"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["varies", "async-varies"])
+def test_concurrent_cold_requests_on_a_varying_page_run_the_view_once(face, name):
+    """The first response teaches Vary; the requests queued behind it re-key
+    and are served what it stored."""
+    if name.startswith("async"):
+
+        async def main():
+            client = AsyncClient()
+            return await asyncio.gather(*(
+                client.get(f"/{face}/{name}/", {"sleep": 0.3}, headers={"accept-language": "fr"})
+                for _ in range(6)
+            ))
+
+        responses = asyncio.run(main())
+    else:
+        responses = run_concurrently(6, lambda i: Client().get(
+            f"/{face}/{name}/", {"sleep": 0.3}, headers={"accept-language": "fr"}))
+    assert [r.content for r in responses] == [b"accept-language=fr"] * 6
+    assert CALLS[name.replace("-", "_")] == 1

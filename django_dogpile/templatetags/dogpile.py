@@ -18,12 +18,16 @@ the others get the old fragment.  The key is Django's own
 (``make_template_fragment_key``), so code that deletes or invalidates a
 ``{% cache %}`` fragment works unchanged.  With ``BACKGROUND`` the fragment
 is re-rendered in a pool thread from a copy of the context taken before the
-tag returns.
+tag returns.  A fragment that used the visitor's CSRF token
+(``{% csrf_token %}``) or showed their messages is rendered for them and
+never stored (Django's ``{% cache %}`` would serve the first visitor's token
+to everyone).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
 from django import template
@@ -32,8 +36,11 @@ from django.template.base import FilterExpression, NodeList, Parser, Token
 from django.utils.safestring import mark_safe
 
 from ..faces import face_cache, make_fragment_key
+from ..pages import own_csrf_flag
 
 __all__ = ["DogpileCacheNode", "do_dogpile_cache"]
+
+log = logging.getLogger(__name__)
 
 register = template.Library()
 
@@ -87,8 +94,28 @@ class DogpileCacheNode(template.Node):
             self.fragment_name, [v.resolve(context) for v in self.vary_on]
         )
         kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-        value = cache.get_or_set(key, _Render(self.nodelist, context), **kwargs)
+        try:
+            value = cache.get_or_set(key, _Render(self.nodelist, context), **kwargs)
+        except _NotStored as refused:
+            log.debug("fragment %r not stored: %s", self.fragment_name, refused.reason)
+            return mark_safe(refused.rendered)
         return mark_safe(value)
+
+
+class _NotStored(BaseException):
+    """A fragment made from this visitor's state: served, never stored.
+
+    A BaseException, so that ``SERVE_STALE_ON_ERROR`` does not take it for
+    a failure."""
+
+    def __init__(self, rendered: str, reason: str) -> None:
+        self.rendered, self.reason = rendered, reason
+
+
+def _messages_seen(request: Any) -> bool:
+    storage = getattr(request, "_messages", None)
+    return bool(storage is not None and getattr(storage, "used", False)
+                and getattr(storage, "_loaded_data", None))
 
 
 class _Render:
@@ -105,7 +132,17 @@ class _Render:
         self.nodelist, self.context = nodelist, context
 
     def __call__(self) -> str:
-        return self.nodelist.render(self.context)
+        request = getattr(self.context, "request", None)
+        if request is None:
+            return self.nodelist.render(self.context)
+        with own_csrf_flag(request):
+            used_before = _messages_seen(request)
+            rendered = self.nodelist.render(self.context)
+            if request.META.get("CSRF_COOKIE_NEEDS_UPDATE"):
+                raise _NotStored(rendered, "csrf")
+            if not used_before and _messages_seen(request):
+                raise _NotStored(rendered, "messages")
+        return rendered
 
     def detach(self) -> _Render:
         return _Render(self.nodelist, snapshot(self.context))
