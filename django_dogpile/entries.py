@@ -27,10 +27,15 @@ from typing import Any, NamedTuple
 
 __all__ = ["INVALIDATED", "Entry", "is_entry", "is_fresh", "now", "store_timeout"]
 
-#: The clock for freshness decisions.  ``django_dogpile.testing.Clock``
-#: replaces it to move time forward without sleeping; call it through the
-#: module (``entries.now()``) so the replacement is seen.
-now = time.time
+def now() -> float:
+    """The clock for freshness decisions: ``time.time()``, looked up at each
+    call (so a test that patches ``time.time``, as Django's own do, moves it).
+
+    ``django_dogpile.testing.Clock`` replaces this function to move time
+    forward without sleeping; call it through the module (``entries.now()``)
+    so the replacement is seen.
+    """
+    return time.time()
 
 
 #: The ``expires`` of an invalidated record: the epoch, in the past for every
