@@ -152,3 +152,17 @@ def hold_forever_on(location, prefix, key, options, started):
         time.sleep(3600)
 
     cache.get_or_set(key, create)
+
+
+def get_or_set_at(location, prefix, key, value, options, at, results):
+    """One get_or_set at time ``at``; report (value got, creator called)."""
+    _setup()
+    cache = make_cache(location, prefix, **options)
+    called = []
+
+    def create():
+        called.append(1)
+        return value
+
+    time.sleep(max(0, at - time.time()))
+    results.put((cache.get_or_set(key, create, 60), bool(called)))

@@ -19,7 +19,13 @@ from django.core.cache import caches
 from django_dogpile import entries, runners
 from django_dogpile.entries import INVALIDATED
 from django_dogpile.testing import Clock, assert_single_regeneration
-from tests.procs import hold_forever_on, make_cache, regenerate_keys, slow_regeneration
+from tests.procs import (
+    get_or_set_at,
+    hold_forever_on,
+    make_cache,
+    regenerate_keys,
+    slow_regeneration,
+)
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -42,14 +48,23 @@ def fresh_cache(location, prefix, **options):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("location", SHARED)
-def test_stale_keys_are_regenerated_once_across_processes(location, tmp_path):
+@pytest.mark.parametrize(
+    "location, lock",
+    [
+        ("file", "auto"),
+        ("db", "auto"),
+        pytest.param("redis", "auto", marks=pytest.mark.redis),
+        # the plain add() lease (memcached's), over a store whose add() is atomic
+        pytest.param("redis", "cache", marks=pytest.mark.redis),
+    ],
+)
+def test_stale_keys_are_regenerated_once_across_processes(location, lock, tmp_path):
     """4 processes x 2 threads over 40 stale keys: each key made exactly once.
 
     Django's FileBasedCache.add() is has_key() then set(): with it as the
     lease, keys were regenerated up to 4 times.
     """
-    cache = fresh_cache(location, "many")
+    cache = fresh_cache(location, "many", LOCK=lock)
     keys = [f"k{i}" for i in range(40)]
     for key in keys:
         cache.set(key, "old", timeout=0.5)
@@ -60,7 +75,7 @@ def test_stale_keys_are_regenerated_once_across_processes(location, tmp_path):
     procs = [
         SPAWN.Process(
             target=regenerate_keys,
-            args=(location, "many", keys, start_at, 0.02, str(log), {"LOCK_TIMEOUT": 30}, results),
+            args=(location, "many", keys, start_at, 0.02, str(log), {"LOCK_TIMEOUT": 30, "LOCK": lock}, results),
         )
         for _ in range(4)
     ]
@@ -190,6 +205,34 @@ def test_retry_after_never_holds_writers(location):
     cache.set("j", 2, timeout=0.2)
     time.sleep(0.3)
     assert cache.get_or_set("j", lambda: "retried", 60) == "retried"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("location", SHARED)
+def test_a_retry_hold_keeps_other_processes_on_the_stale_value(location):
+    cache = fresh_cache(location, "retryproc", RETRY_AFTER=4)
+    cache.set("k", "old", timeout=0.2)
+    time.sleep(0.3)
+
+    def fail():
+        raise RuntimeError("down")
+
+    now = time.time()
+    with pytest.raises(RuntimeError):
+        cache.get_or_set("k", fail, 60)  # holds regeneration until now + 4
+    held, after = SPAWN.Queue(), SPAWN.Queue()
+    procs = [
+        SPAWN.Process(target=get_or_set_at, args=(
+            location, "retryproc", "k", "too early", {"RETRY_AFTER": 4}, now + 2.5, held)),
+        SPAWN.Process(target=get_or_set_at, args=(
+            location, "retryproc", "k", "retried", {"RETRY_AFTER": 4}, now + 5.0, after)),
+    ]
+    for p in procs:
+        p.start()
+    assert held.get(timeout=60) == ("old", False)  # another process: stale, no retry
+    assert after.get(timeout=60) == ("retried", True)  # past the hold: retried
+    for p in procs:
+        p.join(10)
 
 
 # --- 6. fallbacks only while the store is unreachable ------------------------------
