@@ -34,9 +34,8 @@ The rules, in the order they are applied:
              (``SESSION_SAVE_EVERY_REQUEST``) and was used: the page was
              made from this visitor's session and ``SessionMiddleware``
              will send its cookie
-  messages   ``django.contrib.messages`` were added, or some were read:
-             the page shows (or its storage will write) this visitor's
-             messages
+  messages   some ``django.contrib.messages`` were read (shown, counted):
+             the page shows this visitor's messages
   ========== ============================================================
 
   The word is logged (DEBUG, ``django_dogpile.pages``) and sent in the
@@ -125,17 +124,12 @@ def _session_written(request: HttpRequest) -> bool:
 
 
 def _messages_used(request: HttpRequest) -> bool:
-    """True if the page may show this visitor's messages: some were added,
-    or some were loaded (read, counted or iterated).  Iterating none shows
-    nothing and writes nothing."""
+    """True if the page may show this visitor's messages: some were loaded
+    (read, counted or iterated; iterating also loads the ones added in this
+    request).  Messages only added are not in the page: the storage writes
+    them to this visitor's own response, and they show on a later page."""
     storage = getattr(request, "_messages", None)
-    if storage is None:
-        return False
-    return bool(
-        getattr(storage, "added_new", False)
-        or getattr(storage, "_loaded_data", None)
-        or getattr(storage, "_queued_messages", None)
-    )
+    return bool(getattr(storage, "_loaded_data", None))
 
 
 _CSRF_FLAG = "CSRF_COOKIE_NEEDS_UPDATE"

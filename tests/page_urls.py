@@ -220,3 +220,22 @@ urlpatterns += [path("set-cart/", set_cart)] + [
     for name, view in MORE.items()
     if not (face.startswith("j") and name.startswith("async"))
 ]
+
+
+def note(request):
+    """Adds a message without showing it (it shows on a later page)."""
+    count("note")
+    messages.info(request, "noted (account #4711)")
+    return HttpResponse("noted")
+
+
+def touch_session(request):
+    count("touch_session")
+    return HttpResponse(f"items={len(request.session.items())}")
+
+
+urlpatterns += [
+    path(f"{face}/{name}/", make()(view))
+    for face, make in FACES.items()
+    for name, view in {"note": note, "touch-session": touch_session}.items()
+]

@@ -548,3 +548,20 @@ def test_concurrent_cold_requests_on_a_varying_page_run_the_view_once(face, name
             f"/{face}/{name}/", {"sleep": 0.3}, headers={"accept-language": "fr"}))
     assert [r.content for r in responses] == [b"accept-language=fr"] * 6
     assert CALLS[name.replace("-", "_")] == 1
+
+
+def test_a_message_only_added_is_not_in_the_page_and_does_not_refuse_it(face):
+    first = Client()
+    r = first.get(f"/{face}/note/")
+    assert status(r) == "MISS" and r.content == b"noted"
+    assert status(Client().get(f"/{face}/note/")) == "HIT"
+    # the message went to the first visitor only, shown on their next page
+    assert b"4711" in first.get(f"/{face}/home/").content
+
+
+@override_settings(SESSION_SAVE_EVERY_REQUEST=True)
+def test_an_empty_session_saved_on_every_request_does_not_refuse_the_page(face):
+    """SessionMiddleware saves (and sends) only a session that is not empty."""
+    r = Client().get(f"/{face}/touch-session/")
+    assert status(r) == "MISS" and "sessionid" not in r.cookies
+    assert status(Client().get(f"/{face}/touch-session/")) == "HIT"
