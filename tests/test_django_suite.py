@@ -57,4 +57,5 @@ def test_djangos_own_cache_tests_pass(label):
     assert done.returncode == 0, done.stderr[-6000:]
     assert summary and summary[-1].startswith("OK"), summary
     ran = int(summary[0].split()[1])
-    assert ran >= (9 if label == "DogpileCachePageTests" else 50), summary
+    # Django 4.2 has 3 of the cache_page tests we run, 5.2 has 9
+    assert ran >= (3 if label == "DogpileCachePageTests" else 50), summary

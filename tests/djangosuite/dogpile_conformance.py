@@ -18,7 +18,6 @@ from asgiref.sync import async_to_sync
 from unittest import mock
 
 from cache.tests import BaseCacheTests, CacheMiddlewareTest, caches_setting_for_tests
-from django.core.cache.backends.base import BaseCache
 from django.test import TestCase, override_settings
 
 from django_dogpile.cache import DogpileCache
@@ -49,8 +48,12 @@ LOCMEM = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION"
 REDIS = {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL}
 
 
-class ThroughAsync(BaseCache):
-    """A DogpileCache driven only through its ``a*`` methods."""
+class ThroughAsync:
+    """A DogpileCache driven only through its ``a*`` methods.
+
+    Each sync method of the tests is ``async_to_sync(inner.aX)``; everything
+    else (``make_key``, ``aget``..., attributes) is the inner DogpileCache's.
+    """
 
     _ASYNC = (
         "add", "get", "set", "touch", "delete", "get_many", "has_key", "incr", "decr",
@@ -61,14 +64,30 @@ class ThroughAsync(BaseCache):
     def __init__(self, location: str, params: dict[str, Any]) -> None:
         object.__setattr__(self, "_inner", DogpileCache(location, params))
 
-    def __getattribute__(self, name: str) -> Any:
-        inner = object.__getattribute__(self, "_inner")
-        if name in ThroughAsync._ASYNC:
-            return async_to_sync(getattr(inner, "a" + name))
-        return getattr(inner, name)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(object.__getattribute__(self, "_inner"), name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(object.__getattribute__(self, "_inner"), name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(object.__getattribute__(self, "_inner"), name)
+
+    def __contains__(self, key: Any) -> bool:
+        return self.has_key(key)  # type: ignore[attr-defined]
+
+
+def _through(name: str) -> Any:
+    def method(self: ThroughAsync, *args: Any, **kwargs: Any) -> Any:
+        inner = object.__getattribute__(self, "_inner")
+        return async_to_sync(getattr(inner, "a" + name))(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+for _name in ThroughAsync._ASYNC:
+    setattr(ThroughAsync, _name, _through(_name))
 
 
 @override_settings(CACHES=dogpile_caches("django_dogpile.cache.DogpileCache", LOCMEM))
