@@ -12,9 +12,10 @@ What runs where:
 * **the dogpile path** of ``aget_or_set``: coroutines of one loop asking
   for the same key share one regeneration (the others await it and each
   unpickle their own copy of its value); the leader waits for the key's lock
-  in a worker thread -- thread-sensitive when the creator is synchronous
-  (it may use the database), a plain worker when it is a coroutine
-  function, which is then awaited on the caller's loop.
+  in the request's thread-sensitive thread, where a synchronous creator
+  runs too (it may use the database); an ``async def`` creator is awaited on
+  the caller's loop, and what it hands to ``sync_to_async`` runs back in
+  that same thread, with the request's database connection.
 """
 
 from __future__ import annotations
@@ -124,8 +125,7 @@ async def aget_or_set_status(cache: Any, key: Any, made: str, default: Any, time
     followers: list[int] = []
     inflight[ident] = (future, followers)
     try:
-        dogpile = sync_to_async(cache._dogpile, thread_sensitive=not _is_async(default))
-        result = await dogpile(key, made, raw, _syncify(default), timeout)
+        result = await sync_to_async(cache._dogpile)(key, made, raw, _syncify(default), timeout)
     except BaseException as exc:
         future.set_exception(exc)
         future.exception()  # retrieved: followers may be none

@@ -422,12 +422,16 @@ class DogpileCache(Regeneration, BaseCache):
     def delete(self, key: Any, version: int | None = None) -> bool:
         """Remove the key, fresh or stale; return True if it existed.
 
-        Ends a ``RETRY_AFTER`` hold and this process's outage fallback.
+        Wins over a regeneration running meanwhile (its value is not stored
+        after the delete); ends a ``RETRY_AFTER`` hold and this process's
+        outage fallback.
         """
         made = self.make_and_validate_key(key, version)
         self._forget(made)
-        deleted = bool(self.store.delete(made))
-        self._adapter.end_hold(made + LOCK_SUFFIX)
+        self.store  # noqa: B018 - connect
+        deleted = self._adapter.delete(made, made + LOCK_SUFFIX)
+        if self._adapter.kind != "redis":
+            self._adapter.end_hold(made + LOCK_SUFFIX)
         return deleted
 
     async def adelete(self, key: Any, version: int | None = None) -> bool:
@@ -524,12 +528,13 @@ class DogpileCache(Regeneration, BaseCache):
         return await bridge.run(self.set_many, data, timeout, version)
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
-        """Remove several keys."""
+        """Remove several keys; each wins over a regeneration running meanwhile."""
         made = [self.make_and_validate_key(k, version) for k in keys]
         for one in made:
             self._forget(one)
         if made:
-            self.store.delete_many(made)
+            self.store  # noqa: B018 - connect
+            self._adapter.delete_many(made, [m + LOCK_SUFFIX for m in made])
 
     async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
         return await bridge.run(self.delete_many, list(keys), version)

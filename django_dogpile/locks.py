@@ -117,7 +117,7 @@ class Lease(Protocol):
 
     def hold(self, seconds: float) -> None: ...
 
-    def store(self, record: Any, timeout: float | None) -> bool | None: ...
+    def store(self, record: Any, timeout: float | None, unchanged: Callable[[], bool]) -> bool | None: ...
 
     def snapshot(self) -> Any: ...
 
@@ -177,8 +177,11 @@ class KeyMutex:
     def acquire(self, wait: bool = True) -> bool:
         lock = self.local.lock
         if not wait:
-            if retry_after.holding(self.local.ident):
-                return False  # a regeneration just failed: serve stale a while
+            if (self.lease is None or self.degraded) and retry_after.holding(self.local.ident):
+                # a regeneration just failed: serve stale a while (with a
+                # shared lease the hold lives in the store, which set() and
+                # delete() in any process end)
+                return False
             if not lock.acquire(False):
                 return False
             if self._lease(False, 0.0):
@@ -240,24 +243,36 @@ class KeyMutex:
         """True when a lease in the shared store guards this mutex."""
         return self.lease is not None and not self.degraded
 
-    def store(self, record: Any, timeout: float | None) -> bool | None:
-        """Write ``record`` only if this mutex's lease is still held.
+    def store(self, record: Any, timeout: float | None, unchanged: Callable[[], bool]) -> bool | None:
+        """Write ``record`` unless another caller's lease or write came first.
 
-        Returns True when written, None when the lease was lost (the write
-        is dropped: a newer holder or an explicit write won), False when the
-        store would not take it.  A lease that fences atomically (Redis)
-        releases itself with the write.
+        ``unchanged()`` tells whether the record in the store is still the
+        one the regeneration started from.  The write is made while the
+        lease is ours; or when the lease ran out and nobody took it, if
+        ``unchanged()`` (a slow creator still gets its value stored).
+        Returns True when written, None when dropped (a newer holder or an
+        explicit write or delete won), False when the store would not take
+        it.  A lease that fences atomically (Redis) releases itself with the
+        write.
         """
         lease = self.lease
         age = time.monotonic() - self.acquired_at
-        written = lease.store(record, timeout)  # type: ignore[union-attr]
+        try:
+            written = lease.store(record, timeout, unchanged)  # type: ignore[union-attr]
+        except LeaseUnavailable:
+            written = False
         if written is None:
             log.warning(
-                "lease %s was lost %.1fs after it was taken (LOCK_TIMEOUT %s, or "
-                "an explicit set); the regenerated value is dropped",
+                "%s: the regenerated value is dropped %.1fs after the lease was "
+                "taken: another holder (LOCK_TIMEOUT %ss ran out) or an explicit "
+                "set/delete came first",
                 getattr(lease, "lock_key", "?"), age, getattr(lease, "timeout", "?"),
             )
-        elif getattr(lease, "released_by_store", False):
+        elif written is False:
+            log.warning(
+                "%s: the store did not take the regenerated value", getattr(lease, "lock_key", "?")
+            )
+        if getattr(lease, "released_by_store", False) and written:
             self.released = True
         return written
 
@@ -278,9 +293,10 @@ class KeyMutex:
             return  # acquire() took nothing
         try:
             if self.keep_for > 0:
-                retry_after.hold(self.local.ident, self.keep_for)
                 if self.leased:
                     self.lease.hold(self.keep_for)  # type: ignore[union-attr]
+                else:
+                    retry_after.hold(self.local.ident, self.keep_for)
             elif self.leased and not self.released:
                 self.lease.release()  # type: ignore[union-attr]
         except Exception:  # the lease runs out by itself; never leak the local lock
@@ -319,8 +335,13 @@ return 0
 """
 
 # The fenced write.  KEYS: lock, record.  ARGV: token, value, px (0: none).
+# 1 written; 0 another holder's lease; -1 no lease (ours ran out, unused).
 _STORE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  return -1
+end
+if holder ~= ARGV[1] then
   return 0
 end
 if ARGV[3] == '0' then
@@ -361,6 +382,17 @@ end
 return 1
 """
 
+# An explicit delete(): remove, end a retry hold, revoke a regeneration's
+# lease.  KEYS: record, lock, retry.
+_DELETE = """
+local deleted = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[3])
+if redis.call('DEL', KEYS[2]) == 1 then
+  redis.call('PUBLISH', KEYS[2], 'released')
+end
+return deleted
+"""
+
 # An explicit add(): as _SET, only if the record is absent.
 _ADD = """
 local ok
@@ -389,6 +421,7 @@ class RedisScripts:
         self.hold = client.register_script(_HOLD)
         self.set = client.register_script(_SET)
         self.add = client.register_script(_ADD)
+        self.delete = client.register_script(_DELETE)
 
 
 def _px(seconds: float | None) -> int:
@@ -495,16 +528,29 @@ class RedisLease:
     def snapshot(self) -> Any:
         return self._snapshot
 
-    def store(self, record: Any, timeout: float | None) -> bool | None:
-        """The fenced write: token check, ``SET`` and release, one script."""
+    def store(self, record: Any, timeout: float | None, unchanged: Callable[[], bool]) -> bool | None:
+        """The fenced write: token check, ``SET`` and release, one script.
+
+        With no lease at all (ours ran out and nobody took it), the record's
+        creation time decides: two round trips apart.
+        """
         from redis.exceptions import ConnectionError, TimeoutError
 
         try:
+            value = self.encode(record)
             ok = self.scripts.store(
                 keys=[self.lock_key, self.record_key],
-                args=[self.token, self.encode(record), _px(timeout)],
+                args=[self.token, value, _px(timeout)],
                 client=self.client,
             )
+            if ok == -1:
+                if not unchanged():
+                    return None
+                if timeout is None:
+                    self.client.set(self.record_key, value)
+                else:
+                    self.client.set(self.record_key, value, px=_px(timeout))
+                return True
         except (ConnectionError, TimeoutError):
             if self.ignore_errors:
                 return False
@@ -563,6 +609,7 @@ class CacheLease:
         """
         if not wait and self.cache.get(self.lock_key + ":retry") is not None:
             return False
+        self._snapshot = MISSING  # an unusable record seen before is no answer now
         delay = 0.005
         while True:
             if self._take():
@@ -581,14 +628,24 @@ class CacheLease:
     def snapshot(self) -> Any:
         return self._snapshot
 
-    def store(self, record: Any, timeout: float | None) -> bool | None:
-        """Write ``record`` if the lease is still ours.
+    def _holder(self) -> Any:
+        return self.cache.get(self.lock_key)
 
-        Not atomic: the window is one round trip, between the check and
+    def store(self, record: Any, timeout: float | None, unchanged: Callable[[], bool]) -> bool | None:
+        """Write ``record`` if the record is the one the regeneration started
+        from and no other caller holds the lease (ours, or none left).
+
+        Not atomic: the window is one round trip, between the checks and
         the write.
         """
-        if not self.holds():
+        if not unchanged():
             return None
+        holder = self._holder()
+        if holder is not None and holder != self.token:
+            return None
+        return self._write(record, timeout)
+
+    def _write(self, record: Any, timeout: float | None) -> bool:
         result: Any = self.cache.set(self.record_key, record, timeout=timeout)  # type: ignore[func-returns-value]
         return result is not False
 
@@ -668,10 +725,12 @@ class FileLease(CacheLease):
             current = self._read()
         return current is not None and current[0] == self.token and current[1] > time.time()
 
-    def store(self, record: Any, timeout: float | None) -> bool | None:
-        with self._guarded():  # no other lease change while we write
+    def store(self, record: Any, timeout: float | None, unchanged: Callable[[], bool]) -> bool | None:
+        with self._guarded():  # no other lease change while we check and write
             current = self._read()
-            if current is None or current[0] != self.token or current[1] <= time.time():
+            if current is not None and current[0] != self.token:
+                return None  # another holder's lease, running or run out
+            if not unchanged():
                 return None
             self.cache.set(self.record_key, record, timeout=timeout)
             return True
@@ -751,15 +810,40 @@ class DatabaseLease(CacheLease):
             time.sleep(0.005 * (attempt + 1))
         return False
 
-    def store(self, record: Any, timeout: float | None) -> bool | None:
-        if not self.holds():
-            return None
-        return self._write(record, timeout)
+    def _holder(self) -> Any:
+        from django.db import DatabaseError
+
+        for attempt in range(20):
+            try:
+                return self.cache.get(self.lock_key)
+            except DatabaseError:  # busy: try again
+                time.sleep(0.005 * (attempt + 1))
+        raise LeaseUnavailable(f"{self.lock_key}: the database stayed busy")
+
+    def holds(self) -> bool:
+        return self._holder() == self.token
+
+    def store(self, record: Any, timeout: float | None, unchanged: Callable[[], bool]) -> bool | None:
+        from django.db import DatabaseError
+
+        try:
+            return super().store(record, timeout, unchanged)
+        except DatabaseError:  # the database stayed busy
+            return False
 
     def _drop(self) -> bool:
+        from django.db import DatabaseError
+
         if not self.holds():
             return False
-        self._sql("DELETE FROM {table} WHERE cache_key = %s", [self.cache.make_key(self.lock_key)])
+        key = self.cache.make_key(self.lock_key)
+        for attempt in range(20):
+            try:
+                self._sql("DELETE FROM {table} WHERE cache_key = %s", [key])
+                return True
+            except DatabaseError:  # busy: the row would block the key for LOCK_TIMEOUT
+                time.sleep(0.005 * (attempt + 1))
+        log.warning("%s: could not delete the lease row (database busy); it expires", self.lock_key)
         return True
 
 

@@ -310,15 +310,19 @@ class Regeneration:
         ttl = store_timeout(expires, self.options.grace, now)
         store = self.store  # type: ignore[attr-defined]
         adapter = self._adapter  # type: ignore[attr-defined]
+
+        def unchanged() -> bool:
+            # the record's creation time is the fence: still the record this
+            # regeneration started from (None: still no record)?
+            current = store.get(made, MISSING)
+            return (current[1] if is_entry(current) else None) == call.seen_created
+
         with self._pickling(f"the value for key {key!r}"):
-            if not (mutex.leased and adapter.fenced_by_lease):
-                # the record's creation time is the fence
-                current = store.get(made, MISSING)
-                if is_entry(current) and current[1] != call.seen_created:
-                    log.debug("%r was written while it regenerated; that write wins", key)
-                    return None
             if mutex.leased:
-                stored = mutex.store(record, ttl)
+                stored = mutex.store(record, ttl, unchanged)
+            elif not unchanged():
+                log.debug("%r was written or deleted while it regenerated; that wins", key)
+                return None
             else:
                 result: Any = store.set(made, record, timeout=ttl)  # type: ignore[func-returns-value]
                 stored = bool(result) if adapter.set_reports else result is not False

@@ -108,6 +108,13 @@ class StoreAdapter:
     def add(self, made: str, record: Any, timeout: float | None, lock_key: str) -> bool:
         return bool(self.store.add(made, record, timeout=timeout))
 
+    def delete(self, made: str, lock_key: str) -> bool:
+        """Delete for an explicit ``delete()``; True if the key existed."""
+        return bool(self.store.delete(made))
+
+    def delete_many(self, made: list[str], lock_keys: list[str]) -> None:
+        self.store.delete_many(made)
+
     def end_hold(self, lock_key: str) -> None:
         """End a ``RETRY_AFTER`` hold on the key (``set``/``delete`` do)."""
         if self.kind in ("cache", "file"):
@@ -164,6 +171,31 @@ class RedisAdapter(StoreAdapter):
 
     def add(self, made: str, record: Any, timeout: float | None, lock_key: str) -> bool:
         return self._write(self.scripts.add, made, record, timeout, lock_key)
+
+    def delete(self, made: str, lock_key: str) -> bool:
+        """``DEL`` that also ends a hold and revokes a regeneration's lease."""
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        lock = str(self.store.make_key(lock_key))
+        try:
+            return bool(self.scripts.delete(
+                keys=[str(self.store.make_key(made)), lock, lock + ":retry"], client=self.client,
+            ))
+        except (ConnectionError, TimeoutError):
+            if self.ignore:
+                return False
+            raise
+
+    def delete_many(self, made: list[str], lock_keys: list[str]) -> None:
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        keys = [str(self.store.make_key(k)) for k in made]
+        locks = [str(self.store.make_key(k)) for k in lock_keys]
+        try:
+            self.client.delete(*keys, *locks, *(k + ":retry" for k in locks))
+        except (ConnectionError, TimeoutError):
+            if not self.ignore:
+                raise
 
     def end_hold(self, lock_key: str) -> None:
         from redis.exceptions import ConnectionError, TimeoutError

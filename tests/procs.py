@@ -166,3 +166,10 @@ def get_or_set_at(location, prefix, key, value, options, at, results):
 
     time.sleep(max(0, at - time.time()))
     results.put((cache.get_or_set(key, create, 60), bool(called)))
+
+
+def set_value(location, prefix, key, value, timeout, options, results):
+    _setup()
+    cache = make_cache(location, prefix, **options)
+    cache.set(key, value, timeout)
+    results.put("set")

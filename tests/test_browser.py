@@ -126,6 +126,9 @@ def test_stats_chart_appears_and_counters_move(browser, demo):
     from urllib.request import urlopen
 
     urlopen(demo.url + "/report/", timeout=10).read()  # a request from elsewhere
-    WebDriverWait(browser, 10, poll_frequency=0.2).until(
-        lambda d: counter(d, "HIT") > hits
-    )
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    # (the page replaces itself while refreshing: an element read mid-way is stale)
+    WebDriverWait(
+        browser, 10, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(lambda d: counter(d, "HIT") > hits)

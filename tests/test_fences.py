@@ -13,7 +13,7 @@ import time
 from collections import Counter
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core.cache import caches
 
 from django_dogpile import entries, runners
@@ -21,6 +21,7 @@ from django_dogpile.entries import INVALIDATED
 from django_dogpile.testing import Clock, assert_single_regeneration
 from tests.procs import (
     get_or_set_at,
+    set_value,
     hold_forever_on,
     make_cache,
     regenerate_keys,
@@ -158,6 +159,112 @@ def test_a_set_during_a_regeneration_wins(location):
     assert cache.get("k") == "explicit"  # as with Django's get_or_set (it add()s)
 
 
+@pytest.mark.parametrize("how", ["delete", "set0", "delete_many"])
+@pytest.mark.parametrize("location", ALL)
+def test_a_delete_during_a_regeneration_wins(location, how):
+    """Save, then delete: a regeneration that read the old data before the
+    save must not put it back after the delete."""
+    cache = fresh_cache(location, "delwins")
+    cache.set("k", "stale", timeout=0.2)
+    time.sleep(0.3)
+    inside, go_on = threading.Event(), threading.Event()
+
+    def regenerate():
+        inside.set()
+        go_on.wait(10)
+        return "regenerated from old data"
+
+    t = threading.Thread(target=lambda: cache.get_or_set("k", regenerate, 60))
+    t.start()
+    assert inside.wait(10)
+    {"delete": lambda: cache.delete("k"), "set0": lambda: cache.set("k", "x", 0),
+     "delete_many": lambda: cache.delete_many(["k"])}[how]()
+    go_on.set()
+    t.join(10)
+    assert cache.get("k") is None
+
+
+LEASED = [
+    ("file", "auto"),
+    ("db", "auto"),
+    pytest.param(("redis", "auto"), marks=pytest.mark.redis, id="redis"),
+    pytest.param(("redis", "cache"), marks=pytest.mark.redis, id="redis-add-lease"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", LEASED)
+def test_a_creator_slower_than_its_lease_still_stores_when_nobody_took_over(where):
+    location, lock = where
+    cache = fresh_cache(location, "slow", LOCK_TIMEOUT=0.3, LOCK=lock)
+    cache.set("k", "stale", timeout=0.2)
+    time.sleep(0.3)
+    assert cache.get_or_set("k", lambda: time.sleep(0.6) or "slow but sure", 60) == "slow but sure"
+    assert cache.get("k") == "slow but sure"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", LEASED)
+def test_an_expired_holder_finishing_first_does_not_beat_the_running_successor(where):
+    """A's lease runs out; B takes it and is still working when A finishes:
+    A's older data is dropped, B's value stands."""
+    location, lock = where
+    cache = fresh_cache(location, "order", LOCK_TIMEOUT=0.5, LOCK=lock)
+    other = make_cache(location, "order", LOCK_TIMEOUT=0.5, LOCK=lock)
+    cache.set("k", "stale", timeout=0.2)
+    time.sleep(0.3)
+    a_in, b_in, b_go = threading.Event(), threading.Event(), threading.Event()
+
+    def a():
+        a_in.set()
+        time.sleep(0.8)  # outlives its 0.5 s lease
+        return "A (older data)"
+
+    def b():
+        b_in.set()
+        b_go.wait(10)
+        return "B (newer data)"
+
+    ta = threading.Thread(target=lambda: cache.get_or_set("k", a, 60))
+    ta.start()
+    assert a_in.wait(10)
+    time.sleep(0.6)  # A's lease has run out
+    # B: as another process would (its own in-process lock registry)
+    from django_dogpile import locks
+
+    saved = locks._registry
+    locks._registry = type(saved)(locks.KeyLock)
+    try:
+        tb = threading.Thread(target=lambda: other.get_or_set("k", b, 60))
+        tb.start()
+        assert b_in.wait(10)
+    finally:
+        locks._registry = saved
+    ta.join(10)  # A finishes while B still holds the lease
+    assert cache.get("k") != "A (older data)"
+    b_go.set()
+    tb.join(10)
+    assert cache.get("k") == "B (newer data)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("location", SHARED)
+def test_a_set_in_another_process_ends_a_retry_hold(location):
+    cache = fresh_cache(location, "endhold", RETRY_AFTER=30)
+    cache.set("k", "old", timeout=0.2)
+    time.sleep(0.3)
+    with pytest.raises(RuntimeError):
+        cache.get_or_set("k", lambda: (_ for _ in ()).throw(RuntimeError("down")), 60)
+    assert cache.get_or_set("k", lambda: "too early", 60) == "old"  # held
+    results = SPAWN.Queue()
+    p = SPAWN.Process(target=set_value, args=(location, "endhold", "k", "B", 0.2, {}, results))
+    p.start()
+    assert results.get(timeout=60) == "set"
+    p.join(10)
+    time.sleep(0.3)  # B is stale now; the hold is gone with B's set
+    assert cache.get_or_set("k", lambda: "retried", 60) == "retried"
+
+
 @pytest.mark.parametrize("location", ["locmem", pytest.param("redis", marks=pytest.mark.redis)])
 def test_the_winner_re_checks_and_does_not_regenerate_what_just_landed(location):
     """A caller read the stale record; before it won the lock another caller
@@ -292,6 +399,7 @@ async def _max_gap(awaitable, tick=0.01):
             last = now
 
     beater = asyncio.ensure_future(beat())
+    await asyncio.sleep(tick)  # the heartbeat is running before the operation starts
     try:
         result = await awaitable
     finally:
@@ -342,6 +450,34 @@ def test_async_set_of_a_deferred_queryset_pickles_where_django_does(alias):
         return [u.username for u in got]
 
     assert async_to_sync(main)() == ["deferred"]
+
+
+@pytest.mark.parametrize("alias", ["dp_locmem", pytest.param("dp_redis", marks=pytest.mark.redis)])
+def test_an_async_creator_uses_the_requests_database_connection(alias):
+    """What an ``async def`` creator hands to sync_to_async runs in the
+    request's thread-sensitive thread, with its database connection (here
+    an in-memory SQLite: any other thread would see no tables)."""
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, run_syncdb=True)
+    cache = caches[alias]
+    cache.delete("users")
+    threads = []
+
+    async def count_users():
+        def count():
+            threads.append(threading.current_thread())
+            return User.objects.count()
+
+        return await sync_to_async(count)()
+
+    async def main():
+        return await asyncio.gather(*(cache.aget_or_set("users", count_users, 60) for _ in range(5)))
+
+    expected = User.objects.count()
+    assert async_to_sync(main)() == [expected] * 5
+    assert threads == [threading.current_thread()]
 
 
 def test_async_creator_is_awaited_on_the_callers_loop():
