@@ -25,17 +25,21 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple
 
-__all__ = ["INVALIDATED", "Entry", "is_entry", "is_fresh", "now", "store_timeout"]
+__all__ = ["INVALIDATED", "Entry", "is_entry", "is_fresh", "now", "store_timeout", "wall_clock"]
 
-def now() -> float:
-    """The clock for freshness decisions: ``time.time()``, looked up at each
-    call (so a test that patches ``time.time``, as Django's own do, moves it).
+#: The clock for freshness decisions (``time.time``, bound once: it is on
+#: the hot path).  ``django_dogpile.testing.Clock`` replaces it to move time
+#: forward without sleeping; call it through the module (``entries.now()``)
+#: so the replacement is seen.
+now = time.time
+_REAL_NOW = now
 
-    ``django_dogpile.testing.Clock`` replaces this function to move time
-    forward without sleeping; call it through the module (``entries.now()``)
-    so the replacement is seen.
-    """
-    return time.time()
+
+def wall_clock() -> float:
+    """The time for what a person reads (``Age``): :data:`now` when a test
+    replaced it, else ``time.time()`` looked up at the call (so a test that
+    patches ``time.time``, as Django's own do, moves it too)."""
+    return now() if now is not _REAL_NOW else time.time()
 
 
 #: The ``expires`` of an invalidated record: the epoch, in the past for every

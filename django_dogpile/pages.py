@@ -384,9 +384,9 @@ class _Page:
             # The key was made with fewer Vary names: learn them, and store
             # this page under the key they give.
             self._remember(tuple(sorted(set(vary) | set(self.vary))))
-            self.cache.set(self.key(self.method), (response, entries.now()), self.timeout)
+            self.cache.set(self.key(self.method), (response, entries.wall_clock()), self.timeout)
             raise _Refused(response, None)
-        return response, entries.now()
+        return response, entries.wall_clock()
 
     def _refused(self, key: str, response: HttpResponseBase, reason: str | None) -> HttpResponseBase:
         if reason is None:
@@ -405,7 +405,7 @@ class _Page:
     def _deliver(self, stored: tuple[HttpResponseBase, float], status: str | None) -> HttpResponseBase:
         response, created = stored
         if status in ("HIT", "UPDATING", "STALE") and get_max_age(response) is not None:
-            response["Age"] = str(max(0, int(entries.now() - created)))
+            response["Age"] = str(max(0, int(entries.wall_clock() - created)))
         return self._mark(response, status)
 
     def _mark(self, response: HttpResponseBase, status: str | None) -> HttpResponseBase:
