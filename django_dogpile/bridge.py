@@ -106,8 +106,8 @@ async def aget_or_set_status(cache: Any, key: Any, made: str, default: Any, time
         if cache._live(raw, entries.now()):
             cache._count("UPDATING", key)
             return raw[0], "UPDATING"
-        future, followers = pending
-        followers.append(1)
+        future, waiting = pending
+        waiting.append(1)
         try:
             blob = await asyncio.shield(future)
         except BaseException:

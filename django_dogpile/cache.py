@@ -42,7 +42,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from django.conf import settings
 from django.core.cache import caches

@@ -76,6 +76,7 @@ class Regeneration:
     """The dogpile path, mixed into ``DogpileCache`` (see the module docstring)."""
 
     # provided by DogpileCache
+    store: Any
     alias: str
     location: str
     options: Any
@@ -229,11 +230,11 @@ class Regeneration:
             log.debug("regenerating %r (%s)", key, call.outcome)
             return self._create(key, made, default, fresh_for, mutex, call)
 
-        async_creator = None
+        async_creator: Any = None
         detach = getattr(default, "detach", _AS_IS)
         if self.options.background and detach is not None:
 
-            def async_creator(m: Any) -> None:
+            def hand_off(m: Any) -> None:
                 # in the caller's thread: a creator that reads request state
                 # hands the pool a copy of it (the template tag's context)
                 job = default if detach is _AS_IS else detach()
@@ -248,6 +249,8 @@ class Regeneration:
                     m.release()
                 else:
                     log.debug("regeneration of %r handed to a pool thread", key)
+
+            async_creator = hand_off
 
         started = time.monotonic()
         try:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from .locks import CacheLease, DatabaseLease, FileLease, RedisLease, RedisScripts
+from .leases import CacheLease, DatabaseLease, FileLease, RedisLease, RedisScripts
 
 __all__ = ["StoreAdapter", "adapter_for", "class_path", "is_django_redis", "is_in_process"]
 
