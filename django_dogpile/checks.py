@@ -18,6 +18,8 @@ bad option of an alias is reported, each message naming the alias.
 * ``django_dogpile.E012`` another DOGPILE value has a wrong type.
 * ``django_dogpile.W002`` OPTIONS sets MAX_ENTRIES/CULL_FREQUENCY, which act
   on the store alias, not on the wrapper.
+* ``django_dogpile.W003`` a face (``dogpile_cache_page``, ``cached``,
+  ``DOGPILE["CACHE_ALIAS"]``) uses an alias that is not a DogpileCache.
 * ``django_dogpile.W001`` (deploy) the store is per-process (locmem), so
   the lock does not reach across worker processes.
 """
@@ -38,7 +40,7 @@ from .conf import (
     parse_timeout,
 )
 
-__all__ = ["check_caches", "check_dogpile_setting", "check_store_is_shared"]
+__all__ = ["check_caches", "check_dogpile_setting", "check_faces_use_dogpile", "check_store_is_shared"]
 
 _LOCAL_STORES = (
     "django.core.cache.backends.locmem.LocMemCache",
@@ -136,6 +138,50 @@ def check_dogpile_setting(app_configs: Any = None, **kwargs: Any) -> list[Error]
     except ConfigError as exc:
         return [Error(exc.msg, hint=exc.hint, id=exc.id, obj="DOGPILE")]
     return []
+
+
+@register(Tags.caches)
+def check_faces_use_dogpile(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """Warn when a face is configured onto an alias that is not a DogpileCache.
+
+    Reads ``DOGPILE["CACHE_ALIAS"]`` and every ``dogpile_cache_page`` and
+    ``cached`` made so far (the URLconf is imported first, so the views'
+    decorators have run).
+    """
+    from .faces import declared, resolve_alias
+
+    try:
+        from django.urls import get_resolver
+
+        get_resolver().url_patterns  # noqa: B018 - imports the views
+    except Exception:  # the URL checks report a broken URLconf
+        pass
+    try:
+        configured = getattr(settings, "DOGPILE", None) or {}
+        uses: set[tuple[str, str | None]] = set(declared)
+        if isinstance(configured, dict) and configured.get("CACHE_ALIAS") is not None:
+            uses.add(('DOGPILE["CACHE_ALIAS"]', None))
+        warnings = []
+        seen = set()
+        for face, alias in sorted(uses, key=str):
+            name = resolve_alias(alias)
+            conf = settings.CACHES.get(name)
+            if conf is None or _is_dogpile(conf.get("BACKEND", "")) or (face, name) in seen:
+                continue
+            seen.add((face, name))
+            warnings.append(
+                Warning(
+                    f"{face} uses the cache {name!r}, which is {conf.get('BACKEND')}, "
+                    "not a DogpileCache: it works, with no stampede protection.",
+                    hint=f"Give it cache=\"<a DogpileCache alias>\", or make {name!r} a "
+                    "DogpileCache over the store (LOCATION) it uses now.",
+                    id="django_dogpile.W003",
+                    obj=name,
+                )
+            )
+        return warnings
+    except Exception:  # a bad DOGPILE setting is E010-E012's to report
+        return []
 
 
 @register(Tags.caches, deploy=True)

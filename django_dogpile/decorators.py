@@ -16,7 +16,7 @@ import pickle
 from typing import Any, Callable
 
 from .conf import get_config
-from .faces import face_cache, safe_key
+from .faces import declare, face_cache, safe_key
 from .pages import dogpile_cache_page, uncacheable
 
 __all__ = ["cached", "dogpile_cache_page", "uncacheable"]
@@ -43,6 +43,8 @@ def cached(
     **kw)`` (recompute and store now) and ``.key_for(*args, **kw)``.
     """
 
+    declare("cached()", cache)
+
     def decorator(fn: Callable[..., Any]) -> Any:
         name = f"{fn.__module__}.{fn.__qualname__}"
 
@@ -59,7 +61,7 @@ def cached(
             return safe_key("dogpile.fn", name, hashlib.sha256(blob).hexdigest())
 
         def resolve() -> tuple[Any, dict[str, Any]]:
-            c = face_cache(cache)
+            c = face_cache(cache, face="cached()")
             t = timeout if timeout is not None else get_config()["TIMEOUT"]
             return c, ({} if t is None else {"timeout": t})
 

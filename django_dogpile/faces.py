@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any, Iterable
 
 from django.conf import settings
@@ -10,21 +11,49 @@ from django.core.cache import caches
 
 from .conf import get_config
 
-__all__ = ["face_cache", "make_fragment_key", "safe_key"]
+__all__ = ["declare", "face_cache", "make_fragment_key", "resolve_alias", "safe_key"]
+
+log = logging.getLogger(__name__)
 
 
-def face_cache(alias: str | None = None, *, fragments: bool = False) -> Any:
-    """Return the cache a face uses.
+#: (face, alias given or None) for every decorator made in this process;
+#: the system check W003 reads it (it imports the URLconf first).
+declared: set[tuple[str, str | None]] = set()
+_warned: set[tuple[str, str]] = set()
 
-    ``alias`` if given; else ``DOGPILE["CACHE_ALIAS"]``; else, for template
-    fragments, a ``template_fragments`` alias when configured (as Django's
-    ``{% cache %}`` does); else ``default``.
-    """
+
+def declare(face: str, alias: str | None) -> None:
+    """Note that ``face`` was configured onto ``alias`` (None: the default)."""
+    declared.add((face, alias))
+
+
+def resolve_alias(alias: str | None = None, *, fragments: bool = False) -> str:
+    """The alias a face uses: ``alias`` if given; else ``DOGPILE["CACHE_ALIAS"]``;
+    else, for template fragments, a ``template_fragments`` alias when
+    configured (as Django's ``{% cache %}`` does); else ``default``."""
     if alias is None:
         alias = get_config()["CACHE_ALIAS"]
     if alias is None:
         alias = "template_fragments" if fragments and "template_fragments" in settings.CACHES else "default"
-    return caches[alias]
+    return alias
+
+
+def face_cache(alias: str | None = None, *, fragments: bool = False, face: str = "") -> Any:
+    """Return the cache a face uses (see :func:`resolve_alias`).
+
+    On a cache that is not a DogpileCache the face still works, without
+    stampede protection; that is logged once per face and alias (and
+    ``manage.py check`` says so as ``django_dogpile.W003``).
+    """
+    name = resolve_alias(alias, fragments=fragments)
+    cache = caches[name]
+    if face and not hasattr(cache, "get_or_set_status") and (face, name) not in _warned:
+        _warned.add((face, name))
+        log.warning(
+            "%s uses the cache %r, which is not a DogpileCache: no stampede "
+            "protection. Point it at a DogpileCache alias.", face, name,
+        )
+    return cache
 
 
 def _digest(parts: Iterable[Any]) -> str:

@@ -91,7 +91,7 @@ from django.utils.translation import get_language
 
 from . import entries, state
 from .conf import get_config
-from .faces import face_cache, safe_key
+from .faces import declare, face_cache, safe_key
 
 __all__ = ["REASONS", "dogpile_cache_page", "own_csrf_flag", "per_visitor", "uncacheable"]
 
@@ -239,6 +239,8 @@ def dogpile_cache_page(
     See the module docstring for what is never stored.
     """
 
+    declare("dogpile_cache_page", cache)
+
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.iscoroutinefunction(view):
 
@@ -307,7 +309,7 @@ class _Page:
         self.request = request
         self.started = time.monotonic()
         config = get_config()
-        self.cache = cache = face_cache(alias)
+        self.cache = cache = face_cache(alias, face="dogpile_cache_page")
         if timeout is None:
             timeout = config["TIMEOUT"]
         if timeout is None:

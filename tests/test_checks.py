@@ -115,3 +115,50 @@ def test_manage_py_check_reports_instead_of_traceback():
     with override_settings(CACHES=caches_with(OPTIONS={"GRACE": "x"})):
         with pytest.raises(SystemCheckError, match="django_dogpile.E005"):
             call_command("check")
+
+
+def test_a_face_on_a_plain_cache_is_a_warning_naming_the_alias_and_the_fix():
+    from django_dogpile.checks import check_faces_use_dogpile
+    from django_dogpile.decorators import cached, dogpile_cache_page
+    from django_dogpile.faces import declared
+
+    saved = set(declared)
+    try:
+        declared.clear()
+        with override_settings(CACHES=caches_with(), DOGPILE={"CACHE_ALIAS": "default"}):
+            messages = check_faces_use_dogpile()
+            assert ids(messages) == ["django_dogpile.W003"]
+            assert "'default'" in messages[0].msg and "DogpileCache" in messages[0].hint
+            dogpile_cache_page(60, cache="store")(lambda request: None)
+            cached(60, cache="dp")(lambda: None)
+            messages = check_faces_use_dogpile()
+            assert sorted(m.obj for m in messages) == ["default", "store"]
+            assert any("dogpile_cache_page" in m.msg for m in messages)
+        with override_settings(CACHES=caches_with(), DOGPILE={"CACHE_ALIAS": "dp"}):
+            declared.clear()
+            cached(60)(lambda: None)
+            assert check_faces_use_dogpile() == []  # the default is a DogpileCache
+    finally:
+        declared.clear()
+        declared.update(saved)
+
+
+def test_a_face_on_a_plain_cache_logs_once(caplog):
+    from django.core.cache import caches
+
+    from django_dogpile import faces
+    from django_dogpile.decorators import cached
+
+    faces._warned.discard(("cached()", "locmem"))
+
+    @cached(60, cache="locmem")
+    def f():
+        return 1
+
+    with caplog.at_level("WARNING", logger="django_dogpile.faces"):
+        f(), f()
+    caches["locmem"].clear()
+    assert [r.message for r in caplog.records].count(
+        "cached() uses the cache 'locmem', which is not a DogpileCache: no stampede "
+        "protection. Point it at a DogpileCache alias."
+    ) == 1

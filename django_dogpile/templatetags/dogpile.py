@@ -89,7 +89,7 @@ class DogpileCacheNode(template.Node):
                     f"'{TAG}' tag: using={alias!r} is not a cache alias "
                     f"(configured: {', '.join(settings.CACHES)})"
                 )
-        cache = face_cache(alias, fragments=True)
+        cache = face_cache(alias, fragments=True, face="{% dogpile_cache %}")
         key = make_fragment_key(
             self.fragment_name, [v.resolve(context) for v in self.vary_on]
         )
