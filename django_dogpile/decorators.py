@@ -9,17 +9,47 @@ cure; its rules (what is never stored, and why) are in
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import inspect
 import pickle
-from typing import Any, Callable
+from typing import Any, Callable, ParamSpec, Protocol, TypeVar, cast
+
+from asgiref.sync import async_to_sync, sync_to_async
 
 from .conf import get_config
 from .faces import declare, face_cache, safe_key
 from .pages import dogpile_cache_page, uncacheable
 
-__all__ = ["cached", "dogpile_cache_page", "uncacheable"]
+__all__ = ["CachedFunction", "cached", "dogpile_cache_page", "uncacheable"]
+
+
+P = ParamSpec("P")
+R = TypeVar("R", covariant=True)
+
+
+class CachedFunction(Protocol[P, R]):
+    """What :func:`cached` returns: the function, plus ways to manage its results.
+
+    For an ``async def`` function, ``R`` is its coroutine: await the call,
+    ``ainvalidate`` and ``arefresh``.
+    """
+
+    __name__: str
+    __doc__: str | None
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
+
+    async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
+
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
+
+    async def arefresh(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
 
 
 def cached(
@@ -27,7 +57,7 @@ def cached(
     *,
     cache: str | None = None,
     key: Callable[..., str] | None = None,
-) -> Callable[[Callable[..., Any]], Any]:
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
     """Memoise a function in a cache; one caller recomputes a stale value.
 
     :param timeout: seconds a result stays fresh; ``None`` uses
@@ -38,15 +68,21 @@ def cached(
      arguments (arguments that cannot be pickled are a ``TypeError``
      asking for ``key=``).
 
-    The decorated function gains ``.invalidate(*args, **kw)`` (soft: the
-    next call regenerates while others get the old value), ``.refresh(*args,
-    **kw)`` (recompute and store now) and ``.key_for(*args, **kw)``.
+    The decorated function keeps its signature and return type (for type
+    checkers too) and gains ``.invalidate(*args, **kw)`` (soft: the next
+    call regenerates while others get the old value), ``.refresh(*args,
+    **kw)`` (recompute and store now), their async twins ``.ainvalidate``
+    and ``.arefresh`` (which run the cache's work off the event loop, as
+    Django's ``a*`` methods do), and ``.key_for(*args, **kw)``.  On an
+    ``async def`` function ``refresh`` awaits it (outside an event loop;
+    inside one, ``await f.arefresh(...)``).
     """
 
     declare("cached()", cache)
 
-    def decorator(fn: Callable[..., Any]) -> Any:
+    def decorator(fn: Callable[P, R]) -> CachedFunction[P, R]:
         name = f"{fn.__module__}.{fn.__qualname__}"
+        is_async = inspect.iscoroutinefunction(fn)
 
         def key_for(*args: Any, **kwargs: Any) -> str:
             if key is not None:
@@ -65,18 +101,19 @@ def cached(
             t = timeout if timeout is not None else get_config()["TIMEOUT"]
             return c, ({} if t is None else {"timeout": t})
 
-        if inspect.iscoroutinefunction(fn):
+        wrapper: Any
+        if is_async:
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 c, kw = resolve()
 
                 async def create() -> Any:  # awaited on the caller's loop
-                    return await fn(*args, **kwargs)
+                    return await fn(*args, **kwargs)  # type: ignore[misc]
 
                 return await c.aget_or_set(key_for(*args, **kwargs), create, **kw)
 
-            wrapper: Any = async_wrapper
+            wrapper = async_wrapper
         else:
 
             @functools.wraps(fn)
@@ -92,15 +129,41 @@ def cached(
             soft = getattr(c, "invalidate", None)
             return bool(soft(k) if soft is not None else c.delete(k))
 
+        async def ainvalidate(*args: Any, **kwargs: Any) -> bool:
+            c, _ = resolve()
+            k = key_for(*args, **kwargs)
+            soft = getattr(c, "ainvalidate", None)
+            return bool(await soft(k) if soft is not None else await c.adelete(k))
+
+        async def arefresh(*args: Any, **kwargs: Any) -> Any:
+            c, kw = resolve()
+            if is_async:
+                value = await fn(*args, **kwargs)  # type: ignore[misc]
+            else:  # a sync function may use the database: never on the loop
+                value = await sync_to_async(fn)(*args, **kwargs)
+            await c.aset(key_for(*args, **kwargs), value, **kw)
+            return value
+
         def refresh(*args: Any, **kwargs: Any) -> Any:
+            if is_async:
+                try:
+                    asyncio.get_running_loop()
+                except RuntimeError:
+                    return async_to_sync(arefresh)(*args, **kwargs)
+                raise TypeError(
+                    f"cached({name}) wraps an async function: inside an event loop, "
+                    f"use 'await {fn.__name__}.arefresh(...)'"
+                )
             c, kw = resolve()
             value = fn(*args, **kwargs)
             c.set(key_for(*args, **kwargs), value, **kw)
             return value
 
         wrapper.invalidate = invalidate
+        wrapper.ainvalidate = ainvalidate
         wrapper.refresh = refresh
+        wrapper.arefresh = arefresh
         wrapper.key_for = key_for
-        return wrapper
+        return cast("CachedFunction[P, R]", wrapper)
 
     return decorator

@@ -352,3 +352,45 @@ def test_faces_over_redis():
         f = lambda: hits.append(1) or "frag"  # noqa: E731
         assert run_concurrently(6, lambda i: t.render(Context({"f": f}))) == ["frag"] * 6
     assert len(hits) == 1
+
+
+def test_cached_async_function_has_async_invalidate_and_refresh():
+    calls = []
+
+    @cached(60, cache="dp_db")
+    async def fetch(x):
+        calls.append(x)
+        return x * 10
+
+    async def main():
+        assert await fetch(2) == 20 and await fetch(2) == 20
+        assert await fetch.ainvalidate(2) is True  # off the loop: the db store works
+        assert await fetch(2) == 20
+        assert await fetch.arefresh(2) == 20
+        with pytest.raises(TypeError, match="arefresh"):
+            fetch.refresh(2)  # inside a loop: say what to use
+        return calls
+
+    from asgiref.sync import async_to_sync
+
+    assert async_to_sync(main)() == [2, 2, 2]
+    assert fetch.refresh(2) == 20 and calls == [2, 2, 2, 2]  # outside a loop: awaited
+    caches["dp_db"].clear()
+
+
+def test_cached_sync_function_arefresh_runs_it_off_the_loop():
+    threads = []
+
+    @cached(60, cache="dp_locmem")
+    def load():
+        threads.append(threading.current_thread())
+        return "v"
+
+    async def main():
+        return await load.arefresh(), threading.current_thread()
+
+    from asgiref.sync import async_to_sync
+
+    value, loop_thread = asyncio.run(main())
+    assert value == "v" and threads and threads[0] is not loop_thread
+    assert async_to_sync(load.ainvalidate)() is True
