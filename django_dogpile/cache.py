@@ -167,6 +167,9 @@ class DogpileCache(Regeneration, BaseCache):
                 "[django_dogpile.E009]"
             ) from None
         self._store_cache = store
+        from .shared_stats import start_publishing
+
+        start_publishing(self.alias)
         return store
 
     # --- keys and timeouts -------------------------------------------------

@@ -50,6 +50,7 @@ DOGPILE_DEFAULTS: dict[str, Any] = {
     "TIMEOUT": None,  # None: the cache's own default timeout
     "KEY_PREFIX": "",
     "STATUS_HEADER": "X-Dogpile-Cache",  # None or "" to send no header
+    "STATS_INTERVAL": 5,  # seconds between publishing a process's counters; 0: never
 }
 
 
@@ -294,6 +295,15 @@ def parse_dogpile_setting(value: Any) -> dict[str, Any]:
             "django_dogpile.E012",
             f"DOGPILE['KEY_PREFIX'] must be a str, not {merged['KEY_PREFIX']!r}.",
             "e.g. 'site'.",
+        )
+    interval = merged["STATS_INTERVAL"]
+    if isinstance(interval, bool) or not isinstance(interval, numbers.Real) or not (
+        math.isfinite(interval) and interval >= 0
+    ):
+        raise ConfigError(
+            "django_dogpile.E012",
+            f"DOGPILE['STATS_INTERVAL'] must be seconds >= 0, not {interval!r}.",
+            "e.g. 5; 0 never publishes the counters for `manage.py dogpile stats`.",
         )
     header = merged["STATUS_HEADER"]
     if header is not None and not isinstance(header, str):

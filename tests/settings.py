@@ -46,6 +46,9 @@ TEMPLATES = [
     }
 ]
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+# The suite counts Redis commands exactly: no background publishing of the
+# counters unless a test asks for it (tests/test_commands.py).
+DOGPILE = {"STATS_INTERVAL": 0}
 
 REDIS_URL = os.environ.get("DOGPILE_TEST_REDIS_URL", "redis://127.0.0.1:1/0")
 _FILE_DIR = os.path.join(_SHARED, "filecache")

@@ -1,0 +1,138 @@
+"""``manage.py dogpile``: look at what DogpileCache is doing.
+
+* ``dogpile stats [--alias A]`` -- the counters summed over every process
+  sharing the store (each publishes every ``DOGPILE["STATS_INTERVAL"]``
+  seconds), and per process;
+* ``dogpile inspect KEY [--alias A] [--version N]`` -- one key: fresh,
+  stale or missing; its age, when it goes stale, how long the store keeps
+  it; who holds its lease and for how long;
+* ``dogpile invalidate KEY [--alias A]`` -- make it stale (the next
+  ``get_or_set`` regenerates it once; the others keep the old value).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import caches
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_dogpile.cache import LOCK_SUFFIX, DogpileCache
+from django_dogpile.entries import INVALIDATED, is_entry
+from django_dogpile.locks import MISSING
+from django_dogpile.shared_stats import publish_now, shared_stats
+
+
+class Command(BaseCommand):
+    help = "Counters across processes, and one key's state, for DogpileCache aliases."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        stats = sub.add_parser("stats", help="counters summed over every process")
+        stats.add_argument("--alias", default=None)
+        stats.add_argument("--json", action="store_true")
+        for name, text in (("inspect", "one key's state"), ("invalidate", "make a key stale")):
+            one = sub.add_parser(name, help=text)
+            one.add_argument("key")
+            one.add_argument("--alias", default=None)
+            one.add_argument("--version", type=int, default=None)
+
+    def _cache(self, alias: str | None) -> DogpileCache:
+        if alias is None:
+            aliases = [a for a, c in settings.CACHES.items() if c.get("BACKEND", "").endswith("DogpileCache")]
+            if not aliases:
+                raise CommandError("no DogpileCache alias in CACHES")
+            alias = "default" if "default" in aliases else aliases[0]
+        if alias not in settings.CACHES:
+            raise CommandError(f"{alias!r} is not a cache alias ({', '.join(settings.CACHES)})")
+        cache = caches[alias]
+        if not isinstance(cache, DogpileCache):
+            raise CommandError(f"{alias!r} is not a DogpileCache")
+        return cache
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        cache = self._cache(options["alias"])
+        action = options["action"]
+        if action == "stats":
+            cache.store  # noqa: B018 - connect (this process publishes too)
+            publish_now()
+            data = shared_stats(cache.alias)
+            if options["json"]:
+                self.stdout.write(json.dumps(data, indent=2, sort_keys=True))
+                return
+            self.stdout.write(f"{cache.alias}: {len(data['processes'])} process(es)")
+            for name, n in data["total"].items():
+                self.stdout.write(f"  {name:<14} {n}")
+            for proc, row in data["processes"].items():
+                age = time.time() - row.get("at", time.time())
+                counts = " ".join(f"{k}={row.get(k, 0)}" for k in ("HIT", "UPDATING", "MISS", "REGENERATIONS"))
+                self.stdout.write(f"  {proc} ({age:.0f}s ago): {counts}")
+            return
+        key, version = options["key"], options["version"]
+        if action == "invalidate":
+            done = cache.invalidate(key, version=version)
+            self.stdout.write(f"{key}: {'invalidated' if done else 'no value to invalidate'}")
+            return
+        for line in inspect_key(cache, key, version):
+            self.stdout.write(line)
+
+
+def inspect_key(cache: DogpileCache, key: str, version: int | None = None) -> list[str]:
+    """Describe one key of ``cache``: its record and its lease."""
+    made = cache.make_and_validate_key(key, version)
+    raw = cache.store.get(made, MISSING)
+    now = time.time()
+    lines = [f"key       {key!r} (in the store: {made!r})"]
+    if not is_entry(raw):
+        lines.append("state     missing" if raw is MISSING else "state     not a DogpileCache record")
+    else:
+        _value, created, expires, cost = raw
+        if expires is None:
+            state = "fresh (never goes stale)"
+        elif expires == INVALIDATED:
+            state = "stale (invalidated)"
+        elif now < expires:
+            state = f"fresh for {expires - now:.1f}s more"
+        else:
+            state = f"stale since {now - expires:.1f}s (servable for GRACE {cache.options.grace:g}s)"
+        lines += [f"state     {state}", f"age       {now - created:.1f}s", f"cost      {cost:.3f}s to make"]
+    lines.append(f"store ttl {_ttl(cache, made)}")
+    lines.append(f"lease     {_lease(cache, made)}")
+    return lines
+
+
+def _redis(cache: DogpileCache) -> Any:
+    adapter = cache._adapter
+    return getattr(adapter, "client", None) if adapter.kind == "redis" else None
+
+
+def _ttl(cache: DogpileCache, made: str) -> str:
+    client = _redis(cache)
+    if client is None:
+        return "(this store does not tell)"
+    pttl = client.pttl(str(cache.store.make_key(made)))
+    return "none (kept forever)" if pttl == -1 else "gone" if pttl == -2 else f"{pttl / 1000:.1f}s"
+
+
+def _lease(cache: DogpileCache, made: str) -> str:
+    lock_key = made + LOCK_SUFFIX
+    client = _redis(cache)
+    if client is not None:
+        raw_key = str(cache.store.make_key(lock_key))
+        holder, pttl = client.get(raw_key), client.pttl(raw_key)
+        hold = client.pttl(raw_key + ":retry")
+        text = "free" if holder is None else f"held by token {holder.decode()[:8]}… for {pttl / 1000:.1f}s more"
+        return text + (f"; RETRY_AFTER hold for {hold / 1000:.1f}s more" if hold > 0 else "")
+    if cache._adapter.lease is None:
+        return "in-process only (locmem): nothing shared to show"
+    lease = cache._adapter.lease(lock_key, made)
+    holder = lease._holder() if hasattr(lease, "_holder") else cache.store.get(lock_key)
+    if hasattr(lease, "_read"):  # the file lease
+        current = lease._read()
+        if current is None:
+            return "free"
+        return f"held by token {current[0][:8]}… for {current[1] - time.time():.1f}s more"
+    return "free" if holder is None else f"held by token {str(holder)[:8]}…"

@@ -1,0 +1,101 @@
+"""``manage.py dogpile``: counters across real processes, one key's state."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import signal
+
+import pytest
+from django.core.cache import caches
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import override_settings
+
+from tests.procs import hits_then_linger, hold_forever_on
+
+SPAWN = multiprocessing.get_context("spawn")
+pytestmark = pytest.mark.redis
+
+
+def command(*args):
+    out = io.StringIO()
+    call_command("dogpile", *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.slow
+def test_stats_are_summed_over_every_process():
+    caches["dp_redis"].clear()
+    results = SPAWN.Queue()
+    procs = [
+        SPAWN.Process(target=hits_then_linger, args=("dp_redis", "counted", n, results))
+        for n in (5, 7, 9)
+    ]
+    for p in procs:
+        p.start()
+    assert [results.get(timeout=60) for _ in procs] == ["done"] * 3
+    for p in procs:
+        p.join(15)
+    import json
+
+    data = json.loads(command("stats", "--alias", "dp_redis", "--json"))
+    children = {k: v for k, v in data["processes"].items() if not k.endswith(f".{os.getpid()}")}
+    assert len(children) == 3
+    # each child: one MISS (it made or waited for the value), the rest hits
+    assert sum(row["HIT"] + row["MISS"] + row["UPDATING"] for row in children.values()) == 21
+    assert data["total"]["HIT"] >= sum(row["HIT"] for row in children.values())
+    text = command("stats", "--alias", "dp_redis")
+    assert "4 process(es)" in text or "3 process(es)" in text
+
+
+@pytest.mark.slow
+def test_inspect_shows_the_record_and_a_lease_held_by_another_process():
+    cache = caches["dp_redis"]
+    cache.clear()
+    cache.set("report", "value", 60)
+    text = command("inspect", "report", "--alias", "dp_redis")
+    assert "fresh for" in text and "store ttl" in text and "lease     free" in text
+    started = SPAWN.Event()
+    p = SPAWN.Process(
+        target=hold_forever_on,
+        args=("redis", "", "cold", {"LOCK_TIMEOUT": 30}, started),
+    )
+    p.start()
+    try:
+        assert started.wait(30)
+        from tests.procs import make_cache
+
+        same_store = make_cache("redis", "", LOCK_TIMEOUT=30)
+        from django_dogpile.management.commands.dogpile import inspect_key
+
+        lines = "\n".join(inspect_key(same_store, "cold"))
+        assert "state     missing" in lines and "held by token" in lines and "s more" in lines
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(5)
+
+
+def test_invalidate_makes_a_key_stale():
+    cache = caches["dp_redis"]
+    cache.set("inv", "old", 60)
+    assert "invalidated" in command("invalidate", "inv", "--alias", "dp_redis")
+    assert cache.get("inv") is None
+    assert "stale (invalidated)" in command("inspect", "inv", "--alias", "dp_redis")
+    assert cache.get_or_set_status("inv", "new", 60) == ("new", "EXPIRED")
+    assert "no value" in command("invalidate", "nothing-here", "--alias", "dp_redis")
+
+
+def test_bad_alias_is_a_clear_error():
+    with pytest.raises(CommandError, match="not a cache alias"):
+        command("stats", "--alias", "nope")
+    with pytest.raises(CommandError, match="not a DogpileCache"):
+        command("stats", "--alias", "redis")
+
+
+def test_stats_interval_is_validated():
+    from django_dogpile.checks import check_dogpile_setting
+
+    with override_settings(DOGPILE={"STATS_INTERVAL": -1}):
+        assert [m.id for m in check_dogpile_setting()] == ["django_dogpile.E012"]
