@@ -99,3 +99,24 @@ def test_stats_interval_is_validated():
 
     with override_settings(DOGPILE={"STATS_INTERVAL": -1}):
         assert [m.id for m in check_dogpile_setting()] == ["django_dogpile.E012"]
+
+
+def test_prometheus_export_sums_the_published_counters():
+    from django.test import RequestFactory
+
+    from django_dogpile.prometheus import metrics_view
+    from django_dogpile.shared_stats import publish_now
+    from django_dogpile.stats import reset_stats
+
+    cache = caches["dp_redis"]
+    cache.clear()
+    reset_stats("dp_redis")
+    cache.get_or_set("p", "v", 60)
+    cache.get_or_set("p", "v", 60)
+    publish_now()
+    response = metrics_view(RequestFactory().get("/metrics"))
+    text = response.content.decode()
+    assert response["Content-Type"].startswith("text/plain")
+    assert 'django_dogpile_events_total{alias="dp_redis",event="HIT"} 1.0' in text
+    assert 'django_dogpile_events_total{alias="dp_redis",event="MISS"} 1.0' in text
+    assert 'django_dogpile_processes{alias="dp_redis"}' in text

@@ -1,0 +1,71 @@
+"""Prometheus export of the counters, summed over every process.
+
+Optional (``pip install prometheus-client``)::
+
+    # urls.py
+    from django_dogpile.prometheus import metrics_view
+    urlpatterns += [path("metrics/dogpile", metrics_view)]
+
+or register :class:`DogpileCollector` on a registry you already export.
+Each DogpileCache alias gives ``django_dogpile_events_total{alias,event}``
+(``event`` is one of :data:`~django_dogpile.stats.COUNTERS`) and
+``django_dogpile_processes{alias}``.  The numbers are those of
+``manage.py dogpile stats``: every worker publishes its counters into the
+store (``DOGPILE["STATS_INTERVAL"]``), so any one worker answers for all of
+them -- no ``prometheus_client`` multiprocess directory is needed under
+gunicorn.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from .shared_stats import publish_now, shared_stats
+from .stats import COUNTERS
+
+__all__ = ["DogpileCollector", "metrics_view"]
+
+
+def _aliases() -> list[str]:
+    return [a for a, c in settings.CACHES.items() if str(c.get("BACKEND", "")).endswith("DogpileCache")]
+
+
+class DogpileCollector:
+    """A ``prometheus_client`` collector for every DogpileCache alias."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        events = CounterMetricFamily(
+            "django_dogpile_events",
+            "DogpileCache outcomes (nginx's words) and events, summed over processes",
+            labels=["alias", "event"],
+        )
+        processes = GaugeMetricFamily(
+            "django_dogpile_processes",
+            "Processes that published their counters recently",
+            labels=["alias"],
+        )
+        publish_now()
+        for alias in _aliases():
+            try:
+                data = shared_stats(alias)
+            except Exception:  # a store that is down: no sample, no error page
+                continue
+            for name in COUNTERS:
+                events.add_metric([alias, name], data["total"][name])
+            processes.add_metric([alias], len(data["processes"]))
+        yield events
+        yield processes
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Serve the counters in Prometheus's text format."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    registry.register(DogpileCollector())  # type: ignore[arg-type]
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
