@@ -297,7 +297,7 @@ def parse_dogpile_setting(value: Any) -> dict[str, Any]:
             "e.g. 'site'.",
         )
     interval = merged["STATS_INTERVAL"]
-    if isinstance(interval, bool) or not isinstance(interval, numbers.Real) or not (
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not (
         math.isfinite(interval) and interval >= 0
     ):
         raise ConfigError(
