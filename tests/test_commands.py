@@ -120,3 +120,28 @@ def test_prometheus_export_sums_the_published_counters():
     assert 'django_dogpile_events_total{alias="dp_redis",event="HIT"} 1.0' in text
     assert 'django_dogpile_events_total{alias="dp_redis",event="MISS"} 1.0' in text
     assert 'django_dogpile_processes{alias="dp_redis"}' in text
+
+
+@pytest.mark.slow
+def test_stampede_command_against_a_running_site():
+    """The comparison ships with the package: any running site, two URLs."""
+    from tests.demo_server import DemoServer
+
+    server = DemoServer(DEMO_TIMEOUT="1")
+    server.start()
+    try:
+        out = command(
+            "stampede", server.url + "/report/", "--compare", server.url + "/report/plain/",
+            "--clients", "8", "--duration", "2.5",
+        )
+    finally:
+        server.stop()
+    lines = out.splitlines()
+    ours = next(line for line in lines if line.startswith(server.url + "/report/ "))
+    theirs = next(line for line in lines if "/report/plain/" in line)
+    requests, errors = int(ours.split()[1]), int(ours.split()[2])
+    runs = int(ours.split()[6])
+    assert requests > 20 and errors == 0
+    assert 1 <= runs <= 3, ours  # one regeneration per 1 s expiry in 2.5 s
+    assert "HIT=" in ours and "UPDATING=" in ours
+    assert theirs.split()[6] == "?"  # Django's face says nothing about view runs

@@ -7,7 +7,14 @@
   stale or missing; its age, when it goes stale, how long the store keeps
   it; who holds its lease and for how long;
 * ``dogpile invalidate KEY [--alias A]`` -- make it stale (the next
-  ``get_or_set`` regenerates it once; the others keep the old value).
+  ``get_or_set`` regenerates it once; the others keep the old value);
+* ``dogpile stampede URL [--compare URL2] [--clients N] [--duration S]`` --
+  fire N concurrent clients at a page of any running site (loopback or
+  your own hosts only) and report requests, latency, errors and the
+  ``X-Dogpile-Cache`` statuses: each ``EXPIRED`` is a request that ran
+  the view at an expiry (``MISS`` counts the first creation and the
+  requests that waited for it).  ``--compare`` runs the same load on a second URL
+  (e.g. the same page under Django's ``cache_page``) side by side.
 """
 
 from __future__ import annotations
@@ -34,6 +41,12 @@ class Command(BaseCommand):
         stats = sub.add_parser("stats", help="counters summed over every process")
         stats.add_argument("--alias", default=None)
         stats.add_argument("--json", action="store_true")
+        storm = sub.add_parser("stampede", help="concurrent clients on a page of a running site")
+        storm.add_argument("url")
+        storm.add_argument("--compare", default=None, help="a second URL, run after the first")
+        storm.add_argument("--clients", type=int, default=32)
+        storm.add_argument("--duration", type=float, default=6.0)
+        storm.add_argument("--header", default=None, help="status header (DOGPILE['STATUS_HEADER'])")
         for name, text in (("inspect", "one key's state"), ("invalidate", "make a key stale")):
             one = sub.add_parser(name, help=text)
             one.add_argument("key")
@@ -54,8 +67,11 @@ class Command(BaseCommand):
         return cache
 
     def handle(self, *args: Any, **options: Any) -> None:
-        cache = self._cache(options["alias"])
         action = options["action"]
+        if action == "stampede":
+            self._stampede(options)
+            return
+        cache = self._cache(options["alias"])
         if action == "stats":
             cache.store  # noqa: B018 - connect (this process publishes too)
             publish_now()
@@ -78,6 +94,76 @@ class Command(BaseCommand):
             return
         for line in inspect_key(cache, key, version):
             self.stdout.write(line)
+
+
+    def _stampede(self, options: dict[str, Any]) -> None:
+        from django_dogpile.conf import get_config
+
+        header = options["header"] or get_config()["STATUS_HEADER"] or "X-Dogpile-Cache"
+        if options["clients"] < 1 or options["duration"] <= 0:
+            raise CommandError("--clients must be >= 1 and --duration > 0")
+        urls = [options["url"]] + ([options["compare"]] if options["compare"] else [])
+        self.stdout.write(
+            f"{options['clients']} clients, {options['duration']:g} s per URL\n"
+            f"{'url':<40} {'requests':>8} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} "
+            f"{'max ms':>7} {'expiries':>9}  statuses"
+        )
+        for url in urls:
+            row = stampede(url, options["clients"], options["duration"], header)
+            runs = row["statuses"].get("EXPIRED", 0)
+            statuses = " ".join(f"{k}={v}" for k, v in sorted(row["statuses"].items())) or "-"
+            self.stdout.write(
+                f"{url[:40]:<40} {row['requests']:>8} {row['errors']:>6} {row['p50']:>7.1f} "
+                f"{row['p99']:>7.1f} {row['max']:>7.1f} "
+                f"{runs if row['statuses'] else '?':>9}  {statuses}"
+            )
+
+
+def stampede(url: str, clients: int, duration: float, header: str) -> dict[str, Any]:
+    """``clients`` threads request ``url`` for ``duration`` seconds (bounded)."""
+    import threading
+    import urllib.error
+    import urllib.request
+    from collections import Counter
+
+    latencies: list[float] = []
+    statuses: Counter[str] = Counter()
+    errors = [0]
+    lock = threading.Lock()
+    stop = time.monotonic() + duration
+
+    def client() -> None:
+        while time.monotonic() < stop:
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(url, timeout=30) as response:
+                    response.read()
+                    status = (response.headers.get(header) or "").split(";")[0]
+                ok = True
+            except (urllib.error.URLError, OSError):
+                ok, status = False, ""
+            took = (time.monotonic() - started) * 1000
+            with lock:
+                latencies.append(took)
+                if not ok:
+                    errors[0] += 1
+                elif status:
+                    statuses[status] += 1
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(duration + 60)
+    ordered = sorted(latencies) or [0.0]
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+    return {
+        "requests": len(latencies), "errors": errors[0], "statuses": dict(statuses),
+        "p50": pct(50), "p99": pct(99), "max": ordered[-1],
+    }
 
 
 def inspect_key(cache: DogpileCache, key: str, version: int | None = None) -> list[str]:
