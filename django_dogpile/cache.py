@@ -25,7 +25,9 @@ counts a *stale* record is in its docstring.  The rules:
   that, :mod:`django_dogpile.regeneration` (one caller regenerates, in any
   thread, process or host; the others get the stale value, or wait for a
   first one).  Async: :mod:`django_dogpile.bridge`.  The lock per store:
-  :mod:`django_dogpile.stores`.
+  :mod:`django_dogpile.stores`.  The store binding and key making:
+  :mod:`django_dogpile.binding`; the ``*_many`` methods:
+  :mod:`django_dogpile.bulk`.
 * A regeneration's write is fenced: an explicit ``set()`` or ``add()`` that
   lands while it runs wins.
 * ``invalidate(key)`` makes a value stale (for every host, whatever its
@@ -39,18 +41,10 @@ counts a *stale* record is in its docstring.  The rules:
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
-from typing import Any, Iterable
+from typing import Any
 
-from django.conf import settings
-from django.core.cache import caches
-from django.core.cache.backends.base import (
-    DEFAULT_TIMEOUT,
-    BaseCache,
-    memcache_key_warnings,
-)
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 
 from . import bridge, entries, state
@@ -64,17 +58,16 @@ from .conf import (
 from .entries import INVALIDATED, Entry, is_entry, is_fresh, store_timeout
 from .locks import MISSING, fallbacks, retry_after
 from .regeneration import LOCK_SUFFIX, Regeneration
+from .binding import StoreBinding
+from .bulk import BulkOperations
 from .stats import key_stats_for, stats_for
-from .stores import StoreAdapter, adapter_for
+from .stores import StoreAdapter
 
 __all__ = ["DogpileCache", "LOCK_SUFFIX"]
 
 log = logging.getLogger(__name__)
 
-_KEY_MEMO_SIZE = 4096  # made keys remembered per backend instance
-
-
-class DogpileCache(Regeneration, BaseCache):
+class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
     """A Django cache backend over another alias; see the module docstring.
 
     :param location: the alias of the store (``LOCATION`` in ``CACHES``).
@@ -123,109 +116,6 @@ class DogpileCache(Regeneration, BaseCache):
         #: user key (or (key, version)) -> store key, for str keys.
         self._made: dict[Any, str] = {}
         self._early_refresh = self.options.early_refresh
-
-    @staticmethod
-    def _find_alias(location: str, params: dict[str, Any]) -> str:
-        for alias, conf in getattr(settings, "CACHES", {}).items():
-            if conf.get("LOCATION") == location and conf.get("BACKEND", "").endswith(
-                "DogpileCache"
-            ) and conf.get("KEY_PREFIX", "") == params.get("KEY_PREFIX", ""):
-                return alias
-        return f"dogpile:{location}"
-
-    # --- the store --------------------------------------------------------
-
-    @property
-    def store(self) -> BaseCache:
-        """The wrapped cache (``caches[LOCATION]``)."""
-        store = self._store_cache
-        if store is None:
-            store = self._connect()
-        return store
-
-    def _connect(self) -> BaseCache:
-        if self._config_error is not None:
-            raise self._config_error
-        if self.location not in settings.CACHES:
-            raise ImproperlyConfigured(
-                f"DogpileCache {self.alias!r}: LOCATION {self.location!r} is not a "
-                f"cache alias; configured aliases: {', '.join(settings.CACHES)}. "
-                "[django_dogpile.E001]"
-            )
-        store = caches[self.location]
-        if isinstance(store, DogpileCache):
-            raise ImproperlyConfigured(
-                f"DogpileCache {self.alias!r}: LOCATION {self.location!r} is a "
-                "DogpileCache itself; point it at the alias that holds the data. "
-                "[django_dogpile.E002]"
-            )
-        try:
-            self._adapter = adapter_for(store, self.options.lock, self.options.lock_timeout)
-        except ValueError as exc:
-            raise ImproperlyConfigured(
-                f"DogpileCache {self.alias!r}: {exc} ({self.location!r}). "
-                "[django_dogpile.E009]"
-            ) from None
-        self._store_cache = store
-        from .shared_stats import start_publishing
-
-        start_publishing(self.alias)
-        return store
-
-    # --- keys and timeouts -------------------------------------------------
-
-    def make_and_validate_key(self, key: Any, version: int | None = None) -> str:
-        """Return the key to use in the store, warning as Django's backends do.
-
-        The key is made and validated exactly as by Django's own backends
-        (``CacheKeyWarning`` for one over 250 characters or with spaces or
-        control characters).  The store sees that key unless the store's
-        own prefixing would make it (or its lock key) one the store warns
-        about or rejects: then it sees a fixed-length digest of it instead.
-        So a key Django accepts never fails in a memcached store because of
-        the wrapper, and no call warns twice.
-        """
-        memo_key: Any = None
-        if type(key) is str:
-            memo_key = key if version is None else (key, version)
-            made = self._made.get(memo_key)
-            if made is not None:
-                return made
-        made = self.make_key(key, version=version)
-        self.validate_key(made)
-        clean = not any(memcache_key_warnings(made))
-        store_key = made
-        if not clean or any(memcache_key_warnings(self.store.make_key(made + LOCK_SUFFIX))):
-            store_key = "dogpile.h." + hashlib.sha256(made.encode()).hexdigest()
-        # Remember keys that passed cleanly (a bad key warns on every call,
-        # as with Django's backends); str keys only, (key, version) when
-        # a version is given.
-        if clean and memo_key is not None:
-            memo = self._made
-            if len(memo) >= _KEY_MEMO_SIZE:
-                memo.clear()
-            memo[memo_key] = store_key
-        return store_key
-
-    def _freshness(self, timeout: Any) -> float | None:
-        """Seconds a value set now stays fresh (``None``: forever).
-
-        Raises :class:`TypeError` naming the alias for anything but None or
-        a number (Django's backends fail on one with a bare arithmetic
-        error, or silently treat it as forever).
-        """
-        if timeout is DEFAULT_TIMEOUT:
-            return self.default_timeout
-        if timeout is None:
-            return None
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
-            raise TypeError(
-                f"DogpileCache {self.alias!r}: timeout must be None or a number of "
-                f"seconds, not {timeout!r}"
-            )
-        if timeout == math.inf:
-            return None
-        return timeout
 
     # --- the fresh hit ------------------------------------------------------
 
@@ -393,7 +283,9 @@ class DogpileCache(Regeneration, BaseCache):
         with self._pickling(f"the value for key {key!r}"):
             self._adapter.set(made, record, ttl, made + LOCK_SUFFIX)
         self._forget(made)
-        if self._adapter.kind != "redis":
+        if self.options.retry_after and self._adapter.kind != "redis":
+            # (Redis ends it in the same script; without RETRY_AFTER there
+            # is no hold, and no round trip is spent looking)
             self._adapter.end_hold(made + LOCK_SUFFIX)
 
     async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
@@ -433,7 +325,9 @@ class DogpileCache(Regeneration, BaseCache):
         self._forget(made)
         self.store  # noqa: B018 - connect
         deleted = self._adapter.delete(made, made + LOCK_SUFFIX)
-        if self._adapter.kind != "redis":
+        if self.options.retry_after and self._adapter.kind != "redis":
+            # (Redis ends it in the same script; without RETRY_AFTER there
+            # is no hold, and no round trip is spent looking)
             self._adapter.end_hold(made + LOCK_SUFFIX)
         return deleted
 
@@ -472,75 +366,6 @@ class DogpileCache(Regeneration, BaseCache):
 
     async def ahas_key(self, key: Any, version: int | None = None) -> bool:
         return await self.aget(key, MISSING, version) is not MISSING
-
-    def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
-        """Return a dict of the fresh values among ``keys``.
-
-        Keys that make the same store key (``1`` and ``"1"``) each get the
-        value, as with Django's backends.
-        """
-        made: dict[str, list[Any]] = {}
-        for k in keys:
-            made.setdefault(self.make_and_validate_key(k, version), []).append(k)
-        if not made:
-            return {}
-        now = entries.now()
-        found = {}
-        for mk, raw in self.store.get_many(list(made)).items():
-            if is_fresh(raw, now):
-                for k in made[mk]:
-                    found[k] = raw[0]
-        return found
-
-    async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
-        self.store  # noqa: B018 - connect
-        if self._adapter.local:
-            return self.get_many(keys, version)
-        return await bridge.run(self.get_many, list(keys), version)
-
-    def set_many(self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list[Any]:
-        """Set several values; return the keys that failed to be stored."""
-        fresh_for = self._freshness(timeout)
-        made = {self.make_and_validate_key(k, version): k for k in data}
-        if fresh_for is not None and fresh_for <= 0:
-            self.delete_many(list(data), version)
-            return []
-        self.store  # noqa: B018 - connect
-        failed = []
-        if self._adapter.kind == "redis":
-            # one script per key: each revokes a regeneration in flight
-            with self._pickling(f"a value among keys {list(data)!r}"):
-                for mk, k in made.items():
-                    record, ttl = self._record(data[k], fresh_for)
-                    if not self._adapter.set(mk, record, ttl, mk + LOCK_SUFFIX):
-                        failed.append(k)
-        else:
-            record_ttl = None
-            records = {}
-            for mk, k in made.items():
-                records[mk], record_ttl = self._record(data[k], fresh_for)
-            with self._pickling(f"a value among keys {list(data)!r}"):
-                failed = [
-                    made.get(mk, mk) for mk in self.store.set_many(records, timeout=record_ttl) or []
-                ]
-        for mk in made:
-            self._forget(mk)
-        return failed
-
-    async def aset_many(self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list[Any]:
-        return await bridge.run(self.set_many, data, timeout, version)
-
-    def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
-        """Remove several keys; each wins over a regeneration running meanwhile."""
-        made = [self.make_and_validate_key(k, version) for k in keys]
-        for one in made:
-            self._forget(one)
-        if made:
-            self.store  # noqa: B018 - connect
-            self._adapter.delete_many(made, [m + LOCK_SUFFIX for m in made])
-
-    async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
-        return await bridge.run(self.delete_many, list(keys), version)
 
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         """Add ``delta`` to a fresh value, keeping its expiry; return the sum.

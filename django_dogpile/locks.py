@@ -6,11 +6,12 @@ A :class:`KeyMutex` for one store key is two locks taken in order:
    process (Django gives each thread its own backend instance, so the state
    lives in a module-level :class:`~django_dogpile.core.NameRegistry`);
    threads of one process contend here and never reach the store;
-2. a *lease* in the shared store, when there is one
-   (:mod:`django_dogpile.leases`: Redis scripts with pub/sub wake-up on
-   django-redis, a lease file under ``flock`` on the file cache, a lease row
-   on the database cache, ``cache.add()`` elsewhere; none on locmem, where
-   the in-process lock is enough).
+2. a *lease* in the shared store, when there is one: on django-redis
+   Lua scripts with pub/sub wake-up (:mod:`django_dogpile.redis_lease`);
+   elsewhere a lease file under ``flock`` on the file cache, a lease row on
+   the database cache, ``cache.add()`` on the others
+   (:mod:`django_dogpile.leases`); none on locmem, where the in-process lock
+   is enough.
 
 A lease always runs out after ``LOCK_TIMEOUT``, so a holder killed with
 SIGKILL blocks nobody for longer than that, and a holder whose lease ran out
@@ -47,9 +48,8 @@ from .leases import (  # noqa: F401 (the leases are re-exported here)
     FileLease,
     Lease,
     LeaseUnavailable,
-    RedisLease,
-    RedisScripts,
 )
+from .redis_lease import RedisLease, RedisScripts  # noqa: F401 (re-exported)
 from .state import MISSING, Deadlines, Fallbacks, fallbacks, retry_after  # noqa: F401 (re-exported)
 
 __all__ = [

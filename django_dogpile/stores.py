@@ -32,7 +32,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from .leases import CacheLease, DatabaseLease, FileLease, RedisLease, RedisScripts
+from .leases import CacheLease, DatabaseLease, FileLease
+from .redis_lease import RedisLease, RedisScripts
 
 __all__ = ["StoreAdapter", "adapter_for", "class_path", "is_django_redis", "is_in_process"]
 
@@ -193,15 +194,6 @@ class RedisAdapter(StoreAdapter):
         locks = [str(self.store.make_key(k)) for k in lock_keys]
         try:
             self.client.delete(*keys, *locks, *(k + ":retry" for k in locks))
-        except (ConnectionError, TimeoutError):
-            if not self.ignore:
-                raise
-
-    def end_hold(self, lock_key: str) -> None:
-        from redis.exceptions import ConnectionError, TimeoutError
-
-        try:
-            self.client.delete(str(self.store.make_key(lock_key)) + ":retry")
         except (ConnectionError, TimeoutError):
             if not self.ignore:
                 raise

@@ -1,0 +1,142 @@
+"""What a :class:`~django_dogpile.cache.DogpileCache` is bound to: its store
+(the ``LOCATION`` alias, connected on first use, with the lease adapter
+:mod:`django_dogpile.stores` picks for it) and how its keys and timeouts
+are made for that store."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import caches
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, memcache_key_warnings
+from django.core.exceptions import ImproperlyConfigured
+
+from .regeneration import LOCK_SUFFIX
+from .stores import StoreAdapter, adapter_for
+
+__all__ = ["StoreBinding"]
+
+_KEY_MEMO_SIZE = 4096  # made keys remembered per backend instance
+
+
+class StoreBinding:
+    """Mixed into ``DogpileCache``: the store, the adapter, keys, timeouts."""
+
+    # provided by DogpileCache / BaseCache
+    alias: str
+    location: str
+    options: Any
+    default_timeout: float | None
+    _config_error: ImproperlyConfigured | None
+    _store_cache: BaseCache | None
+    _adapter: StoreAdapter
+    _made: dict[Any, str]
+    make_key: Any
+    validate_key: Any
+
+    @staticmethod
+    def _find_alias(location: str, params: dict[str, Any]) -> str:
+        for alias, conf in getattr(settings, "CACHES", {}).items():
+            if conf.get("LOCATION") == location and conf.get("BACKEND", "").endswith(
+                "DogpileCache"
+            ) and conf.get("KEY_PREFIX", "") == params.get("KEY_PREFIX", ""):
+                return alias
+        return f"dogpile:{location}"
+
+    # --- the store --------------------------------------------------------
+
+    @property
+    def store(self) -> BaseCache:
+        """The wrapped cache (``caches[LOCATION]``)."""
+        store = self._store_cache
+        if store is None:
+            store = self._connect()
+        return store
+
+    def _connect(self) -> BaseCache:
+        if self._config_error is not None:
+            raise self._config_error
+        if self.location not in settings.CACHES:
+            raise ImproperlyConfigured(
+                f"DogpileCache {self.alias!r}: LOCATION {self.location!r} is not a "
+                f"cache alias; configured aliases: {', '.join(settings.CACHES)}. "
+                "[django_dogpile.E001]"
+            )
+        store = caches[self.location]
+        if isinstance(store, StoreBinding):
+            raise ImproperlyConfigured(
+                f"DogpileCache {self.alias!r}: LOCATION {self.location!r} is a "
+                "DogpileCache itself; point it at the alias that holds the data. "
+                "[django_dogpile.E002]"
+            )
+        try:
+            self._adapter = adapter_for(store, self.options.lock, self.options.lock_timeout)
+        except ValueError as exc:
+            raise ImproperlyConfigured(
+                f"DogpileCache {self.alias!r}: {exc} ({self.location!r}). "
+                "[django_dogpile.E009]"
+            ) from None
+        self._store_cache = store
+        from .shared_stats import start_publishing
+
+        start_publishing(self.alias)
+        return store
+
+    # --- keys and timeouts -------------------------------------------------
+
+    def make_and_validate_key(self, key: Any, version: int | None = None) -> str:
+        """Return the key to use in the store, warning as Django's backends do.
+
+        The key is made and validated exactly as by Django's own backends
+        (``CacheKeyWarning`` for one over 250 characters or with spaces or
+        control characters).  The store sees that key unless the store's
+        own prefixing would make it (or its lock key) one the store warns
+        about or rejects: then it sees a fixed-length digest of it instead.
+        So a key Django accepts never fails in a memcached store because of
+        the wrapper, and no call warns twice.
+        """
+        memo_key: Any = None
+        if type(key) is str:
+            memo_key = key if version is None else (key, version)
+            made = self._made.get(memo_key)
+            if made is not None:
+                return made
+        made = self.make_key(key, version=version)
+        self.validate_key(made)
+        clean = not any(memcache_key_warnings(made))
+        store_key = made
+        if not clean or any(memcache_key_warnings(self.store.make_key(made + LOCK_SUFFIX))):
+            store_key = "dogpile.h." + hashlib.sha256(made.encode()).hexdigest()
+        # Remember keys that passed cleanly (a bad key warns on every call,
+        # as with Django's backends); str keys only, (key, version) when
+        # a version is given.
+        if clean and memo_key is not None:
+            memo = self._made
+            if len(memo) >= _KEY_MEMO_SIZE:
+                memo.clear()
+            memo[memo_key] = store_key
+        return store_key
+
+    def _freshness(self, timeout: Any) -> float | None:
+        """Seconds a value set now stays fresh (``None``: forever).
+
+        Raises :class:`TypeError` naming the alias for anything but None or
+        a number (Django's backends fail on one with a bare arithmetic
+        error, or silently treat it as forever).
+        """
+        if timeout is DEFAULT_TIMEOUT:
+            return self.default_timeout
+        if timeout is None:
+            return None
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
+            raise TypeError(
+                f"DogpileCache {self.alias!r}: timeout must be None or a number of "
+                f"seconds, not {timeout!r}"
+            )
+        if timeout == math.inf:
+            return None
+        return timeout
+

@@ -1,0 +1,292 @@
+"""The lease on django-redis: Lua scripts on the primary.
+
+``SET lock token NX PX`` in a script that, on success, also returns the
+record (the winner re-checks freshness with no extra round trip) and on
+failure the lease's remaining ``PTTL``; release is an owner-checked ``DEL``
+that ``PUBLISH``-es on the lock key, so waiting processes wake at once.  The
+fenced write is token check, ``SET`` and release in one script; explicit
+``set``/``add``/``delete`` revoke a running regeneration's lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any, Callable
+
+from .leases import LANDED, LeaseUnavailable
+from .state import MISSING
+
+__all__ = ["RedisLease", "RedisScripts"]
+
+log = logging.getLogger(__name__)
+
+
+# --- Redis ----------------------------------------------------------------
+
+# KEYS: lock, record, retry hold.  ARGV: token, px, landed_ok, respect_hold.
+_ACQUIRE = """
+if ARGV[3] == '1' then
+  local record = redis.call('GET', KEYS[2])
+  if record then
+    return {2, record}
+  end
+end
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
+  return {0, redis.call('PTTL', KEYS[3])}
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('GET', KEYS[2])}
+end
+return {0, redis.call('PTTL', KEYS[1])}
+"""
+
+# KEYS: lock.  ARGV: token.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', KEYS[1], 'released')
+  return 1
+end
+return 0
+"""
+
+# The fenced write.  KEYS: lock, record.  ARGV: token, value, px (0: none).
+# 1 written; 0 another holder's lease; -1 no lease (ours ran out, unused).
+_STORE = """
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  return -1
+end
+if holder ~= ARGV[1] then
+  return 0
+end
+if ARGV[3] == '0' then
+  redis.call('SET', KEYS[2], ARGV[2])
+else
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', KEYS[1], 'released')
+return 1
+"""
+
+# A failed regeneration: release, leaving a retry hold.  KEYS: lock, retry.
+# ARGV: token, px.
+_HOLD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', KEYS[1], 'released')
+  return 1
+end
+return 0
+"""
+
+# An explicit set(): write, end a retry hold, revoke a regeneration's lease
+# (its fenced write then fails: the explicit write wins).
+# KEYS: record, lock, retry.  ARGV: value, px (0: none).
+_SET = """
+if ARGV[2] == '0' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+redis.call('DEL', KEYS[3])
+if redis.call('DEL', KEYS[2]) == 1 then
+  redis.call('PUBLISH', KEYS[2], 'released')
+end
+return 1
+"""
+
+# An explicit delete(): remove, end a retry hold, revoke a regeneration's
+# lease.  KEYS: record, lock, retry.
+_DELETE = """
+local deleted = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[3])
+if redis.call('DEL', KEYS[2]) == 1 then
+  redis.call('PUBLISH', KEYS[2], 'released')
+end
+return deleted
+"""
+
+# An explicit add(): as _SET, only if the record is absent.
+_ADD = """
+local ok
+if ARGV[2] == '0' then
+  ok = redis.call('SET', KEYS[1], ARGV[1], 'NX')
+else
+  ok = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+end
+if not ok then
+  return 0
+end
+if redis.call('DEL', KEYS[2]) == 1 then
+  redis.call('PUBLISH', KEYS[2], 'released')
+end
+return 1
+"""
+
+
+class RedisScripts:
+    """The Lua scripts, registered once per redis client."""
+
+    def __init__(self, client: Any) -> None:
+        self.acquire = client.register_script(_ACQUIRE)
+        self.release = client.register_script(_RELEASE)
+        self.store = client.register_script(_STORE)
+        self.hold = client.register_script(_HOLD)
+        self.set = client.register_script(_SET)
+        self.add = client.register_script(_ADD)
+        self.delete = client.register_script(_DELETE)
+
+
+def _px(seconds: float | None) -> int:
+    return 0 if seconds is None else max(int(seconds * 1000), 1)
+
+
+class RedisLease:
+    """An owner-checked ``SET NX PX`` lease; see the module docstring."""
+
+    __slots__ = (
+        "client", "scripts", "lock_key", "record_key", "timeout", "px", "encode",
+        "decode", "ignore_errors", "token", "_snapshot",
+    )
+
+    released_by_store = True
+
+    def __init__(
+        self,
+        client: Any,
+        scripts: RedisScripts,
+        lock_key: str,
+        record_key: str,
+        lock_timeout: float,
+        encode: Any,
+        decode: Any,
+        ignore_errors: bool,
+    ) -> None:
+        self.client = client
+        self.scripts = scripts
+        self.lock_key = lock_key
+        self.record_key = record_key
+        self.timeout = lock_timeout
+        self.px = max(int(lock_timeout * 1000), 1)
+        self.encode = encode
+        self.decode = decode
+        self.ignore_errors = ignore_errors
+        self.token = uuid.uuid4().hex
+        self._snapshot: Any = MISSING
+
+    def _try(self, landed_ok: bool, respect_hold: bool) -> tuple[Any, Any]:
+        """One round trip: ``(True | False | LANDED, pttl)``."""
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        try:
+            ok, extra = self.scripts.acquire(
+                keys=[self.lock_key, self.record_key, self.lock_key + ":retry"],
+                args=[self.token, self.px, "1" if landed_ok else "0", "1" if respect_hold else "0"],
+                client=self.client,
+            )
+        except (ConnectionError, TimeoutError) as exc:
+            if self.ignore_errors:
+                raise LeaseUnavailable(str(exc)) from exc
+            raise
+        if ok:
+            self._snapshot = None if extra is None else self.decode(extra)
+            return (True if ok == 1 else LANDED), None
+        return False, extra
+
+    def acquire(self, wait: bool, deadline: float, landed_ok: bool = True) -> Any:
+        """Take the lease; a blocking call may return :data:`LANDED` instead.
+
+        A non-blocking call (the stale path) fails while a retry hold is on.
+        """
+        landed_ok = wait and landed_ok
+        ok, pttl = self._try(landed_ok, not wait)
+        if ok or not wait:
+            return ok
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        pubsub = self.client.pubsub()
+        try:
+            try:
+                return self._wait(pubsub, landed_ok, deadline)
+            except (ConnectionError, TimeoutError) as exc:
+                # Redis went away while we waited on the channel.
+                if self.ignore_errors:
+                    raise LeaseUnavailable(str(exc)) from exc
+                raise
+        finally:
+            try:
+                pubsub.close()
+            except Exception:  # pragma: no cover - closing a dead connection
+                pass
+
+    def _wait(self, pubsub: Any, landed_ok: bool, deadline: float) -> Any:
+        pubsub.subscribe(self.lock_key)
+        while True:
+            # Re-try after subscribing, so a release in between is not missed.
+            ok, pttl = self._try(landed_ok, False)
+            if ok:
+                return ok
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            # Wake on the holder's PUBLISH, or when its lease runs out
+            # (the confirmation of SUBSCRIBE itself is no reason to wake).
+            ttl = (pttl if pttl and pttl > 0 else 1) / 1000 + 0.002
+            until = time.monotonic() + min(remaining, ttl)
+            while (left := until - time.monotonic()) > 0:
+                message = pubsub.get_message(timeout=left)
+                if message is not None and message.get("type") == "message":
+                    break
+
+    def snapshot(self) -> Any:
+        return self._snapshot
+
+    def store(self, record: Any, timeout: float | None, unchanged: Callable[[], bool]) -> bool | None:
+        """The fenced write: token check, ``SET`` and release, one script.
+
+        With no lease at all (ours ran out and nobody took it), the record's
+        creation time decides: two round trips apart.
+        """
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        try:
+            value = self.encode(record)
+            ok = self.scripts.store(
+                keys=[self.lock_key, self.record_key],
+                args=[self.token, value, _px(timeout)],
+                client=self.client,
+            )
+            if ok == -1:
+                if not unchanged():
+                    return None
+                if timeout is None:
+                    self.client.set(self.record_key, value)
+                else:
+                    self.client.set(self.record_key, value, px=_px(timeout))
+                return True
+        except (ConnectionError, TimeoutError):
+            if self.ignore_errors:
+                return False
+            raise
+        return True if ok else None
+
+    def hold(self, seconds: float) -> None:
+        """Release, leaving a retry hold of ``seconds`` (if still ours)."""
+        self.scripts.hold(
+            keys=[self.lock_key, self.lock_key + ":retry"], args=[self.token, _px(seconds)],
+            client=self.client,
+        )
+
+    def release(self) -> None:
+        if not self.scripts.release(
+            keys=[self.lock_key], args=[self.token], client=self.client
+        ):
+            log.warning(
+                "lease %s was gone at release (LOCK_TIMEOUT %ss, or an explicit "
+                "set revoked it)", self.lock_key, self.timeout,
+            )
