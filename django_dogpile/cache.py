@@ -284,8 +284,9 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
             self._adapter.set(made, record, ttl, made + LOCK_SUFFIX)
         self._forget(made)
         if self.options.retry_after and self._adapter.kind != "redis":
-            # (Redis ends it in the same script; without RETRY_AFTER there
-            # is no hold, and no round trip is spent looking)
+            # (Redis ends it in the same script; without RETRY_AFTER in this
+            # alias's OPTIONS -- the same in every worker -- no hold is ever
+            # left, and no round trip is spent looking)
             self._adapter.end_hold(made + LOCK_SUFFIX)
 
     async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
@@ -326,8 +327,9 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
         self.store  # noqa: B018 - connect
         deleted = self._adapter.delete(made, made + LOCK_SUFFIX)
         if self.options.retry_after and self._adapter.kind != "redis":
-            # (Redis ends it in the same script; without RETRY_AFTER there
-            # is no hold, and no round trip is spent looking)
+            # (Redis ends it in the same script; without RETRY_AFTER in this
+            # alias's OPTIONS -- the same in every worker -- no hold is ever
+            # left, and no round trip is spent looking)
             self._adapter.end_hold(made + LOCK_SUFFIX)
         return deleted
 

@@ -237,7 +237,8 @@ def test_a_set_in_another_process_ends_a_retry_hold(location):
         cache.get_or_set("k", lambda: (_ for _ in ()).throw(RuntimeError("down")), 60)
     assert cache.get_or_set("k", lambda: "too early", 60) == "old"  # held
     results = SPAWN.Queue()
-    p = SPAWN.Process(target=set_value, args=(location, "endhold", "k", "B", 0.2, {}, results))
+    # (the same OPTIONS as this process, as every worker of a site has)
+    p = SPAWN.Process(target=set_value, args=(location, "endhold", "k", "B", 0.2, {"RETRY_AFTER": 30}, results))
     p.start()
     assert results.get(timeout=60) == "set"
     p.join(10)
