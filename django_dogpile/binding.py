@@ -79,7 +79,8 @@ class StoreBinding:
                 f"DogpileCache {self.alias!r}: {exc} ({self.location!r}). "
                 "[django_dogpile.E009]"
             ) from None
-        self._store_cache = store
+        # the adapter's view of the store (memcached: timeouts in whole seconds)
+        store = self._store_cache = self._adapter.store
         from .shared_stats import start_publishing
 
         start_publishing(self.alias)

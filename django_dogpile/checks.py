@@ -12,7 +12,7 @@ bad option of an alias is reported, each message naming the alias.
 * ``django_dogpile.E007`` WAIT_TIMEOUT is not seconds >= 0.
 * ``django_dogpile.E008`` BACKGROUND, BACKGROUND_WORKERS, SERVE_STALE_ON_ERROR,
   EARLY_REFRESH or LOCK has a wrong type or value.
-* ``django_dogpile.E009`` LOCK is 'redis' but the store is not django-redis.
+* ``django_dogpile.E009`` LOCK is 'redis' but the store is not a Redis we script.
 * ``django_dogpile.E010`` DOGPILE is not a dict, or has unknown keys.
 * ``django_dogpile.E011`` DOGPILE['CACHE_ALIAS'] is not in CACHES.
 * ``django_dogpile.E012`` another DOGPILE value has a wrong type.
@@ -117,12 +117,17 @@ def check_caches(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 )
             )
         store = settings.CACHES.get(location, {}) if isinstance(location, str) else {}
-        if options.lock == "redis" and "django_redis" not in store.get("BACKEND", ""):
+        backend = store.get("BACKEND", "")
+        if options.lock == "redis" and not (
+            backend.startswith(("django_redis.", "django_valkey."))
+            or backend == "django.core.cache.backends.redis.RedisCache"
+        ):
             errors.append(
                 Error(
                     f"CACHES[{alias!r}]: LOCK is 'redis' but the store "
                     f"{location!r} is {store.get('BACKEND')!r}.",
-                    hint="Use LOCK 'auto' or a django-redis store.",
+                    hint="Use LOCK 'auto', or a django-redis, django-valkey or "
+                    "Django RedisCache store.",
                     id="django_dogpile.E009",
                     obj=alias,
                 )

@@ -216,7 +216,8 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
             raise ConfigError(
                 "django_dogpile.E008",
                 f"OPTIONS['LOCK'] must be one of {LOCK_KINDS}, not {value!r}.",
-                "'auto' picks a Redis lease on django-redis, a lease file on the "
+                "'auto' picks a Redis lease on django-redis, django-valkey and "
+                "Django's RedisCache, a lease file on the "
                 "file cache, an add() lease on other shared stores and the "
                 "in-process lock on locmem.",
             )

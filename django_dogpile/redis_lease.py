@@ -151,7 +151,7 @@ class RedisLease:
 
     __slots__ = (
         "client", "scripts", "lock_key", "record_key", "timeout", "px", "encode",
-        "decode", "ignore_errors", "token", "_snapshot",
+        "decode", "ignore_errors", "errors", "token", "_snapshot",
     )
 
     released_by_store = True
@@ -166,6 +166,7 @@ class RedisLease:
         encode: Any,
         decode: Any,
         ignore_errors: bool,
+        errors: tuple[type[BaseException], ...] | None = None,
     ) -> None:
         self.client = client
         self.scripts = scripts
@@ -176,20 +177,23 @@ class RedisLease:
         self.encode = encode
         self.decode = decode
         self.ignore_errors = ignore_errors
+        if errors is None:
+            from redis.exceptions import ConnectionError, TimeoutError
+
+            errors = (ConnectionError, TimeoutError)
+        self.errors = errors
         self.token = uuid.uuid4().hex
         self._snapshot: Any = MISSING
 
     def _try(self, landed_ok: bool, respect_hold: bool) -> tuple[Any, Any]:
         """One round trip: ``(True | False | LANDED, pttl)``."""
-        from redis.exceptions import ConnectionError, TimeoutError
-
         try:
             ok, extra = self.scripts.acquire(
                 keys=[self.lock_key, self.record_key, self.lock_key + ":retry"],
                 args=[self.token, self.px, "1" if landed_ok else "0", "1" if respect_hold else "0"],
                 client=self.client,
             )
-        except (ConnectionError, TimeoutError) as exc:
+        except self.errors as exc:
             if self.ignore_errors:
                 raise LeaseUnavailable(str(exc)) from exc
             raise
@@ -207,13 +211,11 @@ class RedisLease:
         ok, pttl = self._try(landed_ok, not wait)
         if ok or not wait:
             return ok
-        from redis.exceptions import ConnectionError, TimeoutError
-
         pubsub = self.client.pubsub()
         try:
             try:
                 return self._wait(pubsub, landed_ok, deadline)
-            except (ConnectionError, TimeoutError) as exc:
+            except self.errors as exc:
                 # Redis went away while we waited on the channel.
                 if self.ignore_errors:
                     raise LeaseUnavailable(str(exc)) from exc
@@ -252,8 +254,6 @@ class RedisLease:
         With no lease at all (ours ran out and nobody took it), the record's
         creation time decides: two round trips apart.
         """
-        from redis.exceptions import ConnectionError, TimeoutError
-
         try:
             value = self.encode(record)
             ok = self.scripts.store(
@@ -269,7 +269,7 @@ class RedisLease:
                 else:
                     self.client.set(self.record_key, value, px=_px(timeout))
                 return True
-        except (ConnectionError, TimeoutError):
+        except self.errors:
             if self.ignore_errors:
                 return False
             raise

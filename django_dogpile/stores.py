@@ -30,12 +30,22 @@ the time between that read and the write, one store round trip).
 from __future__ import annotations
 
 import logging
+import importlib
+import math
+import pickle
+from dataclasses import dataclass
 from typing import Any, Callable
 
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
+
+from .exceptions import UncacheableValue
 from .leases import CacheLease, DatabaseLease, FileLease
 from .redis_lease import RedisLease, RedisScripts
 
-__all__ = ["StoreAdapter", "adapter_for", "class_path", "is_django_redis", "is_in_process"]
+__all__ = [
+    "RedisAccess", "StoreAdapter", "adapter_for", "class_path", "is_django_redis", "is_in_process",
+    "redis_access",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +55,8 @@ _IN_PROCESS_STORES = (
 )
 _FILE_STORE = "django.core.cache.backends.filebased.FileBasedCache"
 _DB_STORE = "django.core.cache.backends.db.DatabaseCache"
+_DJANGO_REDIS_STORE = "django.core.cache.backends.redis.RedisCache"
+_MEMCACHED_STORE = "django.core.cache.backends.memcached.BaseMemcachedCache"
 
 
 def class_path(obj: Any) -> str:
@@ -61,16 +73,150 @@ def is_in_process(store: Any) -> bool:
     return _inherits(store, _IN_PROCESS_STORES)
 
 
+def is_memcached(store: Any) -> bool:
+    return _inherits(store, (_MEMCACHED_STORE,))
+
+
+def _whole_seconds(timeout: Any) -> Any:
+    """A positive timeout rounded *up* to whole seconds; others unchanged."""
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
+        return math.ceil(timeout)
+    return timeout
+
+
+class MemcachedStore:
+    """A memcached store as DogpileCache uses it (Django's own instance is
+    left untouched for everyone else).
+
+    * Timeouts are rounded **up** to whole seconds.  memcached counts whole
+      seconds and Django truncates, so a 0.5 s lease became "expired at once"
+      (every caller took it) and a 1.5 s record lived 1 s.
+    * A value over memcached's item size limit raises
+      :class:`~django_dogpile.exceptions.UncacheableValue` (the server's
+      "object too large" error, which pymemcache raises from ``set``), which
+      the backend reports with the key: not a miss on every request.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        # the read path is the store's own, with no indirection
+        self.get = store.get
+        self.get_many = store.get_many
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def _too_large(self, exc: Exception, values: Any) -> UncacheableValue:
+        size = sum(len(pickle.dumps(v, pickle.HIGHEST_PROTOCOL)) for v in values)
+        return UncacheableValue(
+            f"{size} bytes pickled is over memcached's item size limit "
+            f"(memcached -I, 1 MB by default): {exc}"
+        )
+
+    @staticmethod
+    def _is_too_large(exc: Exception) -> bool:
+        text = str(exc).lower()
+        return "too large" in text or "too big" in text or type(exc).__name__ == "TooBig"
+
+    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
+        try:
+            self._store.set(key, value, _whole_seconds(timeout), version)
+        except Exception as exc:
+            if self._is_too_large(exc):
+                raise self._too_large(exc, [value]) from exc
+            raise
+
+    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        try:
+            return bool(self._store.add(key, value, _whole_seconds(timeout), version))
+        except Exception as exc:
+            if self._is_too_large(exc):
+                raise self._too_large(exc, [value]) from exc
+            raise
+
+    def set_many(self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list[Any]:
+        try:
+            return list(self._store.set_many(data, _whole_seconds(timeout), version) or [])
+        except Exception as exc:
+            if self._is_too_large(exc):
+                raise self._too_large(exc, data.values()) from exc
+            raise
+
+    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        return bool(self._store.touch(key, _whole_seconds(timeout), version))
+
+
 def is_file(store: Any) -> bool:
     return _inherits(store, (_FILE_STORE,))
 
 
+def _module_of(store: Any, *packages: str) -> bool:
+    return any(c.__module__.split(".")[0] in packages for c in type(store).__mro__)
+
+
 def is_django_redis(store: Any) -> bool:
-    """True for django-redis's ``RedisCache`` with a client we can script."""
-    client = getattr(store, "client", None) if any(
-        c.__module__.startswith("django_redis") for c in type(store).__mro__
-    ) else None
-    return client is not None and hasattr(client, "get_client") and hasattr(client, "decode")
+    """True for django-redis's (or django-valkey's) cache with a scriptable client."""
+    client = getattr(store, "client", None) if _module_of(store, "django_redis", "django_valkey") else None
+    return client is not None and hasattr(client, "decode") and (
+        hasattr(client, "get_server") or hasattr(client, "get_client")
+    )
+
+
+@dataclass(frozen=True)
+class RedisAccess:
+    """How to run the lease's scripts on one Redis-protocol store.
+
+    ``client_for(made_key)`` is the client of the server that holds the
+    record ``made_key`` (its primary): the lock key of a record always goes
+    to the record's server, whatever a hash of the lock key would say, so a
+    script touching both stays on one server (django-redis's ShardClient).
+    """
+
+    name: str
+    client_for: Callable[[str], Any]
+    clients: Callable[[], list[Any]]
+    encode: Callable[[Any], Any]
+    decode: Callable[[Any], Any]
+    errors: tuple[type[BaseException], ...]
+    ignore: bool
+
+
+def _connection_errors(package: str) -> tuple[type[BaseException], ...]:
+    exceptions = importlib.import_module(f"{package}.exceptions")
+    return (exceptions.ConnectionError, exceptions.TimeoutError)
+
+
+def redis_access(store: Any) -> RedisAccess | None:
+    """The native access to ``store``, or None when it is not a Redis we script.
+
+    Known: django-redis (default, Sentinel, Herd and Shard clients),
+    django-valkey (the same clients), Django's own ``RedisCache`` (single
+    server or primary + replicas: scripts run on the first ``LOCATION``).
+    """
+    if is_django_redis(store):
+        wrapper = store.client
+        valkey = _module_of(store, "django_valkey")
+        name = "django-valkey" if valkey else "django-redis"
+        errors = _connection_errors("valkey" if valkey else "redis")
+        ignore = bool(getattr(store, "_ignore_exceptions", False))
+        if hasattr(wrapper, "get_server") and hasattr(wrapper, "_serverdict"):
+            return RedisAccess(
+                f"{name} (shards)", wrapper.get_server, lambda: list(wrapper._serverdict.values()),
+                wrapper.encode, wrapper.decode, errors, ignore,
+            )
+        primary = wrapper.get_client(write=True)
+        return RedisAccess(
+            name, lambda key: primary, lambda: [primary], wrapper.encode, wrapper.decode, errors, ignore,
+        )
+    if _inherits(store, (_DJANGO_REDIS_STORE,)):
+        inner = store._cache
+        serializer = inner._serializer
+        main = inner.get_client(write=True)
+        return RedisAccess(
+            "Django's RedisCache", lambda key: main, lambda: [main],
+            serializer.dumps, serializer.loads, _connection_errors("redis"), False,
+        )
+    return None
 
 
 class StoreAdapter:
@@ -123,44 +269,49 @@ class StoreAdapter:
 
 
 class RedisAdapter(StoreAdapter):
-    """django-redis: scripts on the primary, values encoded as django-redis does."""
+    """A Redis-protocol store: scripts on the record's primary, values encoded
+    by the store's own serializer (so its ``get`` reads what a script wrote)."""
 
     fenced_by_lease = True
 
-    def __init__(self, store: Any, lock_timeout: float) -> None:
+    def __init__(self, store: Any, access: RedisAccess, lock_timeout: float) -> None:
         super().__init__(store, "redis", lock_timeout)
-        wrapper = store.client
-        self.client = wrapper.get_client(write=True)
-        self.scripts = RedisScripts(self.client)
-        self.encode = wrapper.encode
-        self.decode = wrapper.decode
-        self.ignore = bool(getattr(store, "_ignore_exceptions", False))
+        self.access = access
+        self.client_for = access.client_for
+        self.scripts = RedisScripts(access.clients()[0])
+        self.encode = access.encode
+        self.decode = access.decode
+        self.errors = access.errors
+        self.ignore = access.ignore
         self.lease = self._lease
 
+    def raw_key(self, key: str) -> str:
+        return str(self.store.make_key(key))
+
     def _lease(self, lock_key: str, record_key: str) -> RedisLease:
+        record = self.raw_key(record_key)
         return RedisLease(
-            self.client,
+            self.client_for(record),
             self.scripts,
-            str(self.store.make_key(lock_key)),
-            str(self.store.make_key(record_key)),
+            self.raw_key(lock_key),
+            record,
             self.lock_timeout,
             self.encode,
             self.decode,
             self.ignore,
+            self.errors,
         )
 
     def _write(self, script: Any, made: str, record: Any, timeout: float | None, lock_key: str) -> bool:
-        from redis.exceptions import ConnectionError, TimeoutError
-
         px = 0 if timeout is None else max(int(timeout * 1000), 1)
-        lock = str(self.store.make_key(lock_key))
+        key, lock = self.raw_key(made), self.raw_key(lock_key)
         try:
             return bool(script(
-                keys=[str(self.store.make_key(made)), lock, lock + ":retry"],
+                keys=[key, lock, lock + ":retry"],
                 args=[self.encode(record), px],
-                client=self.client,
+                client=self.client_for(key),
             ))
-        except (ConnectionError, TimeoutError):
+        except self.errors:
             if self.ignore:
                 log.warning("store unavailable; %s not written", made)
                 return False
@@ -175,26 +326,27 @@ class RedisAdapter(StoreAdapter):
 
     def delete(self, made: str, lock_key: str) -> bool:
         """``DEL`` that also ends a hold and revokes a regeneration's lease."""
-        from redis.exceptions import ConnectionError, TimeoutError
-
-        lock = str(self.store.make_key(lock_key))
+        key, lock = self.raw_key(made), self.raw_key(lock_key)
         try:
             return bool(self.scripts.delete(
-                keys=[str(self.store.make_key(made)), lock, lock + ":retry"], client=self.client,
+                keys=[key, lock, lock + ":retry"], client=self.client_for(key),
             ))
-        except (ConnectionError, TimeoutError):
+        except self.errors:
             if self.ignore:
                 return False
             raise
 
     def delete_many(self, made: list[str], lock_keys: list[str]) -> None:
-        from redis.exceptions import ConnectionError, TimeoutError
-
-        keys = [str(self.store.make_key(k)) for k in made]
-        locks = [str(self.store.make_key(k)) for k in lock_keys]
+        """One ``DEL`` per server: each record with its lock and hold."""
+        by_server: dict[int, tuple[Any, list[str]]] = {}
+        for record, lock in zip(made, lock_keys):
+            key, lock = self.raw_key(record), self.raw_key(lock)
+            client = self.client_for(key)
+            by_server.setdefault(id(client), (client, []))[1].extend((key, lock, lock + ":retry"))
         try:
-            self.client.delete(*keys, *locks, *(k + ":retry" for k in locks))
-        except (ConnectionError, TimeoutError):
+            for client, keys in by_server.values():
+                client.delete(*keys)
+        except self.errors:
             if not self.ignore:
                 raise
 
@@ -204,8 +356,9 @@ def adapter_for(store: Any, lock: str, lock_timeout: float) -> StoreAdapter:
 
     Raises :class:`ValueError` when ``lock`` asks for what the store cannot do.
     """
+    access = redis_access(store)
     if lock == "auto":
-        if is_django_redis(store):
+        if access is not None:
             lock = "redis"
         elif is_in_process(store):
             lock = "local"
@@ -214,9 +367,14 @@ def adapter_for(store: Any, lock: str, lock_timeout: float) -> StoreAdapter:
         else:
             lock = "cache"
     if lock == "redis":
-        if not is_django_redis(store):
-            raise ValueError(f"LOCK 'redis' needs a django-redis store, not {class_path(store)}")
-        return RedisAdapter(store, lock_timeout)
+        if access is None:
+            raise ValueError(
+                "LOCK 'redis' needs a Redis store (django-redis, django-valkey or "
+                f"Django's RedisCache), not {class_path(store)}"
+            )
+        return RedisAdapter(store, access, lock_timeout)
     if lock == "cache" and is_file(store):
         lock = "file"  # the file cache's add() is has_key() then set(): not a lock
+    if is_memcached(store):
+        return StoreAdapter(MemcachedStore(store), lock, lock_timeout)
     return StoreAdapter(store, lock, lock_timeout)

@@ -46,10 +46,10 @@ def counting_creator(counter: str, delay: float, value: str = "v"):
     return create
 
 
-def hammer(prefix, key, threads, delay, counter, start_at, options, results):
+def hammer(prefix, key, threads, delay, counter, start_at, options, results, location="redis"):
     """`threads` threads call get_or_set once, all at time `start_at`."""
     _setup()
-    cache = make_cache("redis", prefix, **options)
+    cache = make_cache(location, prefix, **options)
     create = counting_creator(counter, delay)
     out = []
 

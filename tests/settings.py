@@ -79,6 +79,23 @@ CACHES = {
         "KEY_PREFIX": "ign",
         "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 5, "IGNORE_EXCEPTIONS": True},
     },
+    # the other Redis clients the native lease knows, on the same server
+    "redis_django": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL},
+    "valkey": {
+        "BACKEND": "django_valkey.cache.ValkeyCache",
+        "LOCATION": REDIS_URL.replace("redis://", "valkey://"),
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 5},
+    },
+    # django-redis's ShardClient over two redis-servers
+    "shards": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": [REDIS_URL, os.environ.get("DOGPILE_TEST_REDIS2_URL", "redis://127.0.0.1:2/0")],
+        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.ShardClient", "SOCKET_TIMEOUT": 5},
+    },
+    "memcached": {
+        "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+        "LOCATION": os.environ.get("DOGPILE_TEST_MEMCACHED", "127.0.0.1:1"),
+    },
     "file": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": _FILE_DIR},
     "dp_locmem": {
         "BACKEND": "django_dogpile.cache.DogpileCache",

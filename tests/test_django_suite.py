@@ -2,7 +2,8 @@
 
 ``BaseCacheTests`` (every ``BaseCache`` behaviour Django tests its own
 backends with) runs against DogpileCache over locmem and over django-redis,
-through the sync methods and through the ``a*`` methods; Django's
+through the sync methods and through the ``a*`` methods, and over Django's
+RedisCache and memcached; Django's
 ``cache_page`` decorator tests run with ``dogpile_cache_page`` in its place.
 The tests come from the sdist of the installed Django version
 (``tests/djangosuite/fetch.py``) and run with Django's own test runner in a
@@ -48,6 +49,8 @@ def run_django_tests(*labels: str) -> subprocess.CompletedProcess[str]:
         "DogpileOverLocMemAsyncTests",
         pytest.param("DogpileOverRedisTests", marks=pytest.mark.redis),
         pytest.param("DogpileOverRedisAsyncTests", marks=pytest.mark.redis),
+        pytest.param("DogpileOverDjangoRedisTests", marks=pytest.mark.redis),
+        pytest.param("DogpileOverMemcachedTests", marks=pytest.mark.memcached),
         "DogpileCachePageTests",
     ],
 )

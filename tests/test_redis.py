@@ -78,9 +78,14 @@ def counted(cache, monitor, fn, tag, by_client=False):
     return (monitor.by_client if by_client else monitor.commands)(f"end-{tag}")
 
 
-def test_redis_commands_per_operation(monitor):
+#: the Redis clients the native lease knows, all on the suite's redis-server
+CLIENTS = ["redis", "redis_django", "valkey"]
+
+
+@pytest.mark.parametrize("store", CLIENTS)
+def test_redis_commands_per_operation(monitor, store):
     flush()
-    cache = make_cache("redis", "count", timeout=10, LOCK_TIMEOUT=5)
+    cache = make_cache(store, "count", timeout=10, LOCK_TIMEOUT=5)
     cache.get_or_set("warm", "x")  # loads the Lua scripts once
     cache.set("k", "v")
     fresh = counted(cache, monitor, lambda: cache.get_or_set("k", "new"), "fresh")
@@ -107,7 +112,7 @@ def test_redis_commands_per_operation(monitor):
         assert holder_in.wait(5)
         # a caller in *another process* would skip the in-process lock: use a
         # second backend whose in-process lock is separate (other location alias)
-        other = make_cache("redis", "count", timeout=10, LOCK_TIMEOUT=5)
+        other = make_cache(store, "count", timeout=10, LOCK_TIMEOUT=5)
         from django_dogpile import locks
 
         saved = locks._registry
@@ -125,12 +130,13 @@ def test_redis_commands_per_operation(monitor):
         assert stale == ["GET", "EVALSHA"]  # read, lease refused: serve stale
 
 
-def test_cold_waiter_in_another_process_takes_no_lock(monitor):
+@pytest.mark.parametrize("store", CLIENTS)
+def test_cold_waiter_in_another_process_takes_no_lock(monitor, store):
     """A waiter woken by the holder's PUBLISH gets the value, not the lease."""
     from django_dogpile import locks
 
     flush()
-    cache = make_cache("redis", "cold", timeout=10, LOCK_TIMEOUT=5)
+    cache = make_cache(store, "cold", timeout=10, LOCK_TIMEOUT=5)
     cache.get_or_set("warm", "x")  # loads the Lua scripts once
     holder_in, release = threading.Event(), threading.Event()
 
@@ -142,7 +148,7 @@ def test_cold_waiter_in_another_process_takes_no_lock(monitor):
     t = threading.Thread(target=lambda: cache.get_or_set("c", slow))
     t.start()
     assert holder_in.wait(5)
-    other = make_cache("redis", "cold", timeout=10, LOCK_TIMEOUT=5)
+    other = make_cache(store, "cold", timeout=10, LOCK_TIMEOUT=5)
     saved = locks._registry
     locks._registry = type(saved)(locks.KeyLock)  # as if another process
     box = []
@@ -173,14 +179,15 @@ def test_cold_waiter_in_another_process_takes_no_lock(monitor):
 
 
 @pytest.mark.slow
-def test_processes_one_creator_per_expiry_and_prompt_wakeup():
+@pytest.mark.parametrize("store", CLIENTS)
+def test_processes_one_creator_per_expiry_and_prompt_wakeup(store):
     flush()
     results = SPAWN.Queue()
     start_at = time.time() + 2.5  # time for the children to import Django
     procs = [
         SPAWN.Process(
             target=hammer,
-            args=("xproc", "key", 4, 0.2, "xproc:calls", start_at, {"LOCK_TIMEOUT": 5}, results),
+            args=("xproc", "key", 4, 0.2, "xproc:calls", start_at, {"LOCK_TIMEOUT": 5}, results, store),
         )
         for _ in range(4)
     ]

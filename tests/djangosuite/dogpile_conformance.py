@@ -1,7 +1,8 @@
 """Django's ``BaseCacheTests``, unchanged, against DogpileCache.
 
-Four configurations: over locmem and over django-redis, each through the
-sync methods and through the ``a*`` methods (:class:`ThroughAsync` runs
+Over locmem and over django-redis, each through the sync methods and
+through the ``a*`` methods, and over Django's RedisCache and memcached
+(pymemcache) through the sync methods (:class:`ThroughAsync` runs
 every sync call of the tests as ``async_to_sync(cache.aX)``).  Each alias of
 Django's test setting (``default``, ``prefix``, ``v2``, ``custom_key``...)
 is a DogpileCache with that alias's own parameters over a store alias; the
@@ -37,7 +38,7 @@ def dogpile_caches(backend: str, store: dict[str, Any], exclude: set[str] | None
         store_params = {**store, "OPTIONS": {**store.get("OPTIONS", {}), **params.get("OPTIONS", {})}}
         if store_alias != "store_shared" and "LOCATION" not in store:
             store_params["LOCATION"] = store_alias
-        if store_alias != "store_shared" and "redis" in store["BACKEND"]:
+        if store_alias != "store_shared" and "LOCATION" in store:  # one server: own prefix
             store_params["KEY_PREFIX"] = store_alias
         result.setdefault(store_alias, store_params)
         result[alias] = {**params, "LOCATION": store_alias}
@@ -111,6 +112,27 @@ class DogpileOverRedisTests(BaseCacheTests, TestCase):
 
 @override_settings(CACHES=dogpile_caches("dogpile_conformance.ThroughAsync", REDIS, _NO_CULL))
 class DogpileOverRedisAsyncTests(BaseCacheTests, TestCase):
+    pass
+
+
+@override_settings(CACHES=dogpile_caches(
+    "django_dogpile.cache.DogpileCache",
+    {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL},
+    _NO_CULL,
+))
+class DogpileOverDjangoRedisTests(BaseCacheTests, TestCase):
+    """Over Django's own RedisCache (the native lease, Django's serializer)."""
+
+
+# As Django's own memcached tests: no MAX_ENTRIES, no cull aliases.
+MEMCACHED = {
+    "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+    "LOCATION": os.environ.get("DOGPILE_TEST_MEMCACHED", "127.0.0.1:1"),
+}
+
+
+@override_settings(CACHES=dogpile_caches("django_dogpile.cache.DogpileCache", MEMCACHED, _NO_CULL))
+class DogpileOverMemcachedTests(BaseCacheTests, TestCase):
     pass
 
 

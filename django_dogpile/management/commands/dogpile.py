@@ -31,6 +31,7 @@ from django_dogpile.cache import LOCK_SUFFIX, DogpileCache
 from django_dogpile.entries import INVALIDATED, is_entry
 from django_dogpile.locks import MISSING
 from django_dogpile.shared_stats import publish_now, shared_stats
+from django_dogpile.stores import RedisAdapter
 
 
 class Command(BaseCommand):
@@ -190,13 +191,16 @@ def inspect_key(cache: DogpileCache, key: str, version: int | None = None) -> li
     return lines
 
 
-def _redis(cache: DogpileCache) -> Any:
+def _redis(cache: DogpileCache, made: str) -> Any:
+    """The client of the Redis server holding ``made`` (and its lease), or None."""
     adapter = cache._adapter
-    return getattr(adapter, "client", None) if adapter.kind == "redis" else None
+    if not isinstance(adapter, RedisAdapter):
+        return None
+    return adapter.client_for(adapter.raw_key(made))
 
 
 def _ttl(cache: DogpileCache, made: str) -> str:
-    client = _redis(cache)
+    client = _redis(cache, made)
     if client is None:
         return "(this store does not tell)"
     pttl = client.pttl(str(cache.store.make_key(made)))
@@ -205,7 +209,7 @@ def _ttl(cache: DogpileCache, made: str) -> str:
 
 def _lease(cache: DogpileCache, made: str) -> str:
     lock_key = made + LOCK_SUFFIX
-    client = _redis(cache)
+    client = _redis(cache, made)
     if client is not None:
         raw_key = str(cache.store.make_key(lock_key))
         holder, pttl = client.get(raw_key), client.pttl(raw_key)
