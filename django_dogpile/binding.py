@@ -73,7 +73,9 @@ class StoreBinding:
                 "[django_dogpile.E002]"
             )
         try:
-            self._adapter = adapter_for(store, self.options.lock, self.options.lock_timeout)
+            self._adapter = adapter_for(
+                store, self.options.lock, self.options.lock_timeout, self.location
+            )
         except ValueError as exc:
             raise ImproperlyConfigured(
                 f"DogpileCache {self.alias!r}: {exc} ({self.location!r}). "

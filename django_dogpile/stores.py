@@ -88,6 +88,11 @@ class MemcachedStore:
     """A memcached store as DogpileCache uses it (Django's own instance is
     left untouched for everyone else).
 
+    * Each call goes to **this thread's** ``caches[alias]``: Django's
+      memcached clients (pymemcache without pooling, pylibmc) are not
+      thread-safe, and Django gives each thread its own; sharing one between
+      threads interleaved the protocol (seen: ``MemcacheUnknownError:
+      b'STORED'``, values read under the wrong key).
     * Timeouts are rounded **up** to whole seconds.  memcached counts whole
       seconds and Django truncates, so a 0.5 s lease became "expired at once"
       (every caller took it) and a 1.5 s record lived 1 s.
@@ -97,14 +102,22 @@ class MemcachedStore:
       the backend reports with the key: not a miss on every request.
     """
 
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        # the read path is the store's own, with no indirection
-        self.get = store.get
-        self.get_many = store.get_many
+    def __init__(self, store: Any, alias: str | None) -> None:
+        from django.core.cache import caches
+
+        if alias is None:  # not from CACHES: one instance is all there is
+            self._here: Callable[[], Any] = lambda: store
+        else:
+            self._here = lambda: caches[alias]
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+        return getattr(self._here(), name)
+
+    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        return self._here().get(key, default, version)
+
+    def get_many(self, keys: Any, version: int | None = None) -> dict[Any, Any]:
+        return self._here().get_many(keys, version)
 
     def _too_large(self, exc: Exception, values: Any) -> UncacheableValue:
         size = sum(len(pickle.dumps(v, pickle.HIGHEST_PROTOCOL)) for v in values)
@@ -120,7 +133,7 @@ class MemcachedStore:
 
     def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
         try:
-            self._store.set(key, value, _whole_seconds(timeout), version)
+            self._here().set(key, value, _whole_seconds(timeout), version)
         except Exception as exc:
             if self._is_too_large(exc):
                 raise self._too_large(exc, [value]) from exc
@@ -128,7 +141,7 @@ class MemcachedStore:
 
     def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         try:
-            return bool(self._store.add(key, value, _whole_seconds(timeout), version))
+            return bool(self._here().add(key, value, _whole_seconds(timeout), version))
         except Exception as exc:
             if self._is_too_large(exc):
                 raise self._too_large(exc, [value]) from exc
@@ -136,14 +149,14 @@ class MemcachedStore:
 
     def set_many(self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list[Any]:
         try:
-            return list(self._store.set_many(data, _whole_seconds(timeout), version) or [])
+            return list(self._here().set_many(data, _whole_seconds(timeout), version) or [])
         except Exception as exc:
             if self._is_too_large(exc):
                 raise self._too_large(exc, data.values()) from exc
             raise
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
-        return bool(self._store.touch(key, _whole_seconds(timeout), version))
+        return bool(self._here().touch(key, _whole_seconds(timeout), version))
 
 
 def is_file(store: Any) -> bool:
@@ -351,8 +364,8 @@ class RedisAdapter(StoreAdapter):
                 raise
 
 
-def adapter_for(store: Any, lock: str, lock_timeout: float) -> StoreAdapter:
-    """Return the adapter for ``store`` under the ``LOCK`` option ``lock``.
+def adapter_for(store: Any, lock: str, lock_timeout: float, alias: str | None = None) -> StoreAdapter:
+    """Return the adapter for ``store`` (``caches[alias]``) under the ``LOCK`` option ``lock``.
 
     Raises :class:`ValueError` when ``lock`` asks for what the store cannot do.
     """
@@ -376,5 +389,5 @@ def adapter_for(store: Any, lock: str, lock_timeout: float) -> StoreAdapter:
     if lock == "cache" and is_file(store):
         lock = "file"  # the file cache's add() is has_key() then set(): not a lock
     if is_memcached(store):
-        return StoreAdapter(MemcachedStore(store), lock, lock_timeout)
+        return StoreAdapter(MemcachedStore(store, alias), lock, lock_timeout)
     return StoreAdapter(store, lock, lock_timeout)

@@ -34,6 +34,10 @@ SHARED = [
     "file",
     "db",
     pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("shards", marks=[pytest.mark.shards, pytest.mark.filterwarnings(
+        # django-redis 7's ShardClient.get_many warns about its own call
+        "ignore:get on sharded client should not specify client:UserWarning")]),
+    pytest.param("memcached", marks=pytest.mark.memcached),
 ]
 ALL = ["locmem", *SHARED]
 
@@ -55,6 +59,11 @@ def fresh_cache(location, prefix, **options):
         ("file", "auto"),
         ("db", "auto"),
         pytest.param("redis", "auto", marks=pytest.mark.redis),
+        pytest.param("redis_django", "auto", marks=pytest.mark.redis),
+        pytest.param("valkey", "auto", marks=pytest.mark.redis),
+        pytest.param("shards", "auto", marks=[pytest.mark.shards, pytest.mark.filterwarnings(
+            "ignore:get on sharded client should not specify client:UserWarning")]),
+        pytest.param("memcached", "auto", marks=pytest.mark.memcached),
         # the plain add() lease (memcached's), over a store whose add() is atomic
         pytest.param("redis", "cache", marks=pytest.mark.redis),
     ],
