@@ -48,6 +48,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 
 from . import bridge, entries, state
+from .apps import warn_if_not_installed
 from .conf import (
     BackendOptions,
     ConfigError,
@@ -80,6 +81,7 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
     """
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
+        warn_if_not_installed()  # the tag and the checks need the app
         params = dict(params)
         # A bad setting must reach `manage.py check` as django_dogpile.E00x,
         # and Django's own cache checks instantiate every alias: so the error

@@ -162,3 +162,82 @@ def test_a_face_on_a_plain_cache_logs_once(caplog):
         "cached() uses the cache 'locmem', which is not a DogpileCache: no stampede "
         "protection. Point it at a DogpileCache alias."
     ) == 1
+
+
+NO_APP_SETTINGS = """
+SECRET_KEY = "x"
+INSTALLED_APPS = ["django.contrib.contenttypes"]{extra_app}
+TEMPLATES = [{{"BACKEND": "django.template.backends.django.DjangoTemplates", "DIRS": [{templates!r}]}}]
+CACHES = {{
+    "store": {{"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+    "default": {{"BACKEND": "django_dogpile.cache.DogpileCache", "LOCATION": "store"}},
+}}
+"""
+
+RENDER = """
+import django
+django.setup()
+from django.core.cache import cache
+from django.template import TemplateSyntaxError
+from django.template.loader import get_template
+import threading
+print(cache.get_or_set_status("k", "v", 60), cache.get_or_set_status("k", "v", 60))
+other = threading.Thread(target=lambda: cache.get("k"))  # a thread builds its own instance
+other.start()
+other.join()
+try:
+    get_template("uses_tag.html")
+except TemplateSyntaxError as exc:
+    print("TemplateSyntaxError", exc)
+"""
+
+FIX = 'Add "django_dogpile" to INSTALLED_APPS.'
+
+
+def run_without_app(tmp_path, *args, installed=False):
+    """Run ``python *args`` on a settings module naming DogpileCache in CACHES
+    (with ``"django_dogpile"`` in INSTALLED_APPS only if ``installed``)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    templates = tmp_path / "templates"
+    templates.mkdir(exist_ok=True)
+    (templates / "uses_tag.html").write_text("{% load dogpile %}{% dogpile_cache 60 x %}x{% enddogpile_cache %}")
+    extra = ' + ["django_dogpile"]' if installed else ""
+    (tmp_path / "noapp_settings.py").write_text(
+        NO_APP_SETTINGS.format(extra_app=extra, templates=str(templates))
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DOGPILE_", "PYTHON"))}
+    env.update(PYTHONPATH=f"{tmp_path}{os.pathsep}{root}", DJANGO_SETTINGS_MODULE="noapp_settings")
+    return subprocess.run(
+        [sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_without_the_app_check_warns_naming_the_fix(tmp_path):
+    # Django's own cache checks build every alias, DogpileCache among them
+    out = run_without_app(tmp_path, "-m", "django", "check")
+    assert out.returncode == 0, out.stderr  # a warning, not an error: the backend works
+    assert "System check identified no issues" in out.stdout
+    assert out.stderr.count(FIX) == 1, out.stderr
+    assert "{% load dogpile %} fails" in out.stderr
+
+    installed = run_without_app(tmp_path, "-m", "django", "check", installed=True)
+    assert installed.returncode == 0, installed.stderr
+    assert "INSTALLED_APPS" not in installed.stderr
+
+
+def test_without_the_app_the_backend_works_and_the_tag_failure_is_explained(tmp_path):
+    out = run_without_app(tmp_path, "-c", RENDER)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "('v', 'MISS') ('v', 'HIT')"
+    assert lines[1].startswith("TemplateSyntaxError 'dogpile' is not a registered tag library")
+    assert out.stderr.count(FIX) == 1, out.stderr  # once per process, not per cache built
+
+    installed = run_without_app(tmp_path, "-c", RENDER, installed=True)
+    assert installed.stdout.splitlines() == ["('v', 'MISS') ('v', 'HIT')"], installed.stderr
+    assert "INSTALLED_APPS" not in installed.stderr
