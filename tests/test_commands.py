@@ -122,9 +122,13 @@ def test_prometheus_export_sums_the_published_counters():
     assert 'django_dogpile_processes{alias="dp_redis"}' in text
 
 
-@pytest.mark.slow
-def test_stampede_command_against_a_running_site():
-    """The comparison ships with the package: any running site, two URLs."""
+CLIENTS = 8
+
+
+@pytest.fixture(scope="module")
+def stampeded_demo():
+    """The demo under runserver, after ``dogpile stampede /report/ --compare
+    /report/plain/``: (the server, the command's output)."""
     from tests.demo_server import DemoServer
 
     server = DemoServer(DEMO_TIMEOUT="1")
@@ -132,10 +136,17 @@ def test_stampede_command_against_a_running_site():
     try:
         out = command(
             "stampede", server.url + "/report/", "--compare", server.url + "/report/plain/",
-            "--clients", "8", "--duration", "2.5",
+            "--clients", str(CLIENTS), "--duration", "2.5",
         )
+        yield server, out
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_stampede_command_against_a_running_site(stampeded_demo):
+    """The comparison ships with the package: any running site, two URLs."""
+    server, out = stampeded_demo
     lines = out.splitlines()
     ours = next(line for line in lines if line.startswith(server.url + "/report/ "))
     theirs = next(line for line in lines if "/report/plain/" in line)
@@ -145,3 +156,40 @@ def test_stampede_command_against_a_running_site():
     assert 1 <= runs <= 3, ours  # one regeneration per 1 s expiry in 2.5 s
     assert "HIT=" in ours and "UPDATING=" in ours
     assert theirs.split()[6] == "?"  # Django's face says nothing about view runs
+
+
+@pytest.mark.slow
+def test_stats_page_draws_the_stampede_on_each_face_over_time(stampeded_demo):
+    """/stats/ draws view runs per second of /report/plain/ (Django's
+    cache_page) and /report/ (dogpile_cache_page): Django's face runs the view
+    for every waiting client at each expiry, ours once."""
+    import json
+    import re
+    import urllib.request
+    import xml.etree.ElementTree as ET
+
+    server, _out = stampeded_demo
+    body = urllib.request.urlopen(server.url + "/stats/", timeout=10).read().decode()
+    runs = json.load(urllib.request.urlopen(server.url + "/stats/?json=1", timeout=10))["runs"]
+    svg = ET.fromstring(re.search(r'<svg id="timeline".*?</svg>', body, re.S).group(0))
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    lines = {
+        p.get("data-face").split()[0]: p for p in svg.iterfind("svg:polyline[@class='series']", ns)
+    }
+    assert set(lines) == {"Django", "dogpile_cache_page"}, lines
+    counts = {face: [int(c) for c in p.get("data-counts").split(",")] for face, p in lines.items()}
+    for face, p in lines.items():
+        assert sum(counts[face]) == int(p.get("data-total"))
+        assert len(p.get("points").split()) == len(counts[face])  # one point per second
+    legend = " ".join(t.text or "" for t in svg.iterfind("svg:text", ns))
+    django, dogpile = sum(counts["Django"]), sum(counts["dogpile_cache_page"])
+    assert f"Django cache_page /report/plain/: {django} runs" in legend, legend
+    # the picture counts what the views counted (one process, all in the window)
+    assert django == runs["page (Django cache_page)"] and dogpile == runs["page (dogpile_cache_page)"]
+    # ours: the first creation, then one per 1 s expiry; Django's: every client at the first miss
+    assert 2 <= dogpile <= 4, counts
+    assert django >= CLIENTS and django > dogpile, counts
+    # over time: /report/ was stampeded first, then /report/plain/
+    last_ours = max(i for i, c in enumerate(counts["dogpile_cache_page"]) if c)
+    first_django = min(i for i, c in enumerate(counts["Django"]) if c)
+    assert last_ours <= first_django, counts

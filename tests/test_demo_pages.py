@@ -28,6 +28,10 @@ assert "<svg" in body and 'id="chart"' in body, body[:500]
 import json
 runs = json.loads(c.get("/stats/?json=1").content)["runs"]
 assert runs["page (dogpile_cache_page)"] == 1, runs
+assert 'id="timeline"' in body and body.count('class="series"') == 2, body
+timeline = json.loads(c.get("/stats/?json=1").content)["timeline"]
+assert {face: sum(counts) for face, counts in timeline.items()} == {
+    "page (Django cache_page)": 1, "page (dogpile_cache_page)": 1}, timeline
 assert runs["fragment (Django {% cache %})"] == 1 and runs["function (Django get_or_set)"] == 1, runs
 data = json.loads(c.get("/stats/?json=1").content)
 assert data["counters"]["HIT"] >= 1
@@ -47,3 +51,22 @@ def test_demo_pages_and_stats_chart():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
+
+
+def test_timeline_draws_each_series_from_just_before_its_first_run():
+    from testproject.demo import timeline
+
+    quiet, burst = [0] * 110, [0, 5, 0, 12, 0, 0, 1, 0, 0, 0]  # WINDOW seconds, oldest first
+    svg = timeline.draw([("a & b", "#111", quiet + burst), ("c", "#222", quiet + [0, 1] + [0] * 8)])
+    assert svg.startswith('<svg id="timeline"') and svg.endswith("</svg>")
+    # drawn from 2 s before the first run, but at least MIN_SPAN seconds
+    assert f'data-span-seconds="{timeline.MIN_SPAN}"' in svg
+    first = svg.split('class="series"')[1]
+    assert 'data-face="a &amp; b" data-total="18"' in first
+    assert 'data-counts="' + ",".join(map(str, [0] * 20 + burst)) + '"' in first
+    assert "a &amp; b: 18 runs" in svg and "c: 1 run<" in svg
+    assert svg.count("<circle") == 4  # a point for each second with runs
+    assert ">20<" in svg and ">-30 s<" in svg and ">now<" in svg  # the axes: 12 rounded up, seconds ago
+
+    early = [0] * 10 + [3] + [0] * 109  # a run 110 s ago: drawn from 2 s before it
+    assert 'data-span-seconds="112"' in timeline.draw([("a", "#111", early)])

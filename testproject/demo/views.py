@@ -16,6 +16,8 @@ from django.views.decorators.cache import cache_page
 from django_dogpile.decorators import cached, dogpile_cache_page
 from django_dogpile.stats import COUNTERS, get_key_stats, get_stats
 
+from . import timeline
+
 _lock = threading.Lock()
 RUNS: dict[str, int] = defaultdict(int)  # face -> slow executions
 LAST: dict[str, float] = {}
@@ -42,6 +44,7 @@ def slow_work(face: str) -> str:
     with _lock:
         RUNS[face] += 1
         n = RUNS[face]
+    timeline.record(face)
     _event(face, "start")
     if settings.DEMO_FAIL_FILE and os.path.exists(settings.DEMO_FAIL_FILE):
         _event(face, "error")
@@ -149,11 +152,21 @@ def _clock(ts: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
+#: the timeline's two lines: the same page under each face (label, colour)
+TIMELINE = {
+    "page (Django cache_page)": ("Django cache_page /report/plain/", "#d9534f"),
+    "page (dogpile_cache_page)": ("dogpile_cache_page /report/", "#3b7dd8"),
+}
+
+
 def stats(request):
     counters = get_stats("default")
     keys = get_key_stats("default")
+    runs_per_second = timeline.read(list(TIMELINE))
     if "json" in request.GET:
-        return JsonResponse({"counters": counters, "runs": dict(RUNS), "keys": keys})
+        return JsonResponse(
+            {"counters": counters, "runs": dict(RUNS), "keys": keys, "timeline": runs_per_second}
+        )
     rows = [(name, counters[name]) for name in COUNTERS]
     per_key = [
         {
@@ -193,6 +206,10 @@ def stats(request):
             "per_face": sorted(by_face.values(), key=lambda f: str(f["face"])),
             "faces": faces,
             "chart": _chart(rows),
+            "timeline": timeline.draw(
+                [(*TIMELINE[face], counts) for face, counts in runs_per_second.items()]
+            ),
+            "window": timeline.WINDOW,
             "store": settings.STORE["BACKEND"],
         },
     )
