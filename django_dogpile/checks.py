@@ -20,8 +20,10 @@ bad option of an alias is reported, each message naming the alias.
   on the store alias, not on the wrapper.
 * ``django_dogpile.W003`` a face (``dogpile_cache_page``, ``cached``,
   ``DOGPILE["CACHE_ALIAS"]``) uses an alias that is not a DogpileCache.
-* ``django_dogpile.W001`` (deploy) the store is per-process (locmem), so
-  the lock does not reach across worker processes.
+* ``django_dogpile.W001`` (deploy) the store is per-process (locmem,
+  dummy) or LOCK is 'local': the lock does not reach across worker processes.
+* ``django_dogpile.W004`` (deploy) the lease reaches one host only (the file
+  cache), or the store is unknown and its lease is a plain ``add()``.
 """
 
 from __future__ import annotations
@@ -189,22 +191,58 @@ def check_faces_use_dogpile(app_configs: Any = None, **kwargs: Any) -> list[Warn
         return []
 
 
+#: stores whose lease is native and reaches every process on every host
+_SHARED_LEASE_STORES = (
+    "django.core.cache.backends.redis.RedisCache",
+    "django.core.cache.backends.memcached.PyMemcacheCache",
+    "django.core.cache.backends.memcached.PyLibMCCache",
+    "django.core.cache.backends.db.DatabaseCache",
+)
+
+
+def _lease_reach(backend: str, lock: str) -> tuple[str, str, str] | None:
+    """``(id, problem, hint)`` when a store's lease does not reach every
+    worker of a deployment, or cannot be trusted to; None when it does."""
+    shared = "Use a shared store: Redis (django-redis, django-valkey, Django's RedisCache), memcached or the database cache."
+    if backend in _LOCAL_STORES or lock == "local":
+        what = f"{backend}, which each worker process has to itself" if backend in _LOCAL_STORES else (
+            f"{backend} with LOCK 'local', a lock inside each process"
+        )
+        return ("django_dogpile.W001", f"stores its data in {what}: every process regenerates on its own.", shared)
+    if backend == "django.core.cache.backends.filebased.FileBasedCache":
+        return (
+            "django_dogpile.W004",
+            f"stores its data in {backend}: the lease (a file under flock) holds "
+            "for the processes of one host; hosts sharing the directory over "
+            "NFS or similar cannot rely on flock.",
+            "Fine for one host.  " + shared,
+        )
+    if backend.startswith(("django_redis.", "django_valkey.")) or backend in _SHARED_LEASE_STORES:
+        return None
+    if lock == "redis":
+        return None  # E009 reports a LOCK 'redis' that cannot hold
+    return (
+        "django_dogpile.W004",
+        f"stores its data in {backend}, which django-dogpile does not know: its "
+        "lease is the store's add(), a lock only if add() is atomic across processes.",
+        "If add() is atomic (memcached-like), silence this with "
+        "SILENCED_SYSTEM_CHECKS; otherwise " + shared[0].lower() + shared[1:],
+    )
+
+
 @register(Tags.caches, deploy=True)
 def check_store_is_shared(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
-    """Warn when a DogpileCache's store lives inside one process."""
+    """Warn when a DogpileCache's lease does not reach every worker, naming the store."""
     warnings = []
     for alias, conf in _dogpile_aliases():
         store = settings.CACHES.get(conf.get("LOCATION"), {})
-        if store.get("BACKEND") in _LOCAL_STORES:
-            warnings.append(
-                Warning(
-                    f"CACHES[{alias!r}] stores its data in {store['BACKEND']}, which "
-                    "each worker process has to itself: every process regenerates "
-                    "on its own.",
-                    hint="Use a shared store (django-redis, memcached, database) "
-                    "when the site runs more than one process.",
-                    id="django_dogpile.W001",
-                    obj=alias,
-                )
-            )
+        options = conf.get("OPTIONS")
+        lock = options.get("LOCK", "auto") if isinstance(options, dict) else "auto"
+        reach = _lease_reach(str(store.get("BACKEND", "")), lock)
+        if reach is not None:
+            id_, problem, hint = reach
+            warnings.append(Warning(
+                f"CACHES[{alias!r}] (store {conf.get('LOCATION')!r}) {problem}",
+                hint=hint, id=id_, obj=alias,
+            ))
     return warnings

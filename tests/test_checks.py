@@ -241,3 +241,32 @@ def test_without_the_app_the_backend_works_and_the_tag_failure_is_explained(tmp_
     installed = run_without_app(tmp_path, "-c", RENDER, installed=True)
     assert installed.stdout.splitlines() == ["('v', 'MISS') ('v', 'HIT')"], installed.stderr
     assert "INSTALLED_APPS" not in installed.stderr
+
+
+@pytest.mark.parametrize(
+    "backend, options, expected",
+    [
+        ("django.core.cache.backends.locmem.LocMemCache", {}, ["django_dogpile.W001"]),
+        ("django.core.cache.backends.dummy.DummyCache", {}, ["django_dogpile.W001"]),
+        ("django_redis.cache.RedisCache", {"LOCK": "local"}, ["django_dogpile.W001"]),
+        ("django.core.cache.backends.filebased.FileBasedCache", {}, ["django_dogpile.W004"]),
+        ("tests.settings.SomeOtherCache", {}, ["django_dogpile.W004"]),
+        ("django_redis.cache.RedisCache", {}, []),
+        ("django_valkey.cache.ValkeyCache", {}, []),
+        ("django.core.cache.backends.redis.RedisCache", {}, []),
+        ("django.core.cache.backends.memcached.PyMemcacheCache", {}, []),
+        ("django.core.cache.backends.db.DatabaseCache", {}, []),
+    ],
+)
+def test_deploy_check_names_stores_whose_lease_does_not_reach_every_worker(backend, options, expected):
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "the_store": {"BACKEND": backend, "LOCATION": "somewhere"},
+        "dp": {"BACKEND": "django_dogpile.cache.DogpileCache", "LOCATION": "the_store", "OPTIONS": options},
+    }
+    with override_settings(CACHES=caches):
+        messages = check_store_is_shared()
+    assert ids(messages) == expected
+    for m in messages:  # names the alias, the store alias and the store's class
+        assert "'dp'" in m.msg and "'the_store'" in m.msg and backend in m.msg, m.msg
+        assert m.hint
