@@ -2,6 +2,7 @@
 
 Run:  .venv/bin/python benchmarks/stampede.py          (about 50 s)
       .venv/bin/python benchmarks/stampede.py --duration 4 --threads 16
+      .venv/bin/python benchmarks/stampede.py --store all  (every store, ~7 min)
 
 Every scenario runs three times in one go, side by side: Django's own
 ``get_or_set`` on a store alias (``django``), ``DogpileCache.get_or_set``
@@ -9,7 +10,9 @@ over the same alias (``dogpile``), and the same with ``BACKGROUND``
 (``background``: even the caller that wins the lock gets the stale value).  The callers (threads, or processes x threads on Redis) loop on
 one key with a short pause between calls; the creator sleeps
 ``--creator`` seconds and records when it ran.  The script starts its own
-``redis-server`` on a free loopback port.
+``redis-server`` (and a second one for ``shards``, a ``memcached`` for
+``memcached``) on free loopback ports.  Every store but locmem also runs as
+8 processes x 4 threads.
 
 Columns:
 
@@ -96,13 +99,46 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+#: the stores this benchmark knows: aliases of tests/settings.py
+STORES = ("locmem", "file", "db", "redis", "redis_django", "valkey", "shards", "memcached")
+
+
 def setup_django(redis_url: str | None) -> None:
+    import warnings
+
+    # django-redis 7's ShardClient warns on each of its own get()/set() calls
+    warnings.filterwarnings("ignore", ".* on sharded client should not specify client")
     if redis_url:
         os.environ["DOGPILE_TEST_REDIS_URL"] = redis_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
     import django
 
     django.setup()
+
+
+def start_servers(stores: list[str]) -> list[Any]:
+    """Start the servers ``stores`` need; environment set for child processes."""
+    import tempfile
+
+    from tests.redis_server import MemcachedServer, RedisServer
+
+    os.environ.setdefault("DOGPILE_TEST_SHARED_DIR", tempfile.mkdtemp(prefix="dogpile-bench-"))
+    servers: list[Any] = []
+    redis = RedisServer()
+    redis.start()
+    servers.append(redis)
+    os.environ["DOGPILE_TEST_REDIS_URL"] = redis.url
+    if "shards" in stores:
+        second = RedisServer()
+        second.start()
+        servers.append(second)
+        os.environ["DOGPILE_TEST_REDIS2_URL"] = second.url
+    if "memcached" in stores:
+        memcached = MemcachedServer()
+        memcached.start()
+        servers.append(memcached)
+        os.environ["DOGPILE_TEST_MEMCACHED"] = memcached.location
+    return servers
 
 
 KINDS = ("django", "dogpile", "background")
@@ -202,7 +238,7 @@ def run(
 ) -> Result:
     """One scenario: ``processes`` x ``threads`` callers on one fresh key."""
     key = f"stampede:{uuid.uuid4().hex[:12]}"
-    start_at = time.time() + (3.0 if processes > 1 else 0.5)
+    start_at = time.time() + (6.0 if processes > 1 else 0.5)  # spawn + Django set-up
     args = (kind, store, key, threads, start_at, duration, timeout, creator_time, think)
     if processes == 1:
         return drive(*args)
@@ -232,19 +268,28 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1.0)
     parser.add_argument("--creator", type=float, default=0.2, help="creator time, s")
     parser.add_argument("--think", type=float, default=0.005, help="pause between calls, s")
-    parser.add_argument("--stores", default="locmem,redis")
+    parser.add_argument(
+        "--store", "--stores", dest="stores", default="locmem,redis",
+        help=f"comma-separated, or 'all': {','.join(STORES)}",
+    )
     opts = parser.parse_args()
+    stores = list(STORES) if opts.stores == "all" else opts.stores.split(",")
+    unknown = set(stores) - set(STORES)
+    if unknown:
+        parser.error(f"unknown store(s) {', '.join(sorted(unknown))}; known: {', '.join(STORES)}")
 
-    from tests.redis_server import RedisServer
-
-    server = RedisServer()
-    server.start()
+    servers = start_servers(stores)
     try:
-        setup_django(server.url)
+        setup_django(os.environ["DOGPILE_TEST_REDIS_URL"])
+        if "db" in stores:
+            from django.core.management import call_command
+
+            call_command("migrate", database="files", verbosity=0, run_syncdb=True)
+            call_command("createcachetable", database="files", verbosity=0)
         scenarios = []
-        for store in opts.stores.split(","):
+        for store in stores:
             scenarios.append((store, 1, opts.threads))
-            if store == "redis":
+            if store != "locmem":  # a shared store: processes too
                 scenarios.append((store, 8, max(1, opts.threads // 8)))
         print(
             f"{opts.duration:g} s per run, timeout {opts.timeout:g} s, creator "
@@ -259,7 +304,8 @@ def main() -> None:
                 result = run(
                     kind, store, threads=threads, processes=processes,
                     duration=opts.duration, timeout=opts.timeout,
-                    creator_time=opts.creator, think=opts.think, redis_url=server.url,
+                    creator_time=opts.creator, think=opts.think,
+                    redis_url=os.environ["DOGPILE_TEST_REDIS_URL"],
                 )
                 row = result.summary(opts.creator)
                 cells = "".join(
@@ -268,7 +314,8 @@ def main() -> None:
                 )
                 print(f"{label:28} {kind:8}{cells}", flush=True)
     finally:
-        server.cleanup()
+        for server in servers:
+            server.cleanup()
 
 
 if __name__ == "__main__":

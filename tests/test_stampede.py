@@ -58,3 +58,23 @@ def test_processes_on_redis(redis_server):
     dogpile = run("dogpile", "redis", **common).summary(CREATOR)
     check_django(plain, processes * threads)
     check_dogpile(dogpile)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "store",
+    [
+        "file",
+        "db",
+        pytest.param("redis_django", marks=pytest.mark.redis),
+        pytest.param("valkey", marks=pytest.mark.redis),
+        pytest.param("shards", marks=[pytest.mark.shards, pytest.mark.filterwarnings(
+            "ignore:.* on sharded client should not specify client:UserWarning")]),
+        pytest.param("memcached", marks=pytest.mark.memcached),
+    ],
+)
+def test_threads_on_every_shared_store(store):
+    """One creator per expiry on each store (its processes: tests/test_fences.py)."""
+    dogpile = run("dogpile", store, threads=8, duration=DURATION,
+                  timeout=TIMEOUT, creator_time=CREATOR).summary(CREATOR)
+    check_dogpile(dogpile)
