@@ -74,7 +74,8 @@ class StoreBinding:
             )
         try:
             self._adapter = adapter_for(
-                store, self.options.lock, self.options.lock_timeout, self.location
+                store, self.options.lock, self.options.lock_timeout, self.location,
+                holds=bool(self.options.retry_after),
             )
         except ValueError as exc:
             raise ImproperlyConfigured(

@@ -74,7 +74,7 @@ class CacheLease:
     a database that serialises the insert of one primary key).
     """
 
-    __slots__ = ("cache", "lock_key", "record_key", "timeout", "token", "_snapshot")
+    __slots__ = ("cache", "lock_key", "record_key", "timeout", "token", "_snapshot", "check_hold")
 
     released_by_store = False
 
@@ -85,6 +85,9 @@ class CacheLease:
         self.timeout = lock_timeout
         self.token = uuid.uuid4().hex
         self._snapshot: Any = MISSING
+        #: look for a RETRY_AFTER hold on the stale path (the alias sets
+        #: RETRY_AFTER; without it no hold is ever left: no round trip)
+        self.check_hold = True
 
     def _take(self) -> bool:
         return bool(self.cache.add(self.lock_key, self.token, timeout=self.timeout))
@@ -97,7 +100,7 @@ class CacheLease:
 
         A non-blocking call (the stale path) fails while a retry hold is on.
         """
-        if not wait and self.cache.get(self.lock_key + ":retry") is not None:
+        if not wait and self.check_hold and self.cache.get(self.lock_key + ":retry") is not None:
             return False
         self._snapshot = MISSING  # an unusable record seen before is no answer now
         delay = 0.005

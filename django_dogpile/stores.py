@@ -241,7 +241,7 @@ class StoreAdapter:
     #: a write through the lease checks the token atomically
     fenced_by_lease = False
 
-    def __init__(self, store: Any, kind: str, lock_timeout: float) -> None:
+    def __init__(self, store: Any, kind: str, lock_timeout: float, holds: bool = True) -> None:
         self.store = store
         self.kind = kind
         self.lock_timeout = lock_timeout
@@ -250,15 +250,18 @@ class StoreAdapter:
         # swallowed an error; Django's own backends return None on success.
         self.set_reports = is_django_redis(store)
         self.lease: Callable[[str, str], Any] | None = None
+        factory: Any = None
         if kind == "cache":
-            lease = DatabaseLease if _inherits(store, (_DB_STORE,)) else CacheLease
-            self.lease = lambda lock_key, record_key: lease(
-                store, lock_key, record_key, lock_timeout
-            )
+            factory = DatabaseLease if _inherits(store, (_DB_STORE,)) else CacheLease
         elif kind == "file":
-            self.lease = lambda lock_key, record_key: FileLease(
-                store, lock_key, record_key, lock_timeout
-            )
+            factory = FileLease
+        if factory is not None:
+            def lease(lock_key: str, record_key: str) -> Any:
+                made = factory(store, lock_key, record_key, lock_timeout)
+                made.check_hold = holds
+                return made
+
+            self.lease = lease
 
     def set(self, made: str, record: Any, timeout: float | None, lock_key: str) -> bool:
         """Store ``record`` for an explicit ``set()``; True if stored."""
@@ -364,8 +367,13 @@ class RedisAdapter(StoreAdapter):
                 raise
 
 
-def adapter_for(store: Any, lock: str, lock_timeout: float, alias: str | None = None) -> StoreAdapter:
+def adapter_for(
+    store: Any, lock: str, lock_timeout: float, alias: str | None = None, holds: bool = True,
+) -> StoreAdapter:
     """Return the adapter for ``store`` (``caches[alias]``) under the ``LOCK`` option ``lock``.
+
+    ``holds``: the alias sets ``RETRY_AFTER``, so a lease may find a hold
+    (every worker shares the alias's OPTIONS; without it none is ever left).
 
     Raises :class:`ValueError` when ``lock`` asks for what the store cannot do.
     """
@@ -389,5 +397,5 @@ def adapter_for(store: Any, lock: str, lock_timeout: float, alias: str | None = 
     if lock == "cache" and is_file(store):
         lock = "file"  # the file cache's add() is has_key() then set(): not a lock
     if is_memcached(store):
-        return StoreAdapter(MemcachedStore(store, alias), lock, lock_timeout)
-    return StoreAdapter(store, lock, lock_timeout)
+        return StoreAdapter(MemcachedStore(store, alias), lock, lock_timeout, holds)
+    return StoreAdapter(store, lock, lock_timeout, holds)
