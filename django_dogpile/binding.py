@@ -82,7 +82,14 @@ class StoreBinding:
                 f"DogpileCache {self.alias!r}: {exc} ({self.location!r}). "
                 "[django_dogpile.E009]"
             ) from None
-        # the adapter's view of the store (memcached: timeouts in whole seconds)
+        if self.options.near_cache is not None:
+            from .near import near_store
+
+            near = near_store(self.location, self._adapter.store, self.options.near_cache, self._adapter)
+            self._adapter.store = near
+            self._adapter.wrote = near.wrote
+        # the adapter's view of the store (memcached: timeouts in whole seconds;
+        # a near cache in front)
         store = self._store_cache = self._adapter.store
         from .shared_stats import start_publishing
 

@@ -40,6 +40,14 @@ BACKEND_OPTION_DEFAULTS: dict[str, Any] = {
     "LOCK": "auto",
     "KEY_STATS": 0,  # per-key counters for up to this many keys; 0 is off
     "RETRY_AFTER": 0,  # seconds to serve stale before retrying a failed regeneration
+    "NEAR_CACHE": False,  # a per-process copy of hot fresh records (see near.py)
+}
+
+#: NEAR_CACHE: True, or a dict overriding these
+NEAR_CACHE_DEFAULTS: dict[str, Any] = {
+    "MAX_ENTRIES": 1000,
+    "MAX_BYTES": 16 * 1024 * 1024,
+    "MAX_AGE": 5.0,  # seconds; the bound when an invalidation cannot arrive
 }
 
 LOCK_KINDS = ("auto", "redis", "file", "cache", "local")
@@ -74,6 +82,8 @@ class BackendOptions:
     lock: str
     key_stats: int = 0
     retry_after: float = 0.0
+    #: (MAX_ENTRIES, MAX_BYTES, MAX_AGE), or None when off
+    near_cache: tuple[int, int, float] | None = None
 
 
 def _number(name: str, value: Any, *, id: str, allow_zero: bool = True) -> float:
@@ -232,6 +242,26 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
             )
         return value
 
+    def near_cache(value: Any) -> tuple[int, int, float] | None:
+        hint = (
+            "NEAR_CACHE is False (off), True, or a dict with any of MAX_ENTRIES "
+            "(int > 0), MAX_BYTES (int > 0) and MAX_AGE (seconds > 0)."
+        )
+        if value is False or value is None:
+            return None
+        if value is True:
+            value = {}
+        if not isinstance(value, dict) or set(value) - set(NEAR_CACHE_DEFAULTS):
+            raise ConfigError("django_dogpile.E008", f"OPTIONS['NEAR_CACHE'] is {value!r}.", hint)
+        near = {**NEAR_CACHE_DEFAULTS, **value}
+        for name in ("MAX_ENTRIES", "MAX_BYTES"):
+            if isinstance(near[name], bool) or not isinstance(near[name], int) or near[name] <= 0:
+                raise ConfigError(
+                    "django_dogpile.E008", f"OPTIONS['NEAR_CACHE']['{name}'] is {near[name]!r}.", hint
+                )
+        age = _number("NEAR_CACHE MAX_AGE", near["MAX_AGE"], id="django_dogpile.E008", allow_zero=False)
+        return near["MAX_ENTRIES"], near["MAX_BYTES"], age
+
     parse("GRACE", lambda v: _number("GRACE", v, id="django_dogpile.E005"))
     parse("LOCK_TIMEOUT", lambda v: _number("LOCK_TIMEOUT", v, id="django_dogpile.E006", allow_zero=False))
     parse("WAIT_TIMEOUT", lambda v: None if v is None else _number("WAIT_TIMEOUT", v, id="django_dogpile.E007"))
@@ -245,6 +275,7 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
     parse("LOCK", lock)
     parse("KEY_STATS", key_stats)
     parse("RETRY_AFTER", lambda v: _number("RETRY_AFTER", v, id="django_dogpile.E008"))
+    parse("NEAR_CACHE", near_cache)
     if errors:
         return None, errors
     lock_timeout = values["LOCK_TIMEOUT"]
@@ -259,6 +290,7 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
         serve_stale_on_error=values["SERVE_STALE_ON_ERROR"],
         early_refresh=values["EARLY_REFRESH"],
         lock=values["LOCK"],
+        near_cache=values["NEAR_CACHE"],
     ), []
 
 

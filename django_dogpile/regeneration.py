@@ -330,6 +330,7 @@ class Regeneration:
                 result: Any = store.set(made, record, timeout=ttl)  # type: ignore[func-returns-value]
                 stored = bool(result) if adapter.set_reports else result is not False
         if stored:
+            adapter.wrote(made)
             mutex.local.publish(record)
         return stored
 

@@ -241,6 +241,10 @@ class StoreAdapter:
     #: a write through the lease checks the token atomically
     fenced_by_lease = False
 
+    @staticmethod
+    def wrote(made: str) -> None:
+        """The record ``made`` changed (a near cache, when on, replaces this)."""
+
     def __init__(self, store: Any, kind: str, lock_timeout: float, holds: bool = True) -> None:
         self.store = store
         self.kind = kind
@@ -335,10 +339,16 @@ class RedisAdapter(StoreAdapter):
 
     def set(self, made: str, record: Any, timeout: float | None, lock_key: str) -> bool:
         """``SET`` that also revokes a running regeneration's lease."""
-        return self._write(self.scripts.set, made, record, timeout, lock_key)
+        try:
+            return self._write(self.scripts.set, made, record, timeout, lock_key)
+        finally:
+            self.wrote(made)
 
     def add(self, made: str, record: Any, timeout: float | None, lock_key: str) -> bool:
-        return self._write(self.scripts.add, made, record, timeout, lock_key)
+        added = self._write(self.scripts.add, made, record, timeout, lock_key)
+        if added:
+            self.wrote(made)
+        return added
 
     def delete(self, made: str, lock_key: str) -> bool:
         """``DEL`` that also ends a hold and revokes a regeneration's lease."""
@@ -351,6 +361,8 @@ class RedisAdapter(StoreAdapter):
             if self.ignore:
                 return False
             raise
+        finally:
+            self.wrote(made)
 
     def delete_many(self, made: list[str], lock_keys: list[str]) -> None:
         """One ``DEL`` per server: each record with its lock and hold."""
@@ -365,6 +377,9 @@ class RedisAdapter(StoreAdapter):
         except self.errors:
             if not self.ignore:
                 raise
+        finally:
+            for record in made:
+                self.wrote(record)
 
 
 def adapter_for(

@@ -188,3 +188,23 @@ def hits_then_linger(location_alias, key, n, results):
             cache.get_or_set(key, "v", 60)
         results.put("done")
         time.sleep(1.0)
+
+
+def near_reader(prefix, options, start_at, until, results):
+    """Read key 'k' in a loop; report each change of value as
+    (start of the previous read, start of this read, value)."""
+    _setup()
+    cache = make_cache("redis", prefix, **options)
+    cache.get("k")  # connect; the near cache's listener subscribes
+    bus = cache.store._bus
+    assert bus.subscribed.wait(10)
+    changes = []
+    last, prev_start = object(), 0.0
+    time.sleep(max(0, start_at - time.time()))
+    while (started := time.time()) < until and last != "done":
+        value = cache.get("k")
+        if value != last:
+            changes.append((prev_start, started, value))
+            last = value
+        prev_start = started
+    results.put(changes)

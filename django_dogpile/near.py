@@ -1,0 +1,325 @@
+"""The near cache (``OPTIONS["NEAR_CACHE"]``): hot fresh records kept in the
+process, in front of a shared store, kept coherent with it.
+
+* :class:`NearCache` -- an LRU of *pickled* records, bounded by entries and
+  bytes; an entry lives while its record is fresh and never longer than
+  ``MAX_AGE`` (the bound when an invalidation cannot arrive).  Each hit
+  unpickles its own copy, so callers never share a mutable value.
+* :class:`NearStore` -- the store as DogpileCache sees it: ``get`` asks the
+  near cache first and fills it from the store's fresh records; every write
+  made through it, and each write the backend reports (:meth:`wrote`),
+  evicts the key here and **broadcasts** the key to every other process.
+* On Redis (any client the native lease knows) the broadcast is one pub/sub
+  channel per store, listened to by one daemon thread per process.  While
+  the listener is not subscribed -- at start, after an outage, after a fork
+  -- the near cache is bypassed; when it subscribes again it starts empty,
+  since it cannot know what it missed.  Other stores have no broadcast:
+  there ``MAX_AGE`` alone bounds how old a value another process sees.
+
+A read that began before an invalidation never fills the near cache after
+it: each eviction moves an *epoch*, and a fill made under an older epoch is
+dropped.  Writes made to the store behind DogpileCache's back are not
+broadcast: they show within ``MAX_AGE``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any, Callable
+
+from . import entries
+
+__all__ = ["NearCache", "NearStore"]
+
+log = logging.getLogger(__name__)
+
+_CLEAR = "*"
+
+
+class NearCache:
+    """A bounded LRU of pickled records (see the module docstring)."""
+
+    def __init__(self, max_entries: int, max_bytes: int, max_age: float) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self._data: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.epoch = 0
+        #: False while invalidations may be missed (no listener subscribed)
+        self.ready = True
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def lookup(self, key: str) -> bytes | None:
+        with self._lock:
+            found = self._data.get(key)
+            if found is None:
+                return None
+            if entries.now() >= found[1]:
+                self._pop(key)
+                return None
+            self._data.move_to_end(key)
+            return found[0]
+
+    def offer(self, key: str, record: Any, epoch: int) -> None:
+        """Keep ``record`` (fresh, read under ``epoch``) if nothing changed since."""
+        expires = record[2]
+        now = entries.now()
+        if expires is not None and now >= expires:
+            return
+        until = now + self.max_age if expires is None else min(expires, now + self.max_age)
+        try:
+            blob = pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
+        except Exception:  # the store pickled it; a store of its own kind may not
+            return
+        if len(blob) > self.max_bytes:
+            return
+        with self._lock:
+            if epoch != self.epoch or not self.ready:
+                return  # an invalidation arrived while we read: the read may be old
+            self._pop(key)
+            self._data[key] = (blob, until)
+            self._bytes += len(blob)
+            while len(self._data) > self.max_entries or self._bytes > self.max_bytes:
+                self._pop(next(iter(self._data)))
+
+    def _pop(self, key: str) -> None:
+        gone = self._data.pop(key, None)
+        if gone is not None:
+            self._bytes -= len(gone[0])
+
+    def evict(self, key: str) -> None:
+        with self._lock:
+            self.epoch += 1
+            self._pop(key)
+
+    def drop_all(self) -> None:
+        with self._lock:
+            self.epoch += 1
+            self._data.clear()
+            self._bytes = 0
+
+
+class NearStore:
+    """The store behind a near cache; everything else is the store's own."""
+
+    def __init__(self, store: Any, near: NearCache, bus: _Bus | None) -> None:
+        self._store = store
+        self._near = near
+        self._bus = bus
+        self._pid = os.getpid()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        near = self._near
+        if self._pid != os.getpid():
+            self._forked()
+        if not near.ready:
+            return self._store.get(key, default, version)
+        blob = near.lookup(key)
+        if blob is not None:
+            return pickle.loads(blob)  # each caller its own copy
+        epoch = near.epoch
+        raw = self._store.get(key, default, version)
+        if type(raw) is tuple and len(raw) == 4:
+            near.offer(key, raw, epoch)
+        return raw
+
+    def _forked(self) -> None:
+        # a child of a preloading server: the parent's listener thread did
+        # not come along, and what the parent cached is no one's to trust
+        self._pid = os.getpid()
+        self._near.drop_all()
+        if self._bus is not None:
+            self._bus.start()
+
+    def wrote(self, key: str) -> None:
+        """``key`` changed in the store: evict it here and everywhere."""
+        self._near.evict(key)
+        if self._bus is not None:
+            self._bus.publish(key)
+
+    def _cleared(self) -> None:
+        self._near.drop_all()
+        if self._bus is not None:
+            self._bus.publish(_CLEAR)
+
+    # writes through the store itself (touch, incr, add over a stale value...)
+
+    def set(self, key: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._store.set(key, *args, **kwargs)
+        finally:
+            self.wrote(key)
+
+    def add(self, key: Any, *args: Any, **kwargs: Any) -> Any:
+        added = self._store.add(key, *args, **kwargs)
+        if added:
+            self.wrote(key)
+        return added
+
+    def touch(self, key: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._store.touch(key, *args, **kwargs)
+        finally:
+            self.wrote(key)
+
+    def delete(self, key: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._store.delete(key, *args, **kwargs)
+        finally:
+            self.wrote(key)
+
+    def set_many(self, data: dict[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._store.set_many(data, *args, **kwargs)
+        finally:
+            for key in data:
+                self.wrote(key)
+
+    def delete_many(self, keys: Any, *args: Any, **kwargs: Any) -> Any:
+        keys = list(keys)
+        try:
+            return self._store.delete_many(keys, *args, **kwargs)
+        finally:
+            for key in keys:
+                self.wrote(key)
+
+    def clear(self) -> Any:
+        try:
+            return self._store.clear()
+        finally:
+            self._cleared()
+
+
+class _Bus:
+    """One pub/sub channel on a Redis server: publish keys, listen for them.
+
+    The listener is one daemon thread per process and channel; it marks the
+    near cache not ready whenever it is not subscribed, and empties it each
+    time it subscribes again.
+    """
+
+    def __init__(
+        self, client: Any, channel: str, near: NearCache, errors: tuple[type[BaseException], ...]
+    ) -> None:
+        self.client = client
+        self.channel = channel
+        self.near = near
+        self.errors = errors
+        self.thread: threading.Thread | None = None
+        self.pid = 0
+        self.subscribed = threading.Event()
+        #: names this process's messages: its own writes were evicted here already
+        self.sender = uuid.uuid4().hex[:12]
+
+    def start(self) -> None:
+        if self.thread is not None and self.thread.is_alive() and self.pid == os.getpid():
+            return
+        self.pid = os.getpid()
+        self.sender = uuid.uuid4().hex[:12]
+        self.near.ready = False
+        self.subscribed.clear()
+        self.thread = threading.Thread(
+            target=self._listen, name=f"dogpile-near {self.channel}", daemon=True
+        )
+        self.thread.start()
+
+    def publish(self, key: str) -> None:
+        try:
+            self.client.publish(self.channel, f"{self.sender} {key}")
+        except self.errors as exc:
+            # the listeners lose their connection too, and start over empty
+            log.warning("near cache: could not broadcast %r (%s)", key, exc)
+
+    def _listen(self) -> None:
+        delay = 0.05
+        while True:
+            pubsub = None
+            try:
+                pubsub = self.client.pubsub()
+                pubsub.subscribe(self.channel)
+                while True:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        if not self.near.ready:
+                            pubsub.ping()  # still connected? (raises if not)
+                        continue
+                    kind = message.get("type")
+                    if kind == "subscribe":
+                        self.near.drop_all()
+                        self.near.ready = True
+                        self.subscribed.set()
+                        delay = 0.05
+                    elif kind == "message":
+                        data = message["data"]
+                        sender, _, key = (data.decode() if isinstance(data, bytes) else str(data)).partition(" ")
+                        if sender == self.sender:
+                            continue
+                        if key == _CLEAR:
+                            self.near.drop_all()
+                        else:
+                            self.near.evict(key)
+            except self.errors as exc:
+                if self.near.ready:
+                    log.warning("near cache: lost %s (%s); bypassed until it is back", self.channel, exc)
+            except Exception:  # pragma: no cover - never let the listener die silently
+                log.exception("near cache: listener on %s failed; restarting", self.channel)
+            self.near.ready = False
+            self.subscribed.clear()
+            self.near.drop_all()
+            if pubsub is not None:
+                try:
+                    pubsub.close()
+                except Exception:  # pragma: no cover - a dead connection
+                    pass
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+#: one near cache and bus per process and store (``cache.clear()`` empties it)
+_registry: dict[tuple[str, tuple[int, int, float]], NearStore] = {}
+_registry_lock = threading.Lock()
+
+
+def near_store(
+    location: str, store: Any, settings: tuple[int, int, float], adapter: Any,
+) -> NearStore:
+    """This process's near store for ``location`` (made once, then shared)."""
+    ident = (location, settings)
+    with _registry_lock:
+        found = _registry.get(ident)
+        if found is not None:
+            return found
+        near = NearCache(*settings)
+        bus = None
+        access = getattr(adapter, "access", None)
+        if access is not None:  # a Redis we script: a channel on its first server
+            client = access.clients()[0]
+            channel = str(store.make_key("dogpile-near"))
+            bus = _Bus(client, channel, near, access.errors)
+        made = _registry[ident] = NearStore(store, near, bus)
+        if bus is not None:
+            bus.start()
+        return made
+
+
+def forget(location: str) -> None:
+    """Empty every near cache of ``location`` in this process."""
+    for (where, _), found in list(_registry.items()):
+        if where == location:
+            found._near.drop_all()
+
+
+Callback = Callable[[str], None]
