@@ -1,4 +1,4 @@
-"""Start real servers (redis-server, memcached) on free loopback ports."""
+"""Start real servers (redis-server, redis-sentinel, memcached) on free loopback ports."""
 
 from __future__ import annotations
 
@@ -74,6 +74,13 @@ class RedisServer:
         self.stop()
         self.start()
 
+    def kill(self) -> None:
+        """SIGKILL: the server dies as in a crash (no shutdown, no goodbye)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -111,6 +118,87 @@ class MemcachedServer:
             self.proc = None
 
     cleanup = stop
+
+
+def sentinel_command() -> list[str] | None:
+    """How to run a Redis Sentinel here: Debian's ``redis-sentinel``, or the
+    same code as ``redis-server --sentinel``; None when neither is installed."""
+    if sentinel := shutil.which("redis-sentinel"):
+        return [sentinel]
+    if server := shutil.which("redis-server"):
+        return [server, "--sentinel"]
+    return None
+
+
+class SentinelServer:
+    """One Redis Sentinel watching the primary on ``primary_port`` as ``name``.
+
+    Quorum 1 (it is the only sentinel) and a short ``down-after-milliseconds``,
+    so a killed primary is failed over within a few seconds.  Sentinel
+    rewrites its configuration file, so it lives in a temporary directory
+    (with the sentinel's log, kept for a failing test to read).
+    """
+
+    def __init__(
+        self,
+        primary_port: int,
+        name: str = "mymaster",
+        down_after_ms: int = 500,
+        failover_timeout_ms: int = 5000,
+    ) -> None:
+        self.command = sentinel_command()
+        self.port = free_port()
+        self.name = name
+        self.dir = tempfile.mkdtemp(prefix="dogpile-sentinel-")
+        self.config = os.path.join(self.dir, "sentinel.conf")
+        self.log = os.path.join(self.dir, "sentinel.log")
+        with open(self.config, "w") as f:
+            f.write(
+                f"port {self.port}\n"
+                "bind 127.0.0.1\n"
+                "daemonize no\n"
+                f"dir {self.dir}\n"
+                f"logfile {self.log}\n"
+                # `monitor` first: the other lines name the master it declares
+                f"sentinel monitor {name} 127.0.0.1 {primary_port} 1\n"
+                f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
+                f"sentinel failover-timeout {name} {failover_timeout_ms}\n"
+                f"sentinel parallel-syncs {name} 1\n"
+            )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.command is None:
+            raise RuntimeError("neither redis-sentinel nor redis-server is installed")
+        # the configuration file comes first, before --sentinel
+        self.proc = subprocess.Popen(
+            [self.command[0], self.config, *self.command[1:]],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for(self.port, b"PING\r\n", b"+PONG", "redis-sentinel")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the sentinel's log (for a failure message)."""
+        try:
+            with open(self.log) as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return "(no sentinel log)"
 
 
 def required() -> bool:
