@@ -208,3 +208,74 @@ def near_reader(prefix, options, start_at, until, results):
             last = value
         prev_start = started
     results.put(changes)
+
+
+def failover_load(configs, keys, threads, timeout, delay, log_path, ready, go, stop, results):
+    """Load for the Sentinel failover test: for each ``(tag, location,
+    options)`` in ``configs``, ``threads`` threads call ``get_or_set`` on every
+    key in turn, from ``go`` until ``stop``.
+
+    Every answer is recorded as ``(started, ended, key, problem)``: ``problem``
+    is None for a good answer (a value this key's creator made), else the
+    exception or the wrong value.  Every creator call appends ``time tag key
+    pid`` to ``log_path`` with one ``O_APPEND`` write, so the count survives
+    whatever the store loses.  Results go to ``results`` as ``({tag: answers},
+    {warning: count})``: the package's log warnings are counted, not printed.
+    """
+    import collections
+    import logging
+
+    _setup()
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    warned = collections.Counter()
+
+    class Count(logging.Handler):
+        def emit(self, record):
+            warned[f"{record.name}: {record.msg}"] += 1
+
+    package_log = logging.getLogger("django_dogpile")
+    package_log.addHandler(Count(logging.WARNING))
+    package_log.propagate = False
+
+    caches = {tag: make_cache(location, tag, timeout, **options) for tag, location, options in configs}
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    pid = os.getpid()
+
+    def creator(tag, key):
+        def create():
+            os.write(fd, f"{time.time():.6f} {tag} {key} {pid}\n".encode())
+            time.sleep(delay)
+            return f"{key}@{time.time():.6f}"
+
+        return create
+
+    answers = {tag: [] for tag in caches}
+
+    def run(tag, offset):
+        cache, out = caches[tag], answers[tag]
+        order = keys[offset % len(keys):] + keys[:offset % len(keys)]
+        go.wait()
+        while not stop.is_set():
+            for key in order:
+                t0 = time.time()
+                try:
+                    value = cache.get_or_set(key, creator(tag, key))
+                    problem = None if str(value).startswith(f"{key}@") else f"value {value!r}"
+                except (ConnectionError, TimeoutError) as exc:
+                    problem = f"store error {type(exc).__name__}: {exc}"
+                except Exception as exc:  # anything else is a bug: reported as such
+                    problem = f"OTHER {type(exc).__module__}.{type(exc).__name__}: {exc}"
+                out.append((t0, time.time(), key, problem))
+                time.sleep(0.02)
+
+    ts = [
+        threading.Thread(target=run, args=(tag, i)) for tag in caches for i in range(threads)
+    ]
+    for t in ts:
+        t.start()
+    ready.put(pid)
+    for t in ts:
+        t.join()
+    os.close(fd)
+    results.put((answers, dict(warned)))

@@ -65,6 +65,16 @@ class CacheRouter:
     def allow_migrate(self, db, app_label, **hints):
         return None
 
+_SENTINEL_OPTIONS = {
+    "CLIENT_CLASS": "django_redis.client.SentinelClient",
+    "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+    "SENTINELS": [("127.0.0.1", int(os.environ.get("DOGPILE_TEST_SENTINEL_PORT", "1")))],
+    # a dead primary refuses connections at once on loopback; these bound
+    # what a hung one could cost a caller
+    "SOCKET_CONNECT_TIMEOUT": 0.5,
+    "SOCKET_TIMEOUT": 1,
+}
+
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "default"},
     "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "store"},
@@ -91,6 +101,25 @@ CACHES = {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": [REDIS_URL, os.environ.get("DOGPILE_TEST_REDIS2_URL", "redis://127.0.0.1:2/0")],
         "OPTIONS": {"CLIENT_CLASS": "django_redis.client.ShardClient", "SOCKET_TIMEOUT": 5},
+    },
+    # django-redis's SentinelClient: the primary is whatever the sentinel
+    # says (tests/test_sentinel.py starts primary, replica and sentinel, and
+    # sets the port before any worker process imports these settings).
+    # Django's own RedisCache is not tested under Sentinel: it builds its pool
+    # with pool_class.from_url(LOCATION, **OPTIONS), a fixed address unless
+    # OPTIONS smuggle in redis-py's SentinelConnectionPool together with a
+    # live Sentinel object -- nothing its documentation offers.
+    "sentinel": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": "redis://mymaster/0",
+        "KEY_PREFIX": "snt",
+        "OPTIONS": _SENTINEL_OPTIONS,
+    },
+    "sentinel_ignore": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": "redis://mymaster/0",
+        "KEY_PREFIX": "snt-ign",
+        "OPTIONS": {**_SENTINEL_OPTIONS, "IGNORE_EXCEPTIONS": True},
     },
     "memcached": {
         "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",

@@ -1,0 +1,276 @@
+"""DogpileCache over django-redis's SentinelClient, through a real failover.
+
+A primary, a replica and a sentinel (quorum 1) run on free loopback ports.
+Three processes of four threads per configuration call ``get_or_set`` on a
+few keys (freshness 1 s, a creator of 0.1 s); then the primary is killed
+with SIGKILL and the sentinel promotes the replica.  The rules checked:
+
+* callers see errors only inside the failover window, and none at all when
+  the store has ``IGNORE_EXCEPTIONS``;
+* no caller is stuck: every call returns within a bound;
+* no lease outlives ``LOCK_TIMEOUT`` on the new primary, and none is left
+  once the load stops;
+* after the window each key is again regenerated once per expiry period
+  (one more is allowed in the period that straddles the failover).
+
+Run with ``-s`` to see the window and the counts.
+
+Django's own RedisCache is not tested here: its pool comes from
+``pool_class.from_url(LOCATION, **OPTIONS)``, a fixed address, and following
+Sentinel would take redis-py's ``SentinelConnectionPool`` and a live
+``Sentinel`` object passed through OPTIONS, which Django does not document.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections import Counter, defaultdict
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import pytest
+import redis
+from redis.sentinel import MasterNotFoundError, Sentinel
+
+from django_dogpile.cache import LOCK_SUFFIX
+from tests.procs import failover_load
+from tests.redis_server import RedisServer, SentinelServer, required, sentinel_command
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+SPAWN = multiprocessing.get_context("spawn")
+SERVICE = "mymaster"
+
+TIMEOUT = 1.0  # freshness: one regeneration per key per second
+CREATE = 0.1  # what the creator takes
+LOCK_TIMEOUT = 2.0
+OPTIONS = {"GRACE": 30, "LOCK_TIMEOUT": LOCK_TIMEOUT}
+KEYS = ["a", "b", "c"]
+PROCESSES, THREADS = 3, 4
+WARM = 3.5  # load before the kill
+AFTER = 6.0  # load once the clients are on the new primary
+#: (tag, store alias, OPTIONS): the same load over both failure policies
+CONFIGS = [
+    ("strict", "sentinel", OPTIONS),
+    ("ignore", "sentinel_ignore", OPTIONS),  # the store has IGNORE_EXCEPTIONS
+]
+
+
+def _wait(what: str, done: Any, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := done():
+            return result
+        time.sleep(0.02)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server) -> Iterator[SimpleNamespace]:
+    """Primary, replica and sentinel; the sentinel's port in the environment
+    (read by tests.settings in every worker process started after this)."""
+    missing = [
+        name for name, ok in [
+            ("redis-server", RedisServer().binary), ("redis-sentinel", sentinel_command()),
+        ] if not ok
+    ]
+    if missing:
+        if required():
+            pytest.fail(f"{', '.join(missing)} is required here (CI) but not installed")
+        pytest.skip(f"not installed: {', '.join(missing)}")
+    # no 5 s pause before the replica's first full sync
+    primary = RedisServer(args=("--repl-diskless-sync-delay", "0"))
+    servers: list[Any] = [primary]
+    saved = os.environ.get("DOGPILE_TEST_SENTINEL_PORT")
+    try:
+        primary.start()
+        replica = RedisServer(args=("--replicaof", "127.0.0.1", str(primary.port)))
+        servers.append(replica)
+        replica.start()
+        link = redis.Redis(port=replica.port)
+        _wait("the replica's link", lambda: link.info("replication").get("master_link_status") == "up")
+        link.close()
+        sentinel = SentinelServer(primary.port, SERVICE)
+        servers.append(sentinel)
+        sentinel.start()
+        admin = redis.Redis(port=sentinel.port, decode_responses=True)
+
+        def replica_known() -> bool:
+            # the sentinel has read the replica's INFO and seen its link up:
+            # it can be promoted as soon as the primary is down
+            return any(
+                str(r.get("master-link-status")) == "ok" and int(r.get("info-refresh") or 0) > 0
+                for r in admin.sentinel_slaves(SERVICE)
+            )
+
+        _wait("the sentinel to know the replica", replica_known)
+        admin.close()
+        os.environ["DOGPILE_TEST_SENTINEL_PORT"] = str(sentinel.port)
+        yield SimpleNamespace(primary=primary, replica=replica, sentinel=sentinel)
+    finally:
+        if saved is None:
+            os.environ.pop("DOGPILE_TEST_SENTINEL_PORT", None)
+        else:
+            os.environ["DOGPILE_TEST_SENTINEL_PORT"] = saved
+        for server in reversed(servers):
+            server.cleanup()
+
+
+def _window(answers: list[tuple]) -> tuple[float, float] | None:
+    """(first bad answer started, first good answer after the last bad one ended)."""
+    bad = [a for a in answers if a[3] is not None]
+    if not bad:
+        return None
+    last = max(a[1] for a in bad)
+    after = [a[1] for a in answers if a[3] is None and a[0] >= last]
+    assert after, "no good answer after the last error"
+    return min(a[0] for a in bad), min(after)
+
+
+def _per_period(times: list[float], start: float, end: float) -> list[int]:
+    """Creator calls in each TIMEOUT-long period from ``start`` to ``end``."""
+    n = int((end - start) // TIMEOUT)
+    counts = [0] * n
+    for t in times:
+        i = int((t - start) // TIMEOUT)
+        if 0 <= i < n:
+            counts[i] += 1
+    return counts
+
+
+def test_failover_under_load(cluster, tmp_path):
+    log_path = str(tmp_path / "creations.log")
+    ready, results = SPAWN.Queue(), SPAWN.Queue()
+    go, stop = SPAWN.Event(), SPAWN.Event()
+    procs = [
+        SPAWN.Process(
+            target=failover_load,
+            args=(CONFIGS, KEYS, THREADS, TIMEOUT, CREATE, log_path, ready, go, stop, results),
+            daemon=True,
+        )
+        for _ in range(PROCESSES)
+    ]
+    sentinels = Sentinel([("127.0.0.1", cluster.sentinel.port)], socket_timeout=0.5)
+    old = ("127.0.0.1", cluster.primary.port)
+    pattern = f"*{LOCK_SUFFIX}*"
+    lease_pttls: list[int] = []
+    outlived: list[tuple[str, int]] = []
+    answers: dict[str, list[tuple]] = defaultdict(list)
+    warnings: Counter[str] = Counter()
+    for p in procs:
+        p.start()
+    try:
+        for _ in procs:
+            ready.get(timeout=60)  # Django imported, threads waiting
+        t_go = time.time()
+        go.set()
+        time.sleep(WARM)
+
+        t_kill = time.time()
+        cluster.primary.kill()
+
+        def new_primary() -> tuple[str, int] | None:
+            try:
+                address = sentinels.discover_master(SERVICE)
+            except MasterNotFoundError:  # sdown, or the failover is running
+                return None
+            return address if tuple(address) != old else None
+
+        try:
+            address = _wait("the sentinel to promote the replica", new_primary, 20)
+        except RuntimeError:
+            pytest.fail("no failover; the sentinel's log:\n" + cluster.sentinel.log_tail())
+        t_switch = time.time()
+        assert address[1] == cluster.replica.port
+        store = redis.Redis(*address, decode_responses=True)
+        # Every lease on the new primary (the replicated ones first) must
+        # run out within LOCK_TIMEOUT of now: a PTTL of -1 would be forever.
+        while time.time() < t_switch + AFTER:
+            for key in store.scan_iter(match=pattern, count=1000):
+                pttl = store.pttl(key)
+                if pttl == -2:
+                    continue  # released between SCAN and PTTL
+                lease_pttls.append(pttl)
+                if pttl == -1 or pttl > LOCK_TIMEOUT * 1000:
+                    outlived.append((key, pttl))
+            time.sleep(0.1)
+        t_stop = time.time()
+        stop.set()
+        for _ in procs:
+            try:
+                out, logged = results.get(timeout=30)
+            except Exception:
+                pytest.fail("a worker's caller is stuck: no answer 30 s after the stop")
+            for tag, got in out.items():
+                answers[tag].extend(got)
+            warnings.update(logged)
+        for p in procs:
+            p.join(10)
+    finally:
+        go.set()
+        stop.set()
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+    time.sleep(LOCK_TIMEOUT + 0.2)
+    left = {key: store.pttl(key) for key in store.scan_iter(match=pattern)}
+    store.close()
+
+    with open(log_path) as f:
+        creations: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for line in f:
+            t, tag, key, _pid = line.split()
+            creations[tag, key].append(float(t))
+
+    strict, ignore = sorted(answers["strict"]), sorted(answers["ignore"])
+    window = _window(strict)
+    assert window is not None, "the strict configuration saw no error: was the primary killed?"
+    w_start, w_end = window
+    back = max(w_end, t_switch)  # both configurations are on the new primary
+    problems = {tag: Counter(a[3][:90] for a in got if a[3]) for tag, got in answers.items()}
+    slowest = {tag: max(a[1] - a[0] for a in got) for tag, got in answers.items()}
+    report = [
+        f"failover: sentinel switched {1000 * (t_switch - t_kill):.0f} ms after the kill; "
+        f"strict window {1000 * (w_end - w_start):.0f} ms "
+        f"(the first failing call started {1000 * (w_start - t_kill):+.0f} ms from the kill)",
+        f"leases on the new primary: {len(lease_pttls)} seen, max PTTL "
+        f"{max(lease_pttls, default=0)} ms (LOCK_TIMEOUT {LOCK_TIMEOUT * 1000:.0f} ms); left at the end: {left}",
+    ]
+    report.append(f"warnings logged by the workers: {dict(warnings)}")
+    for tag, got in sorted(answers.items()):
+        report.append(
+            f"{tag}: {len(got)} calls, {sum(problems[tag].values())} errors, slowest "
+            f"{1000 * slowest[tag]:.0f} ms; {dict(problems[tag]) or ''}"
+        )
+        for key in KEYS:
+            times = creations[tag, key]
+            report.append(
+                f"  {key}: per period before the kill "
+                f"{_per_period(times, t_go, t_kill)}, during the outage "
+                f"{sum(t_kill <= t < back for t in times)}, per period after "
+                f"{_per_period(times, back, t_stop)}"
+            )
+    print("\n" + "\n".join(report))
+
+    # errors only inside the window, only store errors, none with IGNORE_EXCEPTIONS
+    assert not problems["ignore"], problems["ignore"]
+    assert all(p.startswith("store error") for p in problems["strict"]), problems["strict"]
+    assert all(a[1] >= t_kill for a in strict if a[3]), "an error before the primary died"
+    assert w_end - w_start < 10, report[0]
+    # no caller stuck: LOCK_TIMEOUT (a waiter's bound) plus two socket timeouts
+    assert max(slowest.values()) < LOCK_TIMEOUT + 2 + 1, slowest
+    # no lease outlives LOCK_TIMEOUT
+    assert not outlived, outlived
+    assert not left, left
+    # one regeneration per key per expiry period, before and after the failover
+    for tag, _, _ in CONFIGS:
+        for key in KEYS:
+            times = creations[tag, key]
+            before = _per_period(times, t_go, t_kill)
+            assert max(before) == 1, (tag, key, before)
+            after = _per_period(times, back, t_stop)
+            assert after[0] <= 2 and max(after[1:]) <= 1, (tag, key, after)
+            assert sum(after) >= len(after) // 2, (tag, key, after)  # still regenerated
