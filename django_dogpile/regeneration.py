@@ -226,6 +226,16 @@ class Regeneration:
                     log.debug("%r was regenerated elsewhere meanwhile", key)
                     call.outcome = "HIT"
                     return record[0], _FRESH
+            if mutex.degraded and call.stale is not MISSING:
+                # The lease's store is unreachable, yet a stale record was
+                # read (a replica whose primary is down still answers): serve
+                # what this process computed meanwhile, as when the whole
+                # store is down, rather than regenerate on every call.
+                kept = fallbacks.get((self.location, made), entries.now())
+                if kept is not MISSING:
+                    log.debug("%r served from this process's outage fallback", key)
+                    call.outcome = "HIT"
+                    return kept, _FRESH
             call.outcome = "EXPIRED" if call.stale is not MISSING else "MISS"
             log.debug("regenerating %r (%s)", key, call.outcome)
             return self._create(key, made, default, fresh_for, mutex, call)
