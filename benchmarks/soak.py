@@ -103,8 +103,10 @@ class Window:
 class Server:
     """gunicorn serving testproject, with its event log and fail switch."""
 
-    def __init__(self, config: Config, redis_url: str, workdir: str) -> None:
+    def __init__(self, config: Config, redis_url: str, workdir: str,
+                 gunicorn_args: tuple[str, ...] = ()) -> None:
         self.config = config
+        self.gunicorn_args = gunicorn_args  # benchmarks/pages: its counting hooks
         self.port = free_port()
         self.runs_log = os.path.join(workdir, "runs.log")
         self.fail_file = os.path.join(workdir, "fail")
@@ -137,6 +139,7 @@ class Server:
         ]
         if c.worker_class == "gthread":
             cmd += ["--threads", str(c.threads)]
+        cmd += self.gunicorn_args
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
