@@ -27,7 +27,9 @@ What one run does:
 4. fails if any response was not a 2xx or the view ran during a round
    (a miss), and prints, per face, the median over the rounds of
    requests/s, p50 and p99 latency (wrk's), Redis commands per request by
-   command, and requests/s against ``cache_page``'s in the same round
+   command, CPU time per request of the gunicorn workers and of
+   redis-server (``/proc``; on a shared machine it moves far less than
+   requests/s), and requests/s against ``cache_page``'s in the same round
    (the median of the rounds' ratios), as a markdown table with the
    machine it ran on.
 
@@ -135,6 +137,16 @@ def quiet_served(directory: str) -> tuple[int, int]:
     raise BenchmarkError(f"the workers are still serving 10 s after wrk stopped ({directory})")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) the processes have used, from ``/proc``."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def commandstats(client: redis.Redis) -> dict[str, int]:
     """Calls per command since the server started (``INFO commandstats``)."""
     info = client.info("commandstats")
@@ -183,6 +195,10 @@ class PageServer(soak.Server):
             "DEMO_NEAR_CACHE": "1" if near else "0",
         })
 
+    def worker_pids(self) -> list[int]:
+        """The workers (each names its counting file after its pid)."""
+        return [int(name) for name in os.listdir(self.served_dir)]
+
     def check(self) -> str | None:
         """``manage.py check`` on this server's settings: None, or its errors."""
         done = subprocess.run(
@@ -228,14 +244,19 @@ def warm_and_check(server: PageServer, face: Face, config: Config) -> None:
 
 
 def one_round(server: PageServer, face: Face, config: Config,
-              client: redis.Redis) -> dict[str, Any]:
+              client: redis.Redis, redis_pid: int) -> dict[str, Any]:
     runs = view_runs(server, face)
+    workers = server.worker_pids()
     served0, bad0 = quiet_served(server.served_dir)
     calls0 = commandstats(client)
+    cpu0 = cpu_seconds(workers), cpu_seconds([redis_pid])
     summary = wrk(server.port, face, config.seconds, config)
     served1, bad1 = quiet_served(server.served_dir)
+    cpu1 = cpu_seconds(workers), cpu_seconds([redis_pid])
     calls1 = commandstats(client)
     n = served1 - served0
+    if sorted(server.worker_pids()) != sorted(workers):
+        raise BenchmarkError(f"{face.name}: a worker was replaced during the round")
     commands = {
         name: calls - calls0.get(name, 0)
         for name, calls in calls1.items()
@@ -253,6 +274,10 @@ def one_round(server: PageServer, face: Face, config: Config,
         "socket_errors": sum(summary[k] for k in ("connect", "read", "write", "timeout")),
         "view_runs": view_runs(server, face) - runs,
         "commands": commands,
+        # CPU time per request served: robust to the machine's other load,
+        # which moves requests/s (10 ms ticks, summed over the round)
+        "worker_cpu_us": (cpu1[0] - cpu0[0]) / n * 1e6 if n else float("nan"),
+        "redis_cpu_us": (cpu1[1] - cpu0[1]) / n * 1e6 if n else float("nan"),
     }
     if row["not_2xx"] or row["wrk_status_errors"]:
         raise BenchmarkError(f"{face.name}: responses that were not 2xx: {row}")
@@ -344,12 +369,15 @@ def run(config: Config, log: Any = None) -> dict[str, Any]:
         for i in range(config.rounds):
             order = faces if i % 2 == 0 else faces[::-1]
             for face in order:
-                row = one_round(servers[face.near], face, config, client)
+                assert store.proc is not None
+                row = one_round(servers[face.near], face, config, client, store.proc.pid)
                 rounds[face.name].append(row)
                 say(
                     f"round {i + 1}/{config.rounds} {face.name:10} {row['rps']:8.0f} req/s  "
                     f"p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms  "
-                    f"served {row['served']}  redis {row['commands']}"
+                    f"served {row['served']}  CPU/request: workers "
+                    f"{row['worker_cpu_us']:.0f} µs, redis {row['redis_cpu_us']:.0f} µs  "
+                    f"redis {row['commands']}"
                 )
         if time.monotonic() - started > timeout:
             raise BenchmarkError("the rounds outlasted the pages' freshness")
@@ -391,6 +419,8 @@ def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
             "p99_ms": med(r["p99_ms"] for r in rows),
             "redis": med(per_request(r) for r in rows),
             "by_command": {c: med(per_request(r, c) for r in rows) for c in commands},
+            "worker_cpu_us": med(r["worker_cpu_us"] for r in rows),
+            "redis_cpu_us": med(r["redis_cpu_us"] for r in rows),
             "ratio": med(r["rps"] / b["rps"] for r, b in zip(rows, base)),
             "served": sum(r["served"] for r in rows),
             "socket_errors": sum(r["socket_errors"] for r in rows),
@@ -409,17 +439,18 @@ def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
         "| face | requests/s | p50 ms | p99 ms | Redis commands / request | by command "
-        "| requests/s vs `cache_page` |",
-        "|---|---:|---:|---:|---:|---|---:|",
+        "| worker CPU / request | Redis CPU / request | requests/s vs `cache_page` |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for s in summarise(result):
         lines.append(
             f"| {s['face'].label} | {s['rps']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} "
-            f"| {s['redis']:.3g} | {_commands(s['by_command'])} | {s['ratio']:.2f}x |"
+            f"| {s['redis']:.3g} | {_commands(s['by_command'])} "
+            f"| {s['worker_cpu_us']:.0f} µs | {s['redis_cpu_us']:.0f} µs | {s['ratio']:.2f}x |"
         )
     if result["near_unavailable"]:
         lines.append(f"| {FACES[2].label} | unavailable: {result['near_unavailable']} "
-                     "| | | | | |")
+                     "| | | | | | | |")
     sizes = result.get("sizes", {})
     lines += [
         "",
@@ -428,7 +459,8 @@ def markdown(result: dict[str, Any]) -> str:
         "face after a warm-up, hot hits only (no view run in any round, 0 non-2xx); "
         "medians over the rounds; the ratio is the median of the rounds' ratios. "
         "Redis commands are `INFO commandstats` deltas divided by the requests the "
-        "workers served. Stored page: "
+        "workers served; CPU is the gunicorn workers' and redis-server's user + system "
+        "time (`/proc`) divided by the same. Stored page: "
         + ", ".join(f"{k} {v} B" for k, v in sorted(sizes.items()))
         + ".",
         "",
