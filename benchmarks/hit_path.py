@@ -1,7 +1,8 @@
 """Fresh-hit cost: DogpileCache.get_or_set against a raw get on the same store.
 
 Run: .venv/bin/python benchmarks/hit_path.py   (starts its own redis-server)
-Both are measured side by side in 15 interleaved rounds of one run; the
+Both (and, on Redis, a hot hit through NEAR_CACHE) are measured side by
+side in 15 interleaved rounds of one run; the
 medians are printed, and the ratio is the median of the rounds' ratios
 (what to read: the machines are shared and noisy).
 """
@@ -28,6 +29,14 @@ def main() -> None:
     django.setup()
     from django.core.cache import caches
 
+    from django_dogpile.cache import DogpileCache
+
+    # the near cache over the same Redis (a hot hit: no round trip)
+    near = DogpileCache("redis", {
+        "TIMEOUT": 300, "KEY_PREFIX": "near",
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5, "NEAR_CACHE": True},
+    })
+
     values = {
         "100 B str": "x" * 100,
         "4 KB html": "<li>row</li>" * 340,
@@ -35,7 +44,7 @@ def main() -> None:
     }
     print(
         f"{'store':7} {'value':12} {'raw get µs':>11} {'dogpile hit µs':>15} {'ratio':>6}"
-        f"  {'floor µs':>9} {'floor ratio':>11}"
+        f"  {'floor µs':>9} {'floor ratio':>11}  {'near hit µs':>11} {'raw/near':>9}"
     )
     try:
         for store, dp in (("locmem", "dp_locmem"), ("redis", "dp_redis")):
@@ -50,6 +59,10 @@ def main() -> None:
                 # record, with none of the wrapper's logic
                 made = cache.make_and_validate_key("bench:page")
                 raws, hits, floors, ratios, floor_ratios = [], [], [], [], []
+                nears, speedups = [], []
+                if store == "redis":
+                    near.set("bench:page", value)
+                    near.get_or_set("bench:page", "y")  # hot: in the near cache
                 for _ in range(15):  # interleaved rounds: noise hits both sides
                     a = timeit.timeit(lambda: raw.get("bench:page"), number=n) / n
                     b = timeit.timeit(lambda: cache.get_or_set("bench:page", "y"), number=n) / n
@@ -59,10 +72,16 @@ def main() -> None:
                     floors.append(f)
                     ratios.append(b / a)
                     floor_ratios.append(f / a)
+                    if store == "redis":
+                        c = timeit.timeit(lambda: near.get_or_set("bench:page", "y"), number=n) / n
+                        nears.append(c)
+                        speedups.append(a / c)
                 med = statistics.median
+                near_cells = f"  {med(nears) * 1e6:11.2f} {med(speedups):8.1f}x" if nears else ""
                 print(
                     f"{store:7} {label:12} {med(raws) * 1e6:11.2f} {med(hits) * 1e6:15.2f} "
                     f"{med(ratios):6.2f}  {med(floors) * 1e6:9.2f} {med(floor_ratios):11.2f}"
+                    + near_cells
                 )
     finally:
         server.cleanup()
