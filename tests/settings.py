@@ -105,10 +105,10 @@ CACHES = {
     # django-redis's SentinelClient: the primary is whatever the sentinel
     # says (tests/test_sentinel.py starts primary, replica and sentinel, and
     # sets the port before any worker process imports these settings).
-    # Django's own RedisCache is not tested under Sentinel: it builds its pool
-    # with pool_class.from_url(LOCATION, **OPTIONS), a fixed address unless
-    # OPTIONS smuggle in redis-py's SentinelConnectionPool together with a
-    # live Sentinel object -- nothing its documentation offers.
+    # Django's own RedisCache is not run under Sentinel: it builds its pool
+    # with pool_class.from_url(LOCATION, **OPTIONS), a fixed address, unless
+    # OPTIONS name redis-py's SentinelConnectionPool and carry service_name
+    # and a live Sentinel object (see tests/test_sentinel.py).
     "sentinel": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": "redis://mymaster/0",

@@ -19,10 +19,11 @@ The same situation without a sentinel: a primary down while its replica
 still answers reads (django-redis reads from replicas) must not turn an
 ``IGNORE_EXCEPTIONS`` outage into a regeneration on every call.
 
-Django's own RedisCache is not tested here: its pool comes from
-``pool_class.from_url(LOCATION, **OPTIONS)``, a fixed address, and following
-Sentinel would take redis-py's ``SentinelConnectionPool`` and a live
-``Sentinel`` object passed through OPTIONS, which Django does not document.
+Django's own RedisCache is not run under Sentinel here: it builds its pool
+with ``pool_class.from_url(LOCATION, **OPTIONS)``, a fixed address.  It
+follows Sentinel only when OPTIONS name redis-py's ``SentinelConnectionPool``
+as ``pool_class`` and carry ``service_name`` and a live ``Sentinel`` object
+(that works when tried by hand; it is not a configuration this suite tests).
 """
 
 from __future__ import annotations
@@ -75,31 +76,39 @@ def _wait(what: str, done: Any, timeout: float = 15.0) -> Any:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
+def _replica_of(primary: RedisServer) -> RedisServer:
+    """A replica of ``primary``, started, its first sync done."""
+    replica = RedisServer(args=("--replicaof", "127.0.0.1", str(primary.port)))
+    try:
+        replica.start()
+        link = redis.Redis(port=replica.port)
+        try:
+            _wait("the replica's link", lambda: link.info("replication").get("master_link_status") == "up")
+        finally:
+            link.close()
+    except BaseException:
+        replica.cleanup()
+        raise
+    return replica
+
+
 @pytest.fixture(scope="module")
 def cluster(redis_server) -> Iterator[SimpleNamespace]:
     """Primary, replica and sentinel; the sentinel's port in the environment
     (read by tests.settings in every worker process started after this)."""
-    missing = [
-        name for name, ok in [
-            ("redis-server", RedisServer().binary), ("redis-sentinel", sentinel_command()),
-        ] if not ok
-    ]
-    if missing:
+    # (redis_server: no redis-server is a skip there, or a usage error in CI)
+    if sentinel_command() is None:
         if required():
-            pytest.fail(f"{', '.join(missing)} is required here (CI) but not installed")
-        pytest.skip(f"not installed: {', '.join(missing)}")
+            pytest.fail("redis-sentinel is required here (CI) but not installed")
+        pytest.skip("redis-sentinel is not installed")
     # no 5 s pause before the replica's first full sync
     primary = RedisServer(args=("--repl-diskless-sync-delay", "0"))
     servers: list[Any] = [primary]
     saved = os.environ.get("DOGPILE_TEST_SENTINEL_PORT")
     try:
         primary.start()
-        replica = RedisServer(args=("--replicaof", "127.0.0.1", str(primary.port)))
+        replica = _replica_of(primary)
         servers.append(replica)
-        replica.start()
-        link = redis.Redis(port=replica.port)
-        _wait("the replica's link", lambda: link.info("replication").get("master_link_status") == "up")
-        link.close()
         sentinel = SentinelServer(primary.port, SERVICE)
         servers.append(sentinel)
         sentinel.start()
@@ -124,18 +133,6 @@ def cluster(redis_server) -> Iterator[SimpleNamespace]:
             os.environ["DOGPILE_TEST_SENTINEL_PORT"] = saved
         for server in reversed(servers):
             server.cleanup()
-
-
-def _replica_of(primary: RedisServer) -> RedisServer:
-    """A replica of ``primary``, started, its first sync done."""
-    replica = RedisServer(args=("--replicaof", "127.0.0.1", str(primary.port)))
-    replica.start()
-    link = redis.Redis(port=replica.port)
-    try:
-        _wait("the replica's link", lambda: link.info("replication").get("master_link_status") == "up")
-    finally:
-        link.close()
-    return replica
 
 
 @pytest.fixture
@@ -292,7 +289,7 @@ def test_failover_under_load(cluster, tmp_path):
             t, tag, key, _pid = line.split()
             creations[tag, key].append(float(t))
 
-    strict, ignore = sorted(answers["strict"]), sorted(answers["ignore"])
+    strict = answers["strict"]
     window = _window(strict)
     assert window is not None, "the strict configuration saw no error: was the primary killed?"
     w_start, w_end = window
@@ -305,8 +302,8 @@ def test_failover_under_load(cluster, tmp_path):
         f"(the first failing call started {1000 * (w_start - t_kill):+.0f} ms from the kill)",
         f"leases on the new primary: {len(lease_pttls)} seen, max PTTL "
         f"{max(lease_pttls, default=0)} ms (LOCK_TIMEOUT {LOCK_TIMEOUT * 1000:.0f} ms); left at the end: {left}",
+        f"warnings logged by the workers: {dict(warnings)}",
     ]
-    report.append(f"warnings logged by the workers: {dict(warnings)}")
     for tag, got in sorted(answers.items()):
         report.append(
             f"{tag}: {len(got)} calls, {sum(problems[tag].values())} errors, slowest "
