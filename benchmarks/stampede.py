@@ -153,6 +153,8 @@ def make_cache(kind: str, store: str, timeout: float) -> Any:
     if kind == "django":
         return caches[store]
     options = {"GRACE": 600, "LOCK_TIMEOUT": 10, "BACKGROUND": kind == "background"}
+    if os.environ.get("DOGPILE_BENCH_NEAR") == "1":  # --near (children inherit it)
+        options["NEAR_CACHE"] = True
     return DogpileCache(store, {"TIMEOUT": timeout, "OPTIONS": options})
 
 
@@ -268,11 +270,14 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1.0)
     parser.add_argument("--creator", type=float, default=0.2, help="creator time, s")
     parser.add_argument("--think", type=float, default=0.005, help="pause between calls, s")
+    parser.add_argument("--near", action="store_true", help="NEAR_CACHE on for dogpile and background")
     parser.add_argument(
         "--store", "--stores", dest="stores", default="locmem,redis",
         help=f"comma-separated, or 'all': {','.join(STORES)}",
     )
     opts = parser.parse_args()
+    if opts.near:
+        os.environ["DOGPILE_BENCH_NEAR"] = "1"
     stores = list(STORES) if opts.stores == "all" else opts.stores.split(",")
     unknown = set(stores) - set(STORES)
     if unknown:
@@ -294,7 +299,8 @@ def main() -> None:
         print(
             f"{opts.duration:g} s per run, timeout {opts.timeout:g} s, creator "
             f"{opts.creator * 1000:g} ms, {opts.think * 1000:g} ms between calls; "
-            f"python {sys.version.split()[0]}, {os.cpu_count()} cpus\n"
+            f"python {sys.version.split()[0]}, {os.cpu_count()} cpus"
+            + (", NEAR_CACHE on" if opts.near else "") + "\n"
         )
         header = f"{'scenario':28} {'':8}" + "".join(f"{c:>14}" for c in COLUMNS)
         print(header)

@@ -245,6 +245,12 @@ class Regeneration:
         if self.options.background and detach is not None:
 
             def hand_off(m: Any) -> None:
+                if m.degraded and fallbacks.get((self.location, made), entries.now()) is not MISSING:
+                    # the store is unreachable (a readable replica served the
+                    # stale record) and a pool thread of this process already
+                    # computed the value: no new job on every call
+                    m.release()
+                    return
                 # in the caller's thread: a creator that reads request state
                 # hands the pool a copy of it (the template tag's context)
                 job = default if detach is _AS_IS else detach()

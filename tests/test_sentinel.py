@@ -181,6 +181,41 @@ def test_outage_with_a_readable_replica_shares_one_computation(primary_and_repli
             assert got == ["computed 3"] * 3 and len(calls) == 3
 
 
+def test_outage_with_a_readable_replica_and_background_starts_one_job(primary_and_replica):
+    """As above with BACKGROUND: callers are served stale while one pool job
+    computes the value; later calls start no job of their own (10 calls
+    started 10 jobs before)."""
+    primary, replica = primary_and_replica
+    store = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": [primary.url, replica.url],
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 1, "IGNORE_EXCEPTIONS": True},
+    }
+    calls = []
+
+    def make():
+        calls.append(1)
+        return f"computed {len(calls)}"
+
+    with override_settings(CACHES={**settings.CACHES, "replicated": store}):
+        cache = make_cache("replicated", "repbg", 10, LOCK_TIMEOUT=5, BACKGROUND=True)
+        with Clock() as clock:
+            assert cache.get_or_set("k", make) == "computed 1"
+            primary_client = redis.Redis(port=primary.port)
+            assert primary_client.wait(1, 2000) == 1
+            primary_client.close()
+            clock.advance(11)
+            primary.kill()
+            assert cache.get_or_set("k", make) == "computed 1"  # stale; a job starts
+            deadline = time.monotonic() + 5
+            while len(calls) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.1)
+            got = [cache.get_or_set("k", make) for _ in range(10)]
+            time.sleep(0.3)  # any job these started would have run by now
+            assert len(calls) == 2, got
+
+
 def _window(answers: list[tuple]) -> tuple[float, float] | None:
     """(first bad answer started, first good answer after the last bad one ended)."""
     bad = [a for a in answers if a[3] is not None]
