@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import importlib
 import math
+import threading
 import pickle
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -78,9 +79,16 @@ def is_memcached(store: Any) -> bool:
 
 
 def _whole_seconds(timeout: Any) -> Any:
-    """A positive timeout rounded *up* to whole seconds; others unchanged."""
+    """A positive timeout as memcached needs it to last at least that long;
+    others unchanged.
+
+    memcached's clock ticks once a second and an item set with ``n`` expires
+    at the ``n``-th tick from now, the first of which may come a moment
+    later: it lives between ``n - 1`` and ``n`` seconds.  So: rounded up,
+    plus one.
+    """
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
-        return math.ceil(timeout)
+        return math.ceil(timeout) + 1
     return timeout
 
 
@@ -88,14 +96,17 @@ class MemcachedStore:
     """A memcached store as DogpileCache uses it (Django's own instance is
     left untouched for everyone else).
 
-    * Each call goes to **this thread's** ``caches[alias]``: Django's
+    * Each call goes to a client of **this thread's** own: Django's
       memcached clients (pymemcache without pooling, pylibmc) are not
-      thread-safe, and Django gives each thread its own; sharing one between
-      threads interleaved the protocol (seen: ``MemcacheUnknownError:
-      b'STORED'``, values read under the wrong key).
-    * Timeouts are rounded **up** to whole seconds.  memcached counts whole
-      seconds and Django truncates, so a 0.5 s lease became "expired at once"
-      (every caller took it) and a 1.5 s record lived 1 s.
+      thread-safe; sharing one between threads interleaved the protocol
+      (seen: ``MemcacheUnknownError: b'STORED'``, values read under the
+      wrong key).  Not ``caches[alias]``: under ASGI that instance is shared
+      by the threads ``sync_to_async`` runs one request's calls in (seen:
+      ``Bad file descriptor`` with concurrent async requests).
+    * Timeouts are rounded **up** to whole seconds, plus one.  memcached
+      counts whole seconds of its own clock and Django truncates, so a 0.5 s
+      lease became "expired at once" (every caller took it), and a 1 s lease
+      could end a moment after it was taken (at the server's next tick).
     * A value over memcached's item size limit raises
       :class:`~django_dogpile.exceptions.UncacheableValue` (the server's
       "object too large" error, which pymemcache raises from ``set``), which
@@ -107,8 +118,16 @@ class MemcachedStore:
 
         if alias is None:  # not from CACHES: one instance is all there is
             self._here: Callable[[], Any] = lambda: store
-        else:
-            self._here = lambda: caches[alias]
+            return
+        local = threading.local()
+
+        def here() -> Any:
+            found = getattr(local, "store", None)
+            if found is None:
+                found = local.store = caches.create_connection(alias)
+            return found
+
+        self._here = here
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._here(), name)

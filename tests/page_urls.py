@@ -1,8 +1,9 @@
-"""Views for the page-face safety tests, each behind four faces:
+"""Views for the page-face safety tests, each behind several faces:
 
-``/dl/`` dogpile_cache_page over locmem, ``/dr/`` over Redis, ``/jl/`` and
-``/jr/`` Django's own ``cache_page`` over the same stores, so that a test can
-run one scenario through ours and Django's and compare.
+``/dl/`` dogpile_cache_page over locmem, ``/dr/`` over Redis, ``/dn/`` over
+Redis with NEAR_CACHE, ``/dm/`` over memcached; ``/jl/``, ``/jr/``, ``/jm/``
+Django's own ``cache_page`` over the same stores, so that a test can run one
+scenario through ours and Django's and compare.
 """
 
 from __future__ import annotations
@@ -128,9 +129,12 @@ VIEWS = {
 FACES = {
     "dl": lambda: dogpile_cache_page(60, cache="dp_locmem"),
     "dr": lambda: dogpile_cache_page(60, cache="dp_redis"),
+    "dn": lambda: dogpile_cache_page(60, cache="dp_near"),
+    "dm": lambda: dogpile_cache_page(60, cache="dp_memcached"),
     "ds": lambda: dogpile_cache_page(60, cache="dp_stale"),
     "jl": lambda: cache_page(60, cache="locmem"),
     "jr": lambda: cache_page(60, cache="redis"),
+    "jm": lambda: cache_page(60, cache="memcached"),
 }
 
 urlpatterns = [path("add-message/", add_message)] + [

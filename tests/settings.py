@@ -138,6 +138,19 @@ CACHES = {
         "TIMEOUT": 300,
         "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5},
     },
+    "dp_near": {  # Redis with the near cache in front
+        "BACKEND": "django_dogpile.cache.DogpileCache",
+        "LOCATION": "redis",
+        "TIMEOUT": 300,
+        "KEY_PREFIX": "near",
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5, "NEAR_CACHE": True},
+    },
+    "dp_memcached": {
+        "BACKEND": "django_dogpile.cache.DogpileCache",
+        "LOCATION": "memcached",
+        "TIMEOUT": 300,
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5},
+    },
     "dp_redis_ignore": {
         "BACKEND": "django_dogpile.cache.DogpileCache",
         "LOCATION": "redis_ignore",

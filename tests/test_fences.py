@@ -116,7 +116,9 @@ def test_a_holder_killed_with_sigkill_the_next_holder_stores(location):
     t0 = time.monotonic()
     assert cache.get_or_set("key", lambda: "recovered") == "recovered"
     took = time.monotonic() - t0
-    assert took < 1.6, took  # the lease ran out; nobody waited for WAIT_TIMEOUT
+    # the lease ran out; nobody waited for WAIT_TIMEOUT (memcached: LOCK_TIMEOUT
+    # is rounded up plus one second of its clock, so the lease lasts 1-2 s)
+    assert took < (2.6 if location == "memcached" else 1.6), took
     assert cache.get("key") == "recovered"  # stored by the next holder
     after = cache._stats.snapshot()
     assert after.get("WAIT_TIMEOUTS", 0) == stats_before.get("WAIT_TIMEOUTS", 0)

@@ -1,9 +1,10 @@
 """dogpile_cache_page through real middleware stacks, beside Django's cache_page.
 
-Each scenario runs over locmem and Redis (``dl``/``dr``), sync and async where
+Each scenario runs over locmem, Redis, Redis with NEAR_CACHE and memcached
+(``dl``/``dr``/``dn``/``dm``), sync and async where
 it applies, with the contrib middleware that write the response after the
 view (sessions, locale, CSRF, auth, messages).  Where Django's ``cache_page``
-gets a case right the same requests go through it (``jl``/``jr``) and the
+gets a case right the same requests go through it (``jl``/``jr``/``jm``) and the
 test asserts both agree; where it gets one wrong the test says so.
 """
 
@@ -27,7 +28,12 @@ from tests import page_urls
 from tests.page_urls import CALLS
 from tests.settings import FULL_STACK
 
-STORES = {"dl": ("dp_locmem", "locmem", "jl"), "dr": ("dp_redis", "redis", "jr")}
+STORES = {
+    "dl": ("dp_locmem", "locmem", "jl"),
+    "dr": ("dp_redis", "redis", "jr"),
+    "dn": ("dp_near", "redis", "jr"),  # Redis, NEAR_CACHE on
+    "dm": ("dp_memcached", "memcached", "jm"),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +49,12 @@ def db():
     call_command("migrate", verbosity=0, run_syncdb=True)
 
 
-@pytest.fixture(params=["dl", pytest.param("dr", marks=pytest.mark.redis)])
+@pytest.fixture(params=[
+    "dl",
+    pytest.param("dr", marks=pytest.mark.redis),
+    pytest.param("dn", marks=pytest.mark.redis),
+    pytest.param("dm", marks=pytest.mark.memcached),
+])
 def face(request):
     """Our face over one store; ``face`` is its URL prefix."""
     ours, store, _ = STORES[request.param]
