@@ -29,36 +29,16 @@ def _wait_for(port: int, probe: bytes, answer: bytes, what: str) -> None:
     raise RuntimeError(f"{what} did not start on port {port}")
 
 
-class RedisServer:
-    """One redis-server process; ``start()``/``stop()``/``restart()``.
+class _Server:
+    """A server process of the suite: started, probed until it answers, stopped."""
 
-    ``args`` are extra command-line options (``--replicaof``, ...).
-    """
+    proc: subprocess.Popen[bytes] | None = None
+    dir: str | None = None
 
-    def __init__(self, port: int | None = None, args: tuple[str, ...] = ()) -> None:
-        self.binary = shutil.which("redis-server")
-        self.port = port or free_port()
-        self.dir = tempfile.mkdtemp(prefix="dogpile-redis-")
-        self.args = args
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        if self.binary is None:
-            raise RuntimeError("redis-server is not installed")
-        self.proc = subprocess.Popen(
-            [
-                self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", self.dir,
-                "--daemonize", "no", "--loglevel", "warning", *self.args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_for(self.port, b"PING\r\n", b"+PONG", "redis-server")
+    def _launch(self, argv: list[str], port: int, what: str, probe: bytes = b"PING\r\n",
+                answer: bytes = b"+PONG") -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for(port, probe, answer, what)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -69,6 +49,37 @@ class RedisServer:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisServer(_Server):
+    """One redis-server process; ``start()``/``stop()``/``restart()``.
+
+    ``args`` are extra command-line options (``--replicaof``, ...).
+    """
+
+    def __init__(self, port: int | None = None, args: tuple[str, ...] = ()) -> None:
+        self.binary = shutil.which("redis-server")
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="dogpile-redis-")
+        self.args = args
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        if self.binary is None:
+            raise RuntimeError("redis-server is not installed")
+        self._launch([
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", self.dir,
+            "--daemonize", "no", "--loglevel", "warning", *self.args,
+        ], self.port, "redis-server")
 
     def restart(self) -> None:
         self.stop()
@@ -81,18 +92,13 @@ class RedisServer:
             self.proc.wait(10)
             self.proc = None
 
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
-
-class MemcachedServer:
+class MemcachedServer(_Server):
     """One memcached process (64 MB, the default 1 MB item size limit)."""
 
     def __init__(self) -> None:
         self.binary = shutil.which("memcached")
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def location(self) -> str:
@@ -101,23 +107,10 @@ class MemcachedServer:
     def start(self) -> None:
         if self.binary is None:
             raise RuntimeError("memcached is not installed")
-        self.proc = subprocess.Popen(
-            [
-                self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64",
-                *(["-u", "root"] if os.geteuid() == 0 else []),  # memcached refuses root otherwise
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_for(self.port, b"version\r\n", b"VERSION", "memcached")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-    cleanup = stop
+        self._launch([
+            self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64",
+            *(["-u", "root"] if os.geteuid() == 0 else []),  # memcached refuses root otherwise
+        ], self.port, "memcached", b"version\r\n", b"VERSION")
 
 
 def sentinel_command() -> list[str] | None:
@@ -130,7 +123,7 @@ def sentinel_command() -> list[str] | None:
     return None
 
 
-class SentinelServer:
+class SentinelServer(_Server):
     """One Redis Sentinel watching the primary on ``primary_port`` as ``name``.
 
     Quorum 1 (it is the only sentinel) and a short ``down-after-milliseconds``,
@@ -165,32 +158,12 @@ class SentinelServer:
                 f"sentinel failover-timeout {name} {failover_timeout_ms}\n"
                 f"sentinel parallel-syncs {name} 1\n"
             )
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         if self.command is None:
             raise RuntimeError("neither redis-sentinel nor redis-server is installed")
         # the configuration file comes first, before --sentinel
-        self.proc = subprocess.Popen(
-            [self.command[0], self.config, *self.command[1:]],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_for(self.port, b"PING\r\n", b"+PONG", "redis-sentinel")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self._launch([self.command[0], self.config, *self.command[1:]], self.port, "redis-sentinel")
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of the sentinel's log (for a failure message)."""

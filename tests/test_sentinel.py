@@ -135,6 +135,16 @@ def cluster(redis_server) -> Iterator[SimpleNamespace]:
             server.cleanup()
 
 
+def replicated(primary: RedisServer, replica: RedisServer) -> Any:
+    """Settings with a "replicated" django-redis store whose reads go to the replica."""
+    store = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": [primary.url, replica.url],
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 1, "IGNORE_EXCEPTIONS": True},
+    }
+    return override_settings(CACHES={**settings.CACHES, "replicated": store})
+
+
 @pytest.fixture
 def primary_and_replica(redis_server) -> Iterator[tuple[RedisServer, RedisServer]]:
     # no 5 s pause before the replica's first full sync
@@ -154,18 +164,13 @@ def test_outage_with_a_readable_replica_shares_one_computation(primary_and_repli
     IGNORE_EXCEPTIONS this process computes the value once per freshness
     period and serves that, as when the whole store is down."""
     primary, replica = primary_and_replica
-    store = {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": [primary.url, replica.url],  # reads go to the replica
-        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 1, "IGNORE_EXCEPTIONS": True},
-    }
     calls = []
 
     def make():
         calls.append(1)
         return f"computed {len(calls)}"
 
-    with override_settings(CACHES={**settings.CACHES, "replicated": store}):
+    with replicated(primary, replica):
         cache = make_cache("replicated", "rep", 10, LOCK_TIMEOUT=5)
         with Clock() as clock:
             assert cache.get_or_set("k", make) == "computed 1"
@@ -186,18 +191,13 @@ def test_outage_with_a_readable_replica_and_background_starts_one_job(primary_an
     computes the value; later calls start no job of their own (10 calls
     started 10 jobs before)."""
     primary, replica = primary_and_replica
-    store = {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": [primary.url, replica.url],
-        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 1, "IGNORE_EXCEPTIONS": True},
-    }
     calls = []
 
     def make():
         calls.append(1)
         return f"computed {len(calls)}"
 
-    with override_settings(CACHES={**settings.CACHES, "replicated": store}):
+    with replicated(primary, replica):
         cache = make_cache("replicated", "repbg", 10, LOCK_TIMEOUT=5, BACKGROUND=True)
         with Clock() as clock:
             assert cache.get_or_set("k", make) == "computed 1"
