@@ -242,7 +242,7 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
             self._forget(made)
             return True
         with self._exclusive(key, made):
-            raw = self.store.get(made, MISSING)
+            raw = self._adapter.backing.get(made, MISSING)  # not a near copy
             if is_fresh(raw, entries.now()):
                 return False
             record, ttl = self._record(value, fresh_for)
@@ -299,7 +299,7 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
         made = self.make_and_validate_key(key, version)
         fresh_for = self._freshness(timeout)
         with self._exclusive(key, made):
-            raw = self.store.get(made, MISSING)
+            raw = self._adapter.backing.get(made, MISSING)  # not a near copy
             now = entries.now()
             if not is_fresh(raw, now):
                 return False
@@ -348,7 +348,7 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
         """
         made = self.make_and_validate_key(key, version)
         with self._exclusive(key, made):
-            raw = self.store.get(made, MISSING)
+            raw = self._adapter.backing.get(made, MISSING)  # not a near copy
             now = entries.now()
             if not self._live(raw, now):
                 return False
@@ -381,7 +381,7 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
         """
         made = self.make_and_validate_key(key, version)
         with self._exclusive(key, made):
-            raw = self.store.get(made, MISSING)
+            raw = self._adapter.backing.get(made, MISSING)  # not a near copy
             now = entries.now()
             if not is_fresh(raw, now):
                 raise ValueError(f"Key '{key}' not found")
@@ -408,7 +408,8 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
         if version is None:
             version = self.version
         old = self.make_and_validate_key(key, version)
-        raw = self.store.get(old, MISSING)
+        self.store  # noqa: B018 - connect
+        raw = self._adapter.backing.get(old, MISSING)  # not a near copy
         now = entries.now()
         if not is_fresh(raw, now):
             raise ValueError(f"Key '{key}' not found")

@@ -333,7 +333,7 @@ class Regeneration:
         def unchanged() -> bool:
             # the record's creation time is the fence: still the record this
             # regeneration started from (None: still no record)?
-            current = store.get(made, MISSING)
+            current = adapter.backing.get(made, MISSING)  # not a near copy
             return (current[1] if is_entry(current) else None) == call.seen_created
 
         with self._pickling(f"the value for key {key!r}"):

@@ -266,6 +266,10 @@ class StoreAdapter:
 
     def __init__(self, store: Any, kind: str, lock_timeout: float, holds: bool = True) -> None:
         self.store = store
+        #: the store itself, never a near cache in front of it: what a
+        #: read-modify-write or a fence must read (``store`` may become a
+        #: NearStore, whose copies may be older than the store's record)
+        self.backing = store
         self.kind = kind
         self.lock_timeout = lock_timeout
         self.local = is_in_process(store)

@@ -154,3 +154,38 @@ def test_a_write_behind_the_backend_shows_within_max_age(redis_server):
     assert cache.get("k") == "old"  # within MAX_AGE the near copy may be served
     time.sleep(0.6)
     assert cache.get("k") == "new"
+
+
+@pytest.mark.memcached
+def test_read_modify_writes_and_the_fence_read_the_store_not_a_near_copy(memcached_server):
+    """memcached has no bus: another process's near copy may be MAX_AGE old.
+    incr (under the lease) and a regeneration's fence must not build on it.
+    Two near caches (other settings) in one process stand for two processes."""
+    import threading
+
+    a = make_cache("memcached", "rmw", timeout=60, LOCK_TIMEOUT=5, EARLY_REFRESH=1e6, NEAR_CACHE=NEAR)
+    b = make_cache("memcached", "rmw", timeout=60, LOCK_TIMEOUT=5, NEAR_CACHE={**NEAR, "MAX_ENTRIES": 99})
+    a.set("n", 0)
+    assert b.get("n") == 0  # b keeps a near copy of 0
+    assert a.incr("n") == 1
+    assert b.incr("n") == 2  # not 1: a's increment is not lost
+
+    def first():
+        time.sleep(0.1)
+        return "v1"
+
+    a.delete("k")
+    assert a.get_or_set("k", first) == "v1"  # a record with a cost: always refreshed early
+    started = threading.Event()
+
+    def slow():
+        started.set()
+        time.sleep(0.3)
+        return "regenerated"
+
+    t = threading.Thread(target=a.get_or_set, args=("k", slow))
+    t.start()  # reads k into a's near cache, then refreshes it early
+    assert started.wait(5)
+    b.set("k", "explicit")  # lands while the regeneration runs: wins
+    t.join()
+    assert make_cache("memcached", "rmw", timeout=60).get("k") == "explicit"
