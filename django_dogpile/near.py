@@ -146,11 +146,16 @@ class NearStore:
 
     def wrote(self, key: str) -> None:
         """``key`` changed in the store: evict it here and everywhere."""
+        if self._pid != os.getpid():
+            self._forked()  # else it is published under the parent's sender id,
+            # which the parent's listener skips as its own
         self._near.evict(key)
         if self._bus is not None:
             self._bus.publish(key)
 
     def _cleared(self) -> None:
+        if self._pid != os.getpid():
+            self._forked()
         self._near.drop_all()
         if self._bus is not None:
             self._bus.publish(_CLEAR)

@@ -189,3 +189,25 @@ def test_read_modify_writes_and_the_fence_read_the_store_not_a_near_copy(memcach
     b.set("k", "explicit")  # lands while the regeneration runs: wins
     t.join()
     assert make_cache("memcached", "rmw", timeout=60).get("k") == "explicit"
+
+
+def test_a_write_in_a_child_forked_after_use_reaches_the_parent(redis_server):
+    """A preloaded parent that keeps serving (or a sibling that has not read
+    yet): the child's first write must not go out under the parent's sender
+    id, which the parent's listener skips as its own."""
+    import os
+
+    cache = near_cache("forked")
+    cache.set("k", "parent")
+    assert cache.get("k") == "parent"  # the parent's near copy
+    pid = os.fork()
+    if pid == 0:  # the child writes before any get
+        try:
+            cache.set("k", "child")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    deadline = time.monotonic() + 1
+    while cache.get("k") != "child" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cache.get("k") == "child"
