@@ -112,11 +112,19 @@ class NearCache:
 class NearStore:
     """The store behind a near cache; everything else is the store's own."""
 
-    def __init__(self, store: Any, near: NearCache, bus: _Bus | None) -> None:
+    def __init__(
+        self, store: Any, near: NearCache, bus: _Bus | None,
+        read: Callable[[Any, Any, Any], Any] | None = None,
+    ) -> None:
         self._store = store
         self._near = near
         self._bus = bus
         self._pid = os.getpid()
+        #: how a near miss reads the store: on Redis, the record's primary,
+        #: where the invalidations come from (a replica may not have the
+        #: write yet when its eviction arrives, and the near copy would keep
+        #: that old value for MAX_AGE)
+        self._read = store.get if read is None else read
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -131,7 +139,7 @@ class NearStore:
         if blob is not None:
             return pickle.loads(blob)  # each caller its own copy
         epoch = near.epoch
-        raw = self._store.get(key, default, version)
+        raw = self._read(key, default, version)
         if type(raw) is tuple and len(raw) == 4:
             near.offer(key, raw, epoch)
         return raw
@@ -314,10 +322,26 @@ def near_store(
             client = access.clients()[0]
             channel = str(store.make_key("dogpile-near"))
             bus = _Bus(client, channel, near, access.errors)
-        made = _registry[ident] = NearStore(store, near, bus)
+        made = _registry[ident] = NearStore(store, near, bus, None if access is None else _primary_read(store, access))
         if bus is not None:
             bus.start()
         return made
+
+
+def _primary_read(store: Any, access: Any) -> Callable[[Any, Any, Any], Any]:
+    """``store.get``, from the record's primary (not a read replica)."""
+
+    def read(key: Any, default: Any = None, version: Any = None) -> Any:
+        raw = store.make_key(key, version=version)
+        try:
+            found = access.client_for(str(raw)).get(raw)
+        except access.errors:
+            if access.ignore:
+                return default
+            raise
+        return default if found is None else access.decode(found)
+
+    return read
 
 
 def forget(location: str) -> None:

@@ -211,3 +211,48 @@ def test_a_write_in_a_child_forked_after_use_reaches_the_parent(redis_server):
     while cache.get("k") != "child" and time.monotonic() < deadline:
         time.sleep(0.01)
     assert cache.get("k") == "child"
+
+
+@pytest.mark.parametrize("backend", [
+    "django.core.cache.backends.redis.RedisCache", "django_redis.cache.RedisCache",
+])
+def test_a_near_miss_reads_the_primary_not_a_lagging_replica(redis_server, backend):
+    """LOCATION [primary, replica] (and django-redis's SentinelClient): reads
+    go to a replica, the eviction comes from the primary at once. A refill
+    from a replica that lags would keep its old value for MAX_AGE; here the
+    replica stops replicating altogether after the first value."""
+    import redis
+    from django.conf import settings
+    from django.test import override_settings
+
+    from tests.redis_server import RedisServer
+
+    redis.Redis.from_url(redis_server.url).config_set("repl-diskless-sync-delay", 0)
+    replica = RedisServer(args=("--replicaof", "127.0.0.1", str(redis_server.port)))
+    replica.start()
+    try:
+        raw = redis.Redis.from_url(replica.url)
+        deadline = time.monotonic() + 20
+        while raw.info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "the replica never synced"
+            time.sleep(0.05)
+        caches = {**settings.CACHES, "replicated": {"BACKEND": backend, "LOCATION": [redis_server.url, replica.url]}}
+        with override_settings(CACHES=caches):
+            w = make_cache("replicated", "lag", timeout=60, NEAR_CACHE={**NEAR, "MAX_ENTRIES": 98, "MAX_AGE": 30})
+            r = make_cache("replicated", "lag", timeout=60, NEAR_CACHE={**NEAR, "MAX_AGE": 30})
+            for c in (w, r):
+                c.get("connect")
+                assert c.store._bus.subscribed.wait(5)
+            w.set("k", "old")
+            deadline = time.monotonic() + 5
+            while r.get("k") != "old":
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            raw.replicaof("NO", "ONE")  # from now on the replica lags for ever
+            w.set("k", "new")
+            deadline = time.monotonic() + 1
+            while r.get("k") != "new" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert r.get("k") == "new"
+    finally:
+        replica.cleanup()
