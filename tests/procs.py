@@ -207,6 +207,9 @@ def near_reader(prefix, options, start_at, until, results):
             changes.append((prev_start, started, value))
             last = value
         prev_start = started
+        # a read every millisecond, as a busy worker's requests come: not a
+        # spin that starves the listener thread of its own process on 2 cores
+        time.sleep(0.001)
     results.put(changes)
 
 
