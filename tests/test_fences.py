@@ -135,14 +135,16 @@ def test_a_holder_whose_lease_ran_out_cannot_write_over_its_successor(location):
     cache = fresh_cache(location, "fence", LOCK_TIMEOUT=1.0)
     cache.set("k", "stale", timeout=0.2)
     time.sleep(0.3)
+    # memcached: the 1 s lease lasts 1-2 s (whole seconds of its clock, plus one)
+    ran_out = 2.3 if location == "memcached" else 1.3
     started, results = SPAWN.Event(), SPAWN.Queue()
     p = SPAWN.Process(
         target=slow_regeneration,
-        args=(location, "fence", "k", 2.5, {"LOCK_TIMEOUT": 1.0}, started, results),
+        args=(location, "fence", "k", ran_out + 1.2, {"LOCK_TIMEOUT": 1.0}, started, results),
     )
     p.start()
     assert started.wait(30)
-    time.sleep(1.3)  # its lease has run out
+    time.sleep(ran_out)  # its lease has run out
     assert cache.get_or_set("k", lambda: "from the successor", 60) == "from the successor"
     assert results.get(timeout=30) == "from the old holder"  # its caller still got it
     p.join(10)
@@ -324,7 +326,9 @@ def test_a_retry_hold_keeps_other_processes_on_the_stale_value(location):
         SPAWN.Process(target=get_or_set_at, args=(
             location, "retryproc", "k", "too early", {"RETRY_AFTER": 4}, now + 2.5, held)),
         SPAWN.Process(target=get_or_set_at, args=(
-            location, "retryproc", "k", "retried", {"RETRY_AFTER": 4}, now + 5.0, after)),
+            # (memcached: the 4 s hold lasts 4-5 s, whole seconds of its clock plus one)
+            location, "retryproc", "k", "retried", {"RETRY_AFTER": 4},
+            now + (6.0 if location == "memcached" else 5.0), after)),
     ]
     for p in procs:
         p.start()
