@@ -48,6 +48,8 @@ class Monitor:
         for line in lines.decode(errors="replace").splitlines():
             if not line.startswith("+") or "lua]" in line or '"' not in line:
                 continue
+            if "dogpile-near" in line:  # a near cache's listener (re)subscribing
+                continue
             client = line.split("[", 1)[1].split("]", 1)[0].split()[-1]
             cmd = line.split('"', 2)[1].upper()
             if cmd != "PING":
