@@ -8,7 +8,7 @@
     {% enddogpile_cache %}
 
 The grammar is Django's ``{% cache %}``: a timeout (any expression;
-``None`` means the cache's default), a fragment name, any number of values
+``None`` means forever, as with Django's tag), a fragment name, any number of values
 to vary on, and an optional last ``using="alias"``.  Errors in the tag are
 reported when the template is compiled where they can be (a missing
 argument, a literal timeout that is not a number), else when it renders
@@ -18,27 +18,31 @@ the others get the old fragment.  The key is Django's own
 (``make_template_fragment_key``), so code that deletes or invalidates a
 ``{% cache %}`` fragment works unchanged.  With ``BACKGROUND`` the fragment
 is re-rendered in a pool thread from a copy of the context taken before the
-tag returns.  A fragment that used the visitor's CSRF token
-(``{% csrf_token %}``) or showed their messages is rendered for them and
+tag returns, with a request of its own (:func:`detached_request`): the
+background render never touches the live request's CSRF state, messages or
+session.  A fragment that used the visitor's CSRF token
+(``{% csrf_token %}``) or iterated their messages is rendered for them and
 never stored (Django's ``{% cache %}`` would serve the first visitor's token
-to everyone).
+to everyone) -- whether or not the page showed the messages before the tag.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from django import template
 from django.conf import settings
 from django.template.base import FilterExpression, NodeList, Parser, Token
+from django.template.context_processors import csrf
 from django.utils.safestring import mark_safe
 
 from ..faces import face_cache, make_fragment_key
 from ..pages import own_csrf_flag
 
-__all__ = ["DogpileCacheNode", "do_dogpile_cache"]
+__all__ = ["DogpileCacheNode", "detached_request", "do_dogpile_cache", "snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +97,8 @@ class DogpileCacheNode(template.Node):
         key = make_fragment_key(
             self.fragment_name, [v.resolve(context) for v in self.vary_on]
         )
-        kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
-            value = cache.get_or_set(key, _Render(self.nodelist, context), **kwargs)
+            value = cache.get_or_set(key, _Render(self.nodelist, context), timeout)
         except _NotStored as refused:
             log.debug("fragment %r not stored: %s", self.fragment_name, refused.reason)
             return mark_safe(refused.rendered)
@@ -112,10 +115,25 @@ class _NotStored(BaseException):
         self.rendered, self.reason = rendered, reason
 
 
-def _messages_seen(request: Any) -> bool:
+@contextlib.contextmanager
+def _own_messages_flag(request: Any) -> Iterator[Callable[[], bool]]:
+    """Tell whether the code run inside showed this visitor's messages.
+
+    Iterating the message storage marks it ``used``; a base template that
+    showed the messages *before* the tag already did, so the flag is lowered
+    for the block (and raised again after it, never lost): what counts is
+    whether the fragment itself iterated messages that exist.
+    """
     storage = getattr(request, "_messages", None)
-    return bool(storage is not None and getattr(storage, "used", False)
-                and getattr(storage, "_loaded_data", None))
+    if storage is None or not hasattr(storage, "used"):
+        yield lambda: False
+        return
+    used_before = storage.used
+    storage.used = False
+    try:
+        yield lambda: bool(storage.used and getattr(storage, "_loaded_data", None))
+    finally:
+        storage.used = used_before or storage.used
 
 
 class _Render:
@@ -135,12 +153,11 @@ class _Render:
         request = getattr(self.context, "request", None)
         if request is None:
             return self.nodelist.render(self.context)
-        with own_csrf_flag(request):
-            used_before = _messages_seen(request)
+        with own_csrf_flag(request), _own_messages_flag(request) as showed_messages:
             rendered = self.nodelist.render(self.context)
             if request.META.get("CSRF_COOKIE_NEEDS_UPDATE"):
                 raise _NotStored(rendered, "csrf")
-            if not used_before and _messages_seen(request):
+            if showed_messages():
                 raise _NotStored(rendered, "messages")
         return rendered
 
@@ -149,19 +166,61 @@ class _Render:
 
 
 def snapshot(context: template.Context) -> template.Context:
-    """Return a copy of ``context`` whose layers the caller no longer shares.
+    """Return a copy of ``context`` whose state the caller no longer shares.
 
     ``copy(context)`` copies the stack of layers but not the layers: a
     ``{% for %}`` around the tag would go on changing the loop variable
     under a background render.  Every layer (and the render context's) is
-    copied here; the values themselves are shared, read-only.
+    copied here; the values themselves are shared, read-only -- except the
+    request, whose per-visitor state a render writes to (the CSRF flag and
+    cookie, the messages' ``used`` mark, the session's ``accessed``): the
+    copy gets a request of its own (:func:`detached_request`), and the
+    context's ``request``, ``csrf_token`` and ``messages`` point at it.
     """
     copied = copy.copy(context)
     copied.dicts = [dict(layer) for layer in context.dicts]
     render_context = getattr(copied, "render_context", None)
     if render_context is not None:
         render_context.dicts = [dict(layer) for layer in render_context.dicts]
+    request = getattr(context, "request", None)
+    if request is not None:
+        own = detached_request(request)
+        copied.request = own
+        messages = getattr(request, "_messages", None)
+        for layer in copied.dicts:
+            for name, value in list(layer.items()):
+                if value is request:
+                    layer[name] = own
+                elif name == "csrf_token":
+                    layer[name] = csrf(own)["csrf_token"]
+                elif messages is not None and value is messages:
+                    layer[name] = own._messages
     return copied
+
+
+def detached_request(request: Any) -> Any:
+    """A shallow copy of ``request`` with its own per-visitor state.
+
+    Its ``META`` (where ``get_token`` raises the CSRF cookie flag and puts a
+    new visitor's secret), its message storage (whose ``used`` mark deletes
+    messages) and its session object (``accessed``/``modified``) are copies:
+    a render in another thread cannot change what the live request's
+    middleware does with its response.
+    """
+    own = copy.copy(request)
+    own.META = dict(request.META)
+    storage = getattr(request, "_messages", None)
+    if storage is not None:
+        mine = copy.copy(storage)
+        if hasattr(storage, "_queued_messages"):
+            mine._queued_messages = list(storage._queued_messages)
+        if hasattr(storage, "_loaded_data"):
+            mine._loaded_data = list(storage._loaded_data)
+        own._messages = mine
+    session = getattr(request, "session", None)
+    if session is not None:
+        own.session = copy.copy(session)
+    return own
 
 
 @register.tag(TAG)
