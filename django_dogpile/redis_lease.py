@@ -10,12 +10,13 @@ fenced write is token check, ``SET`` and release in one script; explicit
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
 from typing import Any, Callable
 
-from .leases import LANDED, LeaseUnavailable
+from .leases import LANDED, LeaseUnavailable, is_outage
 from .state import MISSING
 
 __all__ = ["RedisLease", "RedisScripts"]
@@ -52,24 +53,37 @@ end
 return 0
 """
 
-# The fenced write.  KEYS: lock, record.  ARGV: token, value, px (0: none).
-# 1 written; 0 another holder's lease; -1 no lease (ours ran out, unused).
+# The fenced write.  KEYS: lock, record.  ARGV: token, value, px (0: none),
+# fence: the SHA-1 of the record as the lease found it ('-': there was none).
+# 1 written under our lease; 2 written with no lease at all (ours ran out and
+# nobody took it) over the very record we started from; 0 another holder's
+# lease; -1 no lease, and the record changed (an explicit write won).
 _STORE = """
 local holder = redis.call('GET', KEYS[1])
-if not holder then
-  return -1
-end
-if holder ~= ARGV[1] then
+if holder and holder ~= ARGV[1] then
   return 0
+end
+if not holder then
+  local current = redis.call('GET', KEYS[2])
+  if ARGV[4] == '-' then
+    if current then
+      return -1
+    end
+  elseif not current or redis.sha1hex(current) ~= ARGV[4] then
+    return -1
+  end
 end
 if ARGV[3] == '0' then
   redis.call('SET', KEYS[2], ARGV[2])
 else
   redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 end
-redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', KEYS[1], 'released')
-return 1
+if holder then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', KEYS[1], 'released')
+  return 1
+end
+return 2
 """
 
 # A failed regeneration: release, leaving a retry hold.  KEYS: lock, retry.
@@ -151,7 +165,7 @@ class RedisLease:
 
     __slots__ = (
         "client", "scripts", "lock_key", "record_key", "timeout", "px", "encode",
-        "decode", "ignore_errors", "errors", "token", "_snapshot",
+        "decode", "ignore_errors", "errors", "token", "_snapshot", "_fence",
     )
 
     released_by_store = True
@@ -178,12 +192,14 @@ class RedisLease:
         self.decode = decode
         self.ignore_errors = ignore_errors
         if errors is None:
-            from redis.exceptions import ConnectionError, TimeoutError
+            from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
-            errors = (ConnectionError, TimeoutError)
+            errors = (ConnectionError, TimeoutError, ResponseError)
         self.errors = errors
         self.token = uuid.uuid4().hex
         self._snapshot: Any = MISSING
+        #: the SHA-1 of the record as the lease found it ("-": none)
+        self._fence = "-"
 
     def _try(self, landed_ok: bool, respect_hold: bool) -> tuple[Any, Any]:
         """One round trip: ``(True | False | LANDED, pttl)``."""
@@ -194,11 +210,16 @@ class RedisLease:
                 client=self.client,
             )
         except self.errors as exc:
-            if self.ignore_errors:
+            if self.ignore_errors and is_outage(exc):
                 raise LeaseUnavailable(str(exc)) from exc
             raise
         if ok:
-            self._snapshot = None if extra is None else self.decode(extra)
+            if extra is None:
+                self._snapshot, self._fence = None, "-"
+            else:
+                self._snapshot = self.decode(extra)
+                raw = extra if isinstance(extra, bytes) else str(extra).encode()
+                self._fence = hashlib.sha1(raw, usedforsecurity=False).hexdigest()
             return (True if ok == 1 else LANDED), None
         return False, extra
 
@@ -217,7 +238,7 @@ class RedisLease:
                 return self._wait(pubsub, landed_ok, deadline)
             except self.errors as exc:
                 # Redis went away while we waited on the channel.
-                if self.ignore_errors:
+                if self.ignore_errors and is_outage(exc):
                     raise LeaseUnavailable(str(exc)) from exc
                 raise
         finally:
@@ -251,29 +272,22 @@ class RedisLease:
     def store(self, record: Any, timeout: float | None, unchanged: Callable[[], bool]) -> bool | None:
         """The fenced write: token check, ``SET`` and release, one script.
 
-        With no lease at all (ours ran out and nobody took it), the record's
-        creation time decides: two round trips apart.
+        With no lease at all (ours ran out and nobody took it) the script
+        writes only over the very record the lease found (its SHA-1), in the
+        same atomic step: an explicit write landing at any moment wins.
+        ``unchanged`` is not needed here (other leases check it).
         """
         try:
-            value = self.encode(record)
             ok = self.scripts.store(
                 keys=[self.lock_key, self.record_key],
-                args=[self.token, value, _px(timeout)],
+                args=[self.token, self.encode(record), _px(timeout), self._fence],
                 client=self.client,
             )
-            if ok == -1:
-                if not unchanged():
-                    return None
-                if timeout is None:
-                    self.client.set(self.record_key, value)
-                else:
-                    self.client.set(self.record_key, value, px=_px(timeout))
-                return True
-        except self.errors:
-            if self.ignore_errors:
+        except self.errors as exc:
+            if self.ignore_errors and is_outage(exc):
                 return False
             raise
-        return True if ok else None
+        return True if ok in (1, 2) else None
 
     def hold(self, seconds: float) -> None:
         """Release, leaving a retry hold of ``seconds`` (if still ours)."""
