@@ -38,9 +38,35 @@ __all__ = [
     "FileLease",
     "Lease",
     "LeaseUnavailable",
+    "is_outage",
 ]
 
 log = logging.getLogger(__name__)
+
+
+#: Errors a Redis-protocol server raises for every write, whatever the key:
+#: the store is down for writing, as if unreachable.
+_OUTAGES = frozenset({
+    "ConnectionError",  # unreachable, reset, refused (LOADING is one too)
+    "TimeoutError",
+    "OutOfMemoryError",  # OOM: maxmemory reached under noeviction
+    "ReadOnlyError",  # READONLY: a replica (a failover demoted the primary)
+    "MasterDownError",  # MASTERDOWN: a replica cut from its primary
+})
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True if ``exc`` means the store takes no write at all (an outage for
+    the stale path and for ``IGNORE_EXCEPTIONS``), False for an error of
+    this one call (a wrong type, a script error), which is always raised.
+
+    The one place store errors are classified: the leases, the writes and
+    the near cache's listener all ask here.
+    """
+    if any(cls.__name__ in _OUTAGES for cls in type(exc).__mro__):
+        return True
+    # MISCONF: RDB snapshots failing with stop-writes-on-bgsave-error
+    return str(exc).startswith("MISCONF")
 
 
 class LeaseUnavailable(Exception):

@@ -40,7 +40,7 @@ from typing import Any, Callable
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
 from .exceptions import UncacheableValue
-from .leases import CacheLease, DatabaseLease, FileLease
+from .leases import CacheLease, DatabaseLease, FileLease, is_outage
 from .redis_lease import RedisLease, RedisScripts
 
 __all__ = [
@@ -214,8 +214,12 @@ class RedisAccess:
 
 
 def _connection_errors(package: str) -> tuple[type[BaseException], ...]:
+    """What a Redis call is guarded with; :func:`is_outage` tells which of
+    those are an outage (the rest are raised as they are)."""
     exceptions = importlib.import_module(f"{package}.exceptions")
-    return (exceptions.ConnectionError, exceptions.TimeoutError)
+    return (exceptions.ConnectionError, exceptions.TimeoutError, exceptions.ResponseError)
+
+
 
 
 def redis_access(store: Any) -> RedisAccess | None:
@@ -354,9 +358,9 @@ class RedisAdapter(StoreAdapter):
                 args=[self.encode(record), px],
                 client=self.client_for(key),
             ))
-        except self.errors:
-            if self.ignore:
-                log.warning("store unavailable; %s not written", made)
+        except self.errors as exc:
+            if self.ignore and is_outage(exc):
+                log.warning("store unavailable (%s); %s not written", exc, made)
                 return False
             raise
 
@@ -380,8 +384,8 @@ class RedisAdapter(StoreAdapter):
             return bool(self.scripts.delete(
                 keys=[key, lock, lock + ":retry"], client=self.client_for(key),
             ))
-        except self.errors:
-            if self.ignore:
+        except self.errors as exc:
+            if self.ignore and is_outage(exc):
                 return False
             raise
         finally:
@@ -397,8 +401,8 @@ class RedisAdapter(StoreAdapter):
         try:
             for client, keys in by_server.values():
                 client.delete(*keys)
-        except self.errors:
-            if not self.ignore:
+        except self.errors as exc:
+            if not (self.ignore and is_outage(exc)):
                 raise
         finally:
             for record in made:
