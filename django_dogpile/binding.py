@@ -11,7 +11,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, memcache_key_warnings
+from django.core.cache.backends.base import (
+    DEFAULT_TIMEOUT,
+    BaseCache,
+    default_key_func,
+    memcache_key_warnings,
+)
 from django.core.exceptions import ImproperlyConfigured
 
 from .regeneration import LOCK_SUFFIX
@@ -20,6 +25,10 @@ from .stores import StoreAdapter, adapter_for
 __all__ = ["StoreBinding"]
 
 _KEY_MEMO_SIZE = 4096  # made keys remembered per backend instance
+#: the longest suffix the wrapper adds to a store key (a lock's retry hold)
+_LONGEST_SUFFIX = LOCK_SUFFIX + ":retry"
+#: memcached's limit on a key, in bytes (Django warns at 250 characters)
+_MAX_KEY_BYTES = 250
 
 
 class StoreBinding:
@@ -39,12 +48,32 @@ class StoreBinding:
 
     @staticmethod
     def _find_alias(location: str, params: dict[str, Any]) -> str:
-        for alias, conf in getattr(settings, "CACHES", {}).items():
-            if conf.get("LOCATION") == location and conf.get("BACKEND", "").endswith(
-                "DogpileCache"
-            ) and conf.get("KEY_PREFIX", "") == params.get("KEY_PREFIX", ""):
-                return alias
-        return f"dogpile:{location}"
+        """The ``CACHES`` alias these settings came from (Django does not say).
+
+        Django builds a backend from ``CACHES[alias]`` less ``BACKEND`` and
+        ``LOCATION``: the alias is the one whose settings are exactly these.
+        Two aliases set alike are told apart on first use
+        (:meth:`_settle_alias`); a backend made by hand is ``dogpile:<LOCATION>``.
+        """
+        found = _aliases_set_as(location, params)
+        return found[0] if found else f"dogpile:{location}"
+
+    def _settle_alias(self) -> None:
+        """Two aliases set alike: take the one ``caches`` holds this object as."""
+        from django.core.cache import caches
+
+        found = _aliases_set_as(self.location, self._params)
+        if len(found) < 2:
+            return
+        connections = getattr(caches, "_connections", None)
+        for alias in found:
+            if getattr(connections, alias, None) is self:
+                if alias != self.alias:
+                    self._rename(alias)
+                return
+
+    def _rename(self, alias: str) -> None:  # pragma: no cover - DogpileCache's
+        raise NotImplementedError
 
     # --- the store --------------------------------------------------------
 
@@ -66,6 +95,7 @@ class StoreBinding:
                 "[django_dogpile.E001]"
             )
         store = caches[self.location]
+        self._settle_alias()
         if isinstance(store, StoreBinding):
             raise ImproperlyConfigured(
                 f"DogpileCache {self.alias!r}: LOCATION {self.location!r} is a "
@@ -82,12 +112,23 @@ class StoreBinding:
                 f"DogpileCache {self.alias!r}: {exc} ({self.location!r}). "
                 "[django_dogpile.E009]"
             ) from None
-        if self.options.near_cache is not None:
-            from .near import near_store
+        # Memos of made keys are sound only while a key is the same string
+        # for every request: a KEY_FUNCTION may read the request (a tenant).
+        self._plain_keys = (
+            self.key_func is default_key_func
+            and getattr(store, "key_func", default_key_func) is default_key_func
+        )
+        from . import near
 
-            near = near_store(self.location, self._adapter.store, self.options.near_cache, self._adapter)
-            self._adapter.store = near
-            self._adapter.wrote = near.wrote
+        if self.options.near_cache is not None:
+            front: Any = near.near_store(
+                self.location, self._adapter.store, self.options.near_cache, self._adapter,
+            )
+        else:
+            # no near cache of our own: still evict this process's others
+            front = near.EvictingStore(self._adapter.store, self.location)
+        self._adapter.store = front
+        self._adapter.wrote = front.wrote
         # the adapter's view of the store (memcached: timeouts in whole seconds;
         # a near cache in front)
         store = self._store_cache = self._adapter.store
@@ -95,6 +136,23 @@ class StoreBinding:
 
         start_publishing(self.alias)
         return store
+
+    def ident(self, made: str) -> tuple[str, str]:
+        """What identifies the record ``made`` in this process's memory.
+
+        The store's own key (its ``KEY_FUNCTION`` may put a tenant in it),
+        with the store alias: every per-process memo -- the in-process
+        lock and what it hands over, outage fallbacks, retry holds, the
+        async in-flight table, the page memos -- is keyed by it, so no
+        memo made for one tenant is ever found for another.
+        """
+        store = self._store_cache or self.store
+        return (self.location, made if self._plain_keys else str(store.make_key(made)))
+
+    def store_key(self, key: Any, version: int | None = None) -> str:
+        """Return the key the store itself uses for ``key`` (prefix, version
+        and both aliases' key functions applied)."""
+        return str(self.store.make_key(self.make_and_validate_key(key, version)))
 
     # --- keys and timeouts -------------------------------------------------
 
@@ -119,12 +177,13 @@ class StoreBinding:
         self.validate_key(made)
         clean = not any(memcache_key_warnings(made))
         store_key = made
-        if not clean or any(memcache_key_warnings(self.store.make_key(made + LOCK_SUFFIX))):
+        if not clean or _too_long(self.store.make_key(made + _LONGEST_SUFFIX)):
             store_key = "dogpile.h." + hashlib.sha256(made.encode()).hexdigest()
         # Remember keys that passed cleanly (a bad key warns on every call,
-        # as with Django's backends); str keys only, (key, version) when
-        # a version is given.
-        if clean and memo_key is not None:
+        # as with Django's backends); str keys only, (key, version) when a
+        # version is given; and only while both key functions are Django's
+        # (another may read the request: a tenant's key is not another's).
+        if clean and memo_key is not None and self._plain_keys:
             memo = self._made
             if len(memo) >= _KEY_MEMO_SIZE:
                 memo.clear()
@@ -151,3 +210,23 @@ class StoreBinding:
             return None
         return timeout
 
+
+
+def _too_long(store_key: Any) -> bool:
+    """True if memcached would refuse ``store_key`` (or Django warn about it):
+    memcached counts bytes, Django's warning characters."""
+    key = str(store_key)
+    return any(memcache_key_warnings(key)) or len(key.encode()) > _MAX_KEY_BYTES
+
+
+def _aliases_set_as(location: str, params: dict[str, Any]) -> list[str]:
+    """The DogpileCache aliases of ``CACHES`` set exactly as ``location`` + ``params``."""
+    from .conf import dogpile_aliases
+
+    found = []
+    for alias in dogpile_aliases():
+        conf = dict(settings.CACHES[alias])
+        conf.pop("BACKEND", None)
+        if conf.pop("LOCATION", "") == location and conf == params:
+            found.append(alias)
+    return found

@@ -100,7 +100,7 @@ async def aget_or_set_status(cache: Any, key: Any, made: str, default: Any, time
     raw = await _read(cache, made)
     if cache._fresh_hit(key, raw):
         return raw[0], "HIT"
-    ident = (cache.location, made)
+    ident = cache.ident(made)
     inflight = _inflight()
     while (pending := inflight.get(ident)) is not None:
         if cache._live(raw, entries.now()):

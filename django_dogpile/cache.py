@@ -83,6 +83,8 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
     def __init__(self, location: str, params: dict[str, Any]) -> None:
         warn_if_not_installed()  # the tag and the checks need the app
         params = dict(params)
+        #: the settings as Django passed them (they tell which alias this is)
+        self._params = dict(params)
         # A bad setting must reach `manage.py check` as django_dogpile.E00x,
         # and Django's own cache checks instantiate every alias: so the error
         # is kept here and raised, clearly, on first use instead.
@@ -107,17 +109,20 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
         super().__init__(params)
         self.default_timeout = timeout  # BaseCache would truncate floats
         self.location = location
-        self.alias = self._find_alias(location, params)
-        self._stats = stats_for(self.alias)
-        self._hit = self._stats.hit
-        self._keys = (
-            key_stats_for(self.alias, self.options.key_stats) if self.options.key_stats else None
-        )
+        self._rename(self._find_alias(location, self._params))
+        self._plain_keys = False  # known once connected (binding)
         self._store_cache: BaseCache | None = None
         self._adapter: StoreAdapter = None  # type: ignore[assignment]  # set by _connect
         #: user key (or (key, version)) -> store key, for str keys.
         self._made: dict[Any, str] = {}
         self._early_refresh = self.options.early_refresh
+
+    def _rename(self, alias: str) -> None:
+        """Count, signal and publish as ``alias``."""
+        self.alias = alias
+        self._stats = stats_for(alias)
+        self._hit = self._stats.hit
+        self._keys = key_stats_for(alias, self.options.key_stats) if self.options.key_stats else None
 
     # --- the fresh hit ------------------------------------------------------
 
@@ -218,7 +223,7 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
 
     def _forget(self, made: str) -> None:
         """An explicit write or delete ends this process's memory of the key."""
-        ident = (self.location, made)
+        ident = self.ident(made)
         fallbacks.discard(ident)
         retry_after.forget(ident)
 

@@ -361,6 +361,31 @@ def get_config() -> dict[str, Any]:
 def _clear_config(*, setting: str, **kwargs: Any) -> None:
     if setting in ("DOGPILE", "CACHES"):
         get_config.cache_clear()
+    if setting == "CACHES":
+        # What this process remembers of the old stores is not about the
+        # new ones, even under the same alias names.
+        from . import near, state
+
+        near.reset()
+        state.forget_all()
+
+
+def dogpile_aliases() -> list[str]:
+    """The aliases of ``CACHES`` whose ``BACKEND`` is DogpileCache or a subclass."""
+    from django.utils.module_loading import import_string
+
+    from .cache import DogpileCache
+
+    found = []
+    for alias, conf in getattr(settings, "CACHES", {}).items():
+        backend = conf.get("BACKEND", "") if isinstance(conf, dict) else ""
+        try:
+            cls = import_string(backend) if isinstance(backend, str) and backend else None
+        except ImportError:
+            cls = None
+        if isinstance(cls, type) and issubclass(cls, DogpileCache):
+            found.append(alias)
+    return found
 
 
 def improperly_configured(exc: ConfigError, where: str) -> ImproperlyConfigured:

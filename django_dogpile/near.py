@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 from . import entries
 
-__all__ = ["NearCache", "NearStore"]
+__all__ = ["PING_INTERVAL", "PONG_WITHIN", "NearCache", "EvictingStore", "NearStore", "near_store", "reset"]
 
 log = logging.getLogger(__name__)
 
@@ -109,64 +109,20 @@ class NearCache:
             self._bytes = 0
 
 
-class NearStore:
-    """The store behind a near cache; everything else is the store's own."""
+class _Evicting:
+    """A store whose every write calls ``self.wrote(key)`` (and ``clear``,
+    ``self._cleared()``); everything else is the store's own."""
 
-    def __init__(
-        self, store: Any, near: NearCache, bus: _Bus | None,
-        read: Callable[[Any, Any, Any], Any] | None = None,
-    ) -> None:
-        self._store = store
-        self._near = near
-        self._bus = bus
-        self._pid = os.getpid()
-        #: how a near miss reads the store: on Redis, the record's primary,
-        #: where the invalidations come from (a replica may not have the
-        #: write yet when its eviction arrives, and the near copy would keep
-        #: that old value for MAX_AGE)
-        self._read = store.get if read is None else read
+    _store: Any
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
-        near = self._near
-        if self._pid != os.getpid():
-            self._forked()
-        if not near.ready:
-            return self._store.get(key, default, version)
-        blob = near.lookup(key)
-        if blob is not None:
-            return pickle.loads(blob)  # each caller its own copy
-        epoch = near.epoch
-        raw = self._read(key, default, version)
-        if type(raw) is tuple and len(raw) == 4:
-            near.offer(key, raw, epoch)
-        return raw
+    def wrote(self, key: str) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
 
-    def _forked(self) -> None:
-        # a child of a preloading server: the parent's listener thread did
-        # not come along, and what the parent cached is no one's to trust
-        self._pid = os.getpid()
-        self._near.drop_all()
-        if self._bus is not None:
-            self._bus.start()
-
-    def wrote(self, key: str) -> None:
-        """``key`` changed in the store: evict it here and everywhere."""
-        if self._pid != os.getpid():
-            self._forked()  # else it is published under the parent's sender id,
-            # which the parent's listener skips as its own
-        self._near.evict(key)
-        if self._bus is not None:
-            self._bus.publish(key)
-
-    def _cleared(self) -> None:
-        if self._pid != os.getpid():
-            self._forked()
-        self._near.drop_all()
-        if self._bus is not None:
-            self._bus.publish(_CLEAR)
+    def _cleared(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
 
     # writes through the store itself (touch, incr, add over a stale value...)
 
@@ -216,6 +172,88 @@ class NearStore:
             self._cleared()
 
 
+
+class NearStore(_Evicting):
+    """The store behind a near cache; everything else is the store's own."""
+
+    def __init__(
+        self, store: Any, near: NearCache, bus: _Bus | None,
+        read: Callable[[Any, Any, Any], Any] | None = None, location: str = "",
+    ) -> None:
+        self._store = store
+        self._near = near
+        self._bus = bus
+        self._location = location
+        #: the key an entry is kept under: the store's own (see store_ident)
+        self._ident = store_ident(store)
+        self._pid = os.getpid()
+        #: how a near miss reads the store: on Redis, the record's primary,
+        #: where the invalidations come from (a replica may not have the
+        #: write yet when its eviction arrives, and the near copy would keep
+        #: that old value for MAX_AGE)
+        self._read = store.get if read is None else read
+
+    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        near = self._near
+        if self._pid != os.getpid():
+            self._forked()
+        if not near.ready:
+            return self._store.get(key, default, version)
+        ident = self._ident(key) if version is None else str(self._store.make_key(key, version))
+        blob = near.lookup(ident)
+        if blob is not None:
+            return pickle.loads(blob)  # each caller its own copy
+        epoch = near.epoch
+        raw = self._read(key, default, version)
+        if type(raw) is tuple and len(raw) == 4:
+            near.offer(ident, raw, epoch)
+        return raw
+
+    def _forked(self) -> None:
+        # a child of a preloading server: the parent's listener thread did
+        # not come along, and what the parent cached is no one's to trust
+        self._pid = os.getpid()
+        self._near.drop_all()
+        if self._bus is not None:
+            self._bus.start()
+
+    def wrote(self, key: str) -> None:
+        """``key`` changed in the store: evict it here and everywhere."""
+        if self._pid != os.getpid():
+            self._forked()  # else it is published under the parent's sender id,
+            # which the parent's listener skips as its own
+        ident = self._ident(key)
+        evict_here(self._location, ident)  # every near cache of the store
+        if self._bus is not None:
+            self._bus.publish(ident)
+
+    def _cleared(self) -> None:
+        if self._pid != os.getpid():
+            self._forked()
+        forget(self._location)
+        if self._bus is not None:
+            self._bus.publish(_CLEAR)
+
+class EvictingStore(_Evicting):
+    """The store of an alias with no near cache of its own: its writes still
+    evict the near caches other aliases of this process keep of the store
+    (at once, as theirs do), and reads go straight to the store."""
+
+    def __init__(self, store: Any, location: str) -> None:
+        self._store = store
+        self._location = location
+        self._ident = store_ident(store)
+        self.get = store.get  # the hot path: no wrapper in the way
+        self.get_many = store.get_many
+
+    def wrote(self, key: str) -> None:
+        if _registry:
+            evict_here(self._location, self._ident(key))
+
+    def _cleared(self) -> None:
+        forget(self._location)
+
+
 class _Bus:
     """One pub/sub channel on a Redis server: publish keys, listen for them.
 
@@ -236,8 +274,16 @@ class _Bus:
         self.subscribed = threading.Event()
         #: names this process's messages: its own writes were evicted here already
         self.sender = uuid.uuid4().hex[:12]
+        self.stopped = False
+
+    def stop(self) -> None:
+        """End the listener (its near cache is no longer used)."""
+        self.stopped = True
+        self.near.ready = False
 
     def start(self) -> None:
+        if self.stopped:
+            return
         if self.thread is not None and self.thread.is_alive() and self.pid == os.getpid():
             return
         self.pid = os.getpid()
@@ -258,35 +304,21 @@ class _Bus:
 
     def _listen(self) -> None:
         delay = 0.05
-        while True:
+        while not self.stopped:
             pubsub = None
             try:
                 pubsub = self.client.pubsub()
                 pubsub.subscribe(self.channel)
-                while True:
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        if not self.near.ready:
-                            pubsub.ping()  # still connected? (raises if not)
-                        continue
-                    kind = message.get("type")
-                    if kind == "subscribe":
-                        self.near.drop_all()
-                        self.near.ready = True
-                        self.subscribed.set()
-                        delay = 0.05
-                    elif kind == "message":
-                        data = message["data"]
-                        sender, _, key = (data.decode() if isinstance(data, bytes) else str(data)).partition(" ")
-                        if sender == self.sender:
-                            continue
-                        if key == _CLEAR:
-                            self.near.drop_all()
-                        else:
-                            self.near.evict(key)
+                self._serve(pubsub)
+                delay = 0.05
             except self.errors as exc:
                 if self.near.ready:
                     log.warning("near cache: lost %s (%s); bypassed until it is back", self.channel, exc)
+            except _Silent:
+                log.warning(
+                    "near cache: %s answered no PING for %.1fs; bypassed, reconnecting",
+                    self.channel, PING_INTERVAL + PONG_WITHIN,
+                )
             except Exception:  # pragma: no cover - never let the listener die silently
                 log.exception("near cache: listener on %s failed; restarting", self.channel)
             self.near.ready = False
@@ -297,20 +329,109 @@ class _Bus:
                     pubsub.close()
                 except Exception:  # pragma: no cover - a dead connection
                     pass
+            if self.stopped:
+                return
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
+    def _serve(self, pubsub: Any) -> None:
+        """Read the subscribed connection until it fails or goes silent.
 
-#: one near cache and bus per process and store (``cache.clear()`` empties it)
-_registry: dict[tuple[str, tuple[int, int, float]], NearStore] = {}
+        A connection a middlebox dropped without a reset (a NAT or load
+        balancer's idle timeout) raises nothing: reads just never return.
+        So the listener PINGs every ``PING_INTERVAL`` seconds on the
+        subscribed connection itself; TCP keeps order, so a PONG proves that
+        every message published before the PING has arrived.  While a PONG
+        is over ``PONG_WITHIN`` late, the near cache is bypassed (it may be
+        missing invalidations); a PONG that comes after all restores it with
+        nothing lost; one still missing a further ``PING_INTERVAL`` later
+        ends the connection (:class:`_Silent`), and the listener starts over.
+        """
+        near = self.near
+        sent = 0.0  # when the PING in flight was sent (0: none in flight)
+        last = time.monotonic()  # last time the connection proved alive
+        while not self.stopped:
+            message = pubsub.get_message(timeout=_POLL)
+            now = time.monotonic()
+            if message is None:
+                if sent:
+                    late = now - sent
+                    if late > PONG_WITHIN and near.ready:
+                        near.ready = False  # may miss invalidations: bypass
+                    if late > PONG_WITHIN + PING_INTERVAL:
+                        raise _Silent()
+                elif now - last >= (PING_INTERVAL if self.subscribed.is_set() else _POLL * 4):
+                    pubsub.ping(_PING)  # raises at once on a closed connection
+                    sent = now
+                continue
+            kind = message.get("type")
+            last = now
+            if kind == "pong":
+                if sent and self.subscribed.is_set() and not near.ready:
+                    near.ready = True  # nothing was missed: TCP keeps order
+                sent = 0.0
+            elif kind == "subscribe":
+                near.drop_all()
+                near.ready = True
+                self.subscribed.set()
+            elif kind == "message":
+                data = message["data"]
+                sender, _, key = (data.decode() if isinstance(data, bytes) else str(data)).partition(" ")
+                if sender == self.sender:
+                    continue
+                if key == _CLEAR:
+                    near.drop_all()
+                else:
+                    near.evict(key)
+
+
+class _Silent(Exception):
+    """The subscribed connection answered no PING in time."""
+
+
+#: seconds between the listener's PINGs on its subscribed connection
+PING_INTERVAL = 0.5
+#: seconds a PONG may take before the near cache is bypassed
+PONG_WITHIN = 0.5
+_POLL = 0.1
+_PING = "dogpile-near"
+
+
+#: one near cache and bus per process, store and store settings
+#: (``cache.clear()`` empties it; a change of ``CACHES`` ends it)
+_registry: dict[tuple[str, str, tuple[int, int, float]], NearStore] = {}
 _registry_lock = threading.Lock()
+
+
+def store_ident(store: Any) -> Callable[[str], str]:
+    """How a near cache names the record ``made``: by the store's own key.
+
+    With Django's key function that is ``made`` itself (the store's prefix
+    and version are the same for every key); another ``KEY_FUNCTION`` may
+    put the request's tenant in the key, and then the store's key it is.
+    """
+    from django.core.cache.backends.base import default_key_func
+
+    if getattr(store, "key_func", default_key_func) is default_key_func:
+        return _same
+    return lambda made: str(store.make_key(made))
+
+
+def _same(made: str) -> str:
+    return made
+
+
+def _fingerprint(location: str) -> str:
+    from django.conf import settings
+
+    return repr(settings.CACHES.get(location))
 
 
 def near_store(
     location: str, store: Any, settings: tuple[int, int, float], adapter: Any,
 ) -> NearStore:
     """This process's near store for ``location`` (made once, then shared)."""
-    ident = (location, settings)
+    ident = (location, _fingerprint(location), settings)
     with _registry_lock:
         found = _registry.get(ident)
         if found is not None:
@@ -320,12 +441,39 @@ def near_store(
         access = getattr(adapter, "access", None)
         if access is not None:  # a Redis we script: a channel on its first server
             client = access.clients()[0]
-            channel = str(store.make_key("dogpile-near"))
+            # by Django's key function: another (a tenant's) would give each
+            # tenant's first request its own channel, and broadcasts a
+            # process subscribed under another tenant never hears
+            from django.core.cache.backends.base import default_key_func
+
+            channel = default_key_func("dogpile-near", store.key_prefix, store.version)
             bus = _Bus(client, channel, near, access.errors)
-        made = _registry[ident] = NearStore(store, near, bus, None if access is None else _primary_read(store, access))
+        made = _registry[ident] = NearStore(
+            store, near, bus, None if access is None else _primary_read(store, access), location,
+        )
         if bus is not None:
             bus.start()
         return made
+
+
+def evict_here(location: str, ident: str) -> None:
+    """Evict ``ident`` from every near cache of ``location`` in this process
+    (two aliases over one store each keep their own)."""
+    for (where, _, _), found in list(_registry.items()):
+        if where == location:
+            found._near.evict(ident)
+
+
+def reset() -> None:
+    """End every near cache of this process (``CACHES`` changed: the next
+    use builds new ones over the new stores)."""
+    with _registry_lock:
+        found = list(_registry.values())
+        _registry.clear()
+    for near_store_ in found:
+        near_store_._near.drop_all()
+        if near_store_._bus is not None:
+            near_store_._bus.stop()
 
 
 def _primary_read(store: Any, access: Any) -> Callable[[Any, Any, Any], Any]:
@@ -346,7 +494,7 @@ def _primary_read(store: Any, access: Any) -> Callable[[Any, Any, Any], Any]:
 
 def forget(location: str) -> None:
     """Empty every near cache of ``location`` in this process."""
-    for (where, _), found in list(_registry.items()):
+    for (where, _, _), found in list(_registry.items()):
         if where == location:
             found._near.drop_all()
 

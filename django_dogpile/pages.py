@@ -281,9 +281,9 @@ class _Regenerate:
 
     def check(self) -> None:
         page = self.page
-        if page.memos.refused_since(self.key, page.started):
+        if page.memos.refused_since(page.memo_key(self.key), page.started):
             raise _Bypass()
-        learnt = page.memos.vary.get(page.url_key)
+        learnt = page.memos.vary.get(page.url_memo)
         if learnt is not None and not set(learnt) <= set(page.vary):
             raise _Relearn()
 
@@ -324,6 +324,12 @@ class _Page:
         self.memos = state.pages(getattr(cache, "location", None) or f"alias:{alias}")
         url = hashlib.md5(request.build_absolute_uri().encode(), usedforsecurity=False)
         self.url_key = safe_key("dogpile.page", prefix or "", url.hexdigest())
+        # The memos are keyed as the store keys the page (a KEY_FUNCTION may
+        # put this request's tenant in it): one tenant's learnt Vary or
+        # refusal is never another's.
+        store_key = getattr(cache, "store_key", None)
+        self.memo_key: Callable[[str], str] = store_key if store_key is not None else cache.make_key
+        self.url_memo = self.memo_key(self.url_key)
         self.vary: tuple[str, ...] = ()
 
     # --- keys ---------------------------------------------------------------
@@ -348,11 +354,11 @@ class _Page:
 
     def _learn_from_store(self) -> tuple[str, ...]:
         vary = tuple(self.cache.get(self.url_key + ".vary") or ())
-        self.memos.learnt(self.url_key, vary)
+        self.memos.learnt(self.url_memo, vary)
         return vary
 
     def _remember(self, vary: tuple[str, ...]) -> None:
-        self.memos.learnt(self.url_key, vary)
+        self.memos.learnt(self.url_memo, vary)
         timeout = None if self.timeout is None else self.timeout + self.grace
         self.cache.set(self.url_key + ".vary", list(vary), timeout)
         self.vary = vary
@@ -394,14 +400,14 @@ class _Page:
         if reason is None:
             return self._mark(response, "MISS")
         log.debug("page %s not stored: %s", self.request.path, reason)
-        self.memos.refuse(key)
+        self.memos.refuse(self.memo_key(key))
         if reason in _PAGE_REFUSES:
-            self.memos.passes.hold(key, _PASS_TTL if self.timeout is None else min(_PASS_TTL, self.timeout))
+            self.memos.passes.hold(self.memo_key(key), _PASS_TTL if self.timeout is None else min(_PASS_TTL, self.timeout))
         return self._mark(response, f"MISS; uncacheable={reason}")
 
     def _store(self, key: str, stored: tuple[HttpResponseBase, float]) -> HttpResponseBase:
         self.cache.set(key, stored, self.timeout)  # cacheable again
-        self.memos.passes.forget(key)
+        self.memos.passes.forget(self.memo_key(key))
         return self._deliver(stored, "MISS")
 
     def _deliver(self, stored: tuple[HttpResponseBase, float], status: str | None) -> HttpResponseBase:
@@ -418,7 +424,7 @@ class _Page:
     # --- sync ---------------------------------------------------------------
 
     def serve(self, run: Callable[[], Any]) -> HttpResponseBase:
-        vary = self.memos.vary.get(self.url_key)
+        vary = self.memos.vary.get(self.url_memo)
         self.vary = self._learn_from_store() if vary is None else vary
         if self.method == "HEAD":
             stored = self.cache.get(self.key("GET"))
@@ -427,7 +433,7 @@ class _Page:
         getter = getattr(self.cache, "get_or_set_status", None)
         for _ in range(3):
             key = self.key(self.method)
-            if self.memos.passes.holding(key):
+            if self.memos.passes.holding(self.memo_key(key)):
                 return self._bypass(key, run)
             try:
                 if getter is not None:
@@ -435,7 +441,7 @@ class _Page:
                 else:
                     stored, status = self.cache.get_or_set(key, _Regenerate(self, key, run), self.timeout), None
             except _Relearn:
-                self.vary = self.memos.vary.get(self.url_key) or self.vary
+                self.vary = self.memos.vary.get(self.url_memo) or self.vary
                 continue
             except _Bypass:
                 return self._bypass(key, run)
@@ -459,11 +465,11 @@ class _Page:
     # --- async --------------------------------------------------------------
 
     async def aserve(self, run: Callable[[], Awaitable[Any]]) -> HttpResponseBase:
-        vary = self.memos.vary.get(self.url_key)
+        vary = self.memos.vary.get(self.url_memo)
         if vary is None:
             vary = await self.cache.aget(self.url_key + ".vary")
             vary = tuple(vary or ())
-            self.memos.learnt(self.url_key, vary)
+            self.memos.learnt(self.url_memo, vary)
         self.vary = vary
         if self.method == "HEAD":
             stored = await self.cache.aget(self.key("GET"))
@@ -472,7 +478,7 @@ class _Page:
         getter = getattr(self.cache, "aget_or_set_status", None)
         for _ in range(3):
             key = self.key(self.method)
-            if self.memos.passes.holding(key):
+            if self.memos.passes.holding(self.memo_key(key)):
                 return await self._abypass(key, run)
             try:
                 creator = _ARegenerate(self, key, run)
@@ -481,7 +487,7 @@ class _Page:
                 else:
                     stored, status = await self.cache.aget_or_set(key, creator, self.timeout), None
             except _Relearn:
-                self.vary = self.memos.vary.get(self.url_key) or self.vary
+                self.vary = self.memos.vary.get(self.url_memo) or self.vary
                 continue
             except _Bypass:
                 return await self._abypass(key, run)
@@ -501,5 +507,5 @@ class _Page:
         except _FailedPage as failed:
             return self._refused(key, failed.response, "status")
         await self.cache.aset(key, stored, self.timeout)
-        self.memos.passes.forget(key)
+        self.memos.passes.forget(self.memo_key(key))
         return self._deliver(stored, "MISS")

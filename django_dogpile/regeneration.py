@@ -142,7 +142,7 @@ class Regeneration:
         factory = self._adapter.lease  # type: ignore[attr-defined]
         lease = factory(made + LOCK_SUFFIX, made) if factory else None
         return KeyMutex(
-            key_lock((self.location, made)),
+            key_lock(self.ident(made)),
             lease,
             self.options.wait_timeout,
             None if exclusive else (lambda record: self._live(record, entries.now())),
@@ -202,7 +202,7 @@ class Regeneration:
             now = entries.now()
             if not self._live(record, now):
                 if mutex.degraded:  # the store is unreachable
-                    kept = fallbacks.get((self.location, made), now)
+                    kept = fallbacks.get(self.ident(made), now)
                     if kept is not MISSING:
                         log.debug("%r served from this process's outage fallback", key)
                         return kept, _FRESH
@@ -231,7 +231,7 @@ class Regeneration:
                 # read (a replica whose primary is down still answers): serve
                 # what this process computed meanwhile, as when the whole
                 # store is down, rather than regenerate on every call.
-                kept = fallbacks.get((self.location, made), entries.now())
+                kept = fallbacks.get(self.ident(made), entries.now())
                 if kept is not MISSING:
                     log.debug("%r served from this process's outage fallback", key)
                     call.outcome = "HIT"
@@ -245,7 +245,7 @@ class Regeneration:
         if self.options.background and detach is not None:
 
             def hand_off(m: Any) -> None:
-                if m.degraded and fallbacks.get((self.location, made), entries.now()) is not MISSING:
+                if m.degraded and fallbacks.get(self.ident(made), entries.now()) is not MISSING:
                     # the store is unreachable (a readable replica served the
                     # stale record) and a pool thread of this process already
                     # computed the value: no new job on every call
@@ -257,7 +257,7 @@ class Regeneration:
                 if not submit(
                     self.options.background_workers,
                     self._background,
-                    key, made, job, fresh_for, m, call,
+                    key, made, job, fresh_for, m, call, self.ident(made),
                 ):
                     log.warning(
                         "background queue full; %r stays stale until a worker is free", key
@@ -306,9 +306,9 @@ class Regeneration:
             # Serve it to this process while the store is unreachable: for
             # its freshness, and never more than a minute without one.
             expires = entries.now() + (60.0 if fresh_for is None else fresh_for)
-            fallbacks.put((self.location, made), value, expires)
+            fallbacks.put(self.ident(made), value, expires)
         else:
-            fallbacks.discard((self.location, made))
+            fallbacks.discard(self.ident(made))
         self._stats.last_regeneration = when = time.time()
         if self._keys is not None:
             self._keys.regenerated(key, when)
@@ -352,12 +352,23 @@ class Regeneration:
 
     def _background(
         self, key: Any, made: str, default: Any, fresh_for: float | None,
-        mutex: KeyMutex, call: _Call,
+        mutex: KeyMutex, call: _Call, ident: tuple[str, str],
     ) -> None:
         # A pool thread is outside any request: Django's request signals do
         # not close its database connections, so do what they do.
         close_old_connections()
         try:
+            if self.ident(made) != ident:
+                # The key function read state that did not follow into this
+                # thread (a thread-local tenant; context variables do
+                # follow): the write would land under another key.
+                log.error(
+                    "background regeneration of %r skipped: the store key made in "
+                    "a pool thread differs from the caller's (a KEY_FUNCTION that "
+                    "reads thread-local state); turn BACKGROUND off for this alias",
+                    key,
+                )
+                return
             # Read again: the job may have queued while another host
             # regenerated (an early refresh has the same creation time).
             record = self.store.get(made, MISSING)  # type: ignore[attr-defined]

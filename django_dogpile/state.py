@@ -191,6 +191,14 @@ def pages(store: str) -> PageMemos:
     return memos
 
 
+def forget_all() -> None:
+    """Forget everything this process remembers about every store."""
+    fallbacks.clear()
+    retry_after.clear()
+    for memos in list(_pages.values()):
+        memos.clear()
+
+
 def forget(store: str) -> None:
     """Forget everything this process remembers about ``store``."""
     fallbacks.forget(store)
