@@ -235,7 +235,10 @@ def check_store_is_shared(app_configs: Any = None, **kwargs: Any) -> list[Warnin
     """Warn when a DogpileCache's lease does not reach every worker, naming the store."""
     warnings = []
     for alias, conf in _dogpile_aliases():
-        store = settings.CACHES.get(conf.get("LOCATION"), {})
+        location = conf.get("LOCATION")
+        if not isinstance(location, str) or location not in settings.CACHES:
+            continue  # E001 (check_caches) reports it
+        store = settings.CACHES[location]
         options = conf.get("OPTIONS")
         lock = options.get("LOCK", "auto") if isinstance(options, dict) else "auto"
         reach = _lease_reach(str(store.get("BACKEND", "")), lock)

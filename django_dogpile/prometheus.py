@@ -20,17 +20,13 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from .conf import dogpile_aliases
 from .shared_stats import publish_now, shared_stats
 from .stats import COUNTERS
 
 __all__ = ["DogpileCollector", "metrics_view"]
-
-
-def _aliases() -> list[str]:
-    return [a for a, c in settings.CACHES.items() if str(c.get("BACKEND", "")).endswith("DogpileCache")]
 
 
 class DogpileCollector:
@@ -50,7 +46,7 @@ class DogpileCollector:
             labels=["alias"],
         )
         publish_now()
-        for alias in _aliases():
+        for alias in dogpile_aliases():
             try:
                 data = shared_stats(alias)
             except Exception:  # a store that is down: no sample, no error page

@@ -9,7 +9,10 @@ of the processes seen.  :func:`shared_stats` reads them back and sums them;
 ``manage.py dogpile stats`` prints them.
 
 A process appears within one interval of its first use of the cache, and
-its record goes 6 intervals after it stops.  The index is read, changed
+its record goes 6 intervals after it stops.  A process forked from one that
+used the cache (gunicorn ``--preload`` with a warm-up) starts its own
+counters at zero and its own publisher thread: the parent's thread does not
+come along, and its counts are the parent's.  The index is read, changed
 and written back (the cache API has no atomic set-add): two processes
 writing it at once can drop one entry, which its process puts back at its
 next publish.
@@ -63,6 +66,22 @@ def start_publishing(alias: str) -> None:
         thread = threading.Thread(target=_run, name="django_dogpile-stats", daemon=True)
         _thread = (pid, thread)
         thread.start()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child: zero counters of its own, its own publisher."""
+    global _thread, _lock
+    from .stats import forked
+
+    _lock = threading.Lock()  # another thread may have held it at the fork
+    forked()
+    _thread = None
+    for alias in list(_aliases):
+        start_publishing(alias)
+        break  # one thread publishes every alias
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _run() -> None:

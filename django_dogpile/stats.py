@@ -173,3 +173,13 @@ def reset_stats(alias: str | None = None) -> None:
             targets.append(_key_registry[alias])
     for stats in targets:
         stats.reset()
+
+
+def forked() -> None:
+    """In a child just forked: zero every counter, with locks of its own
+    (a thread of the parent may have held one at the fork)."""
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for keys in _key_registry.values():
+        keys._lock = threading.Lock()
+    reset_stats()

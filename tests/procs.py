@@ -282,3 +282,40 @@ def failover_load(configs, keys, threads, timeout, delay, log_path, ready, go, s
         t.join()
     os.close(fd)
     results.put((answers, dict(warned)))
+
+
+def fork_after_use(alias, hits, results):
+    """A preloading server: the parent uses ``alias`` (``hits`` hits), then
+    forks a worker; the worker reports its counters and what it published."""
+    _setup()
+    import json
+    from django.core.cache import caches
+    from django.test import override_settings
+
+    from django_dogpile.shared_stats import shared_stats
+    from django_dogpile.stats import get_stats
+
+    with override_settings(DOGPILE={"STATS_INTERVAL": 0.2}):
+        cache = caches[alias]
+        cache.set("warm", "up")
+        for _ in range(hits):
+            cache.get_or_set("warm", "never")
+        parent = get_stats(alias)["HIT"]
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            try:
+                os.close(read)
+                inherited = get_stats(alias)["HIT"]
+                cache.get_or_set("warm", "never")
+                cache.get_or_set("warm", "never")
+                time.sleep(0.8)  # a few publishing intervals
+                procs = shared_stats(alias)["processes"]
+                mine = {k: v["HIT"] for k, v in procs.items() if k.endswith(f".{os.getpid()}")}
+                os.write(write, json.dumps({"inherited": inherited, "published": mine}).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        child = json.loads(os.read(read, 65536).decode())
+        results.put({"parent": parent, **child})

@@ -28,6 +28,7 @@ from django.core.cache import caches
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_dogpile.cache import LOCK_SUFFIX, DogpileCache
+from django_dogpile.conf import dogpile_aliases
 from django_dogpile.entries import INVALIDATED, is_entry
 from django_dogpile.locks import MISSING
 from django_dogpile.shared_stats import publish_now, shared_stats
@@ -56,7 +57,7 @@ class Command(BaseCommand):
 
     def _cache(self, alias: str | None) -> DogpileCache:
         if alias is None:
-            aliases = [a for a, c in settings.CACHES.items() if c.get("BACKEND", "").endswith("DogpileCache")]
+            aliases = dogpile_aliases()
             if not aliases:
                 raise CommandError("no DogpileCache alias in CACHES")
             alias = "default" if "default" in aliases else aliases[0]
