@@ -52,6 +52,33 @@ class CachedFunction(Protocol[P, R]):
     async def arefresh(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
 
 
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without one: as called
+        return None
+
+
+def _bound(
+    signature: inspect.Signature | None, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The arguments of one call as the function sees them: each parameter
+    by name, defaults filled in, ``**kwargs`` in sorted order."""
+    if signature is None:
+        return (args, sorted(kwargs.items()))
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{name}(): {exc}") from None
+    bound.apply_defaults()
+    named = []
+    for param, value in bound.arguments.items():
+        if signature.parameters[param].kind is inspect.Parameter.VAR_KEYWORD:
+            value = sorted(value.items())
+        named.append((param, value))
+    return named
+
+
 def cached(
     timeout: float | None = None,
     *,
@@ -65,8 +92,11 @@ def cached(
     :param cache: the cache alias.
     :param key: optional ``key(*args, **kwargs) -> str`` naming a result;
      by default the function's qualified name and a hash of its pickled
-     arguments (arguments that cannot be pickled are a ``TypeError``
-     asking for ``key=``).
+     arguments, bound to its signature first: ``f(2026)``,
+     ``f(year=2026)`` and ``f(2026, "all")`` with ``"all"`` the default
+     are one call and one key (arguments that cannot be pickled are a
+     ``TypeError`` asking for ``key=``; arguments the signature does not
+     take are the ``TypeError`` the call would raise).
 
     The decorated function keeps its signature and return type (for type
     checkers too) and gains ``.invalidate(*args, **kw)`` (soft: the next
@@ -84,11 +114,14 @@ def cached(
         name = f"{fn.__module__}.{fn.__qualname__}"
         is_async = inspect.iscoroutinefunction(fn)
 
+        signature = _signature(fn)
+
         def key_for(*args: Any, **kwargs: Any) -> str:
             if key is not None:
                 return safe_key("dogpile.fn", name, str(key(*args, **kwargs)))
+            named = _bound(signature, name, args, kwargs)
             try:
-                blob = pickle.dumps((args, sorted(kwargs.items())), protocol=4)
+                blob = pickle.dumps(named, protocol=4)
             except Exception as exc:
                 raise TypeError(
                     f"cached({name}): the arguments cannot be pickled into a key "

@@ -394,3 +394,40 @@ def test_cached_sync_function_arefresh_runs_it_off_the_loop():
     value, loop_thread = asyncio.run(main())
     assert value == "v" and threads and threads[0] is not loop_thread
     assert async_to_sync(load.ainvalidate)() is True
+
+
+def test_one_call_spelled_three_ways_is_one_entry():
+    """Arguments are bound to the signature: positional, keyword and a
+    default spelled out are one call, so one invalidate() covers them."""
+    calls = []
+
+    @cached(60, cache="dp_locmem")
+    def totals(year, scope="all", *extra, **options):
+        calls.append((year, scope, extra, options))
+        return f"{year}/{scope}/{len(calls)}"
+
+    first = totals(2026)
+    assert totals(year=2026) == totals(2026, "all") == totals(2026, scope="all") == first
+    assert calls == [(2026, "all", (), {})]
+    assert totals.key_for(2026) == totals.key_for(year=2026) == totals.key_for(2026, "all")
+    assert totals(2026, "mine") != first  # another call
+    assert totals(2026, "all", a=1, b=2) == totals(2026, "all", b=2, a=1)
+    assert totals.invalidate(year=2026)
+    second = totals(2026, scope="all")  # regenerated once, for every spelling
+    assert second != first and totals(2026) == second
+    with pytest.raises(TypeError, match="totals"):
+        totals()  # as the call itself would fail
+
+
+def test_tag_timeout_none_means_forever_as_with_djangos_tag():
+    """{% cache None ... %} stores forever (Django sets timeout=None); so does
+    {% dogpile_cache None ... %}, whatever the alias's TIMEOUT."""
+    Template('{% load cache %}{% cache None f using="locmem" %}x{% endcache %}').render(Context())
+    djangos = caches["locmem"]
+    assert djangos._expire_info[djangos.make_key(make_fragment_key("f"))] is None
+    with Clock() as clock:
+        render('{% dogpile_cache None "f" %}{{ n }}{% enddogpile_cache %}', n=1)
+        clock.advance(10**7)  # far past the alias's TIMEOUT and GRACE
+        assert render('{% dogpile_cache None "f" %}{{ n }}{% enddogpile_cache %}', n=2) == "1"
+    record = caches["dp_locmem"].store.get(caches["dp_locmem"].make_and_validate_key(make_fragment_key("f")))
+    assert record[2] is None  # never stale
