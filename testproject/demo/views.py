@@ -78,7 +78,9 @@ def report_plain(request):
 
 def fragment(request):
     return render(
-        request, "demo/fragment.html", {"slow": lambda: slow_work("fragment ({% dogpile_cache %})")}
+        request,
+        "demo/fragment.html",
+        {"timeout": settings.DEMO_TIMEOUT, "slow": lambda: slow_work("fragment ({% dogpile_cache %})")},
     )
 
 
