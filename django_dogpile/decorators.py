@@ -62,21 +62,48 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
 def _bound(
     signature: inspect.Signature | None, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """The arguments of one call as the function sees them: each parameter
-    by name, defaults filled in, ``**kwargs`` in sorted order."""
+    """The arguments of one call as the function sees them, ready to hash.
+
+    Each parameter by name; one left at its default, or passed a value equal
+    to it, is left out (so ``f(2026)`` and ``f(2026, "all")`` are one key,
+    and a default that cannot be pickled -- a lambda -- never has to be);
+    sets and dicts in a canonical order (a frozenset's pickle follows the
+    process's string hashing, which differs between workers).
+    """
     if signature is None:
-        return (args, sorted(kwargs.items()))
+        return _canonical((args, kwargs))
     try:
         bound = signature.bind(*args, **kwargs)
     except TypeError as exc:
         raise TypeError(f"{name}(): {exc}") from None
-    bound.apply_defaults()
     named = []
     for param, value in bound.arguments.items():
-        if signature.parameters[param].kind is inspect.Parameter.VAR_KEYWORD:
-            value = sorted(value.items())
-        named.append((param, value))
+        default = signature.parameters[param].default
+        if default is not inspect.Parameter.empty and _same(value, default):
+            continue
+        named.append((param, _canonical(value)))
     return named
+
+
+def _same(value: Any, default: Any) -> bool:
+    if value is default:
+        return True
+    try:
+        return type(value) is type(default) and bool(value == default)
+    except Exception:  # an == that raises or is ambiguous (arrays)
+        return False
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with every set and dict in a stable order."""
+    if isinstance(value, (set, frozenset)):
+        items = [_canonical(v) for v in value]
+        return (type(value).__name__, sorted(items, key=repr))
+    if isinstance(value, dict):
+        return ("dict", sorted(((_canonical(k), _canonical(v)) for k, v in value.items()), key=repr))
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        return type(value)(_canonical(v) for v in value)
+    return value
 
 
 def cached(
@@ -94,9 +121,11 @@ def cached(
      by default the function's qualified name and a hash of its pickled
      arguments, bound to its signature first: ``f(2026)``,
      ``f(year=2026)`` and ``f(2026, "all")`` with ``"all"`` the default
-     are one call and one key (arguments that cannot be pickled are a
-     ``TypeError`` asking for ``key=``; arguments the signature does not
-     take are the ``TypeError`` the call would raise).
+     are one call and one key; arguments left at (or equal to) their
+     default are not part of it, and sets and dicts are hashed in a
+     stable order, the same in every process (arguments that cannot be
+     pickled are a ``TypeError`` asking for ``key=``; arguments the
+     signature does not take are the ``TypeError`` the call would raise).
 
     The decorated function keeps its signature and return type (for type
     checkers too) and gains ``.invalidate(*args, **kw)`` (soft: the next

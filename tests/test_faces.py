@@ -431,3 +431,37 @@ def test_tag_timeout_none_means_forever_as_with_djangos_tag():
         assert render('{% dogpile_cache None "f" %}{{ n }}{% enddogpile_cache %}', n=2) == "1"
     record = caches["dp_locmem"].store.get(caches["dp_locmem"].make_and_validate_key(make_fragment_key("f")))
     assert record[2] is None  # never stale
+
+
+def test_defaults_that_cannot_be_pickled_or_hash_per_process_still_make_one_key():
+    """A default is not part of the key: a lambda default never has to be
+    pickled, and a frozenset default (whose pickle follows the process's
+    string hashing) gives every worker process the same key."""
+    import subprocess
+    import sys
+
+    @cached(60, cache="dp_locmem")
+    def report(year, sort_key=lambda row: row):
+        return year
+
+    assert report(2026) == 2026 and report.key_for(2026) == report.key_for(year=2026)
+    script = (
+        "import os; os.environ['DJANGO_SETTINGS_MODULE'] = 'tests.settings'\n"
+        "import django; django.setup()\n"
+        "from django_dogpile.decorators import cached\n"
+        "@cached(60, cache='dp_locmem')\n"
+        "def totals(year, kinds=frozenset({'sales', 'refunds', 'fees', 'tax'})): return year\n"
+        "print(totals.key_for(2026), totals.key_for(2026, kinds={'tax', 'fees', 'refunds', 'sales'} and "
+        "frozenset({'fees', 'tax', 'sales', 'refunds'})), totals.key_for(2026, {'b', 'a'}))\n"
+    )
+    keys = set()
+    for seed in ("1", "2", "3", "4"):
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+            env={**__import__("os").environ, "PYTHONHASHSEED": seed},
+        )
+        assert out.returncode == 0, out.stderr
+        keys.add(out.stdout)
+    assert len(keys) == 1, keys
+    first, default_spelled, other = keys.pop().split()
+    assert first == default_spelled != other

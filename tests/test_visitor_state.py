@@ -77,3 +77,24 @@ def test_a_background_rerender_keeps_a_first_visitors_csrf_cookie(site):
         time.sleep(0.05)
     else:
         pytest.fail("the background re-render never stored the fragment")
+
+
+@pytest.mark.parametrize("how", ["tag", "value"])
+def test_a_token_used_before_the_tag_and_inside_it_is_never_stored(site, how):
+    """The page's own form (a logout button in the header) evaluates the
+    lazy CSRF token before the tag: the fragment's second use calls nothing,
+    yet it is the visitor's token, and Bob must never get Alice's."""
+    alice, bob = Client(enforce_csrf_checks=True), Client(enforce_csrf_checks=True)
+    alice.get(f"/token-twice/{how}/")
+    page = bob.get(f"/token-twice/{how}/").content.decode()
+    token = re.search(r'(?:id=frag>.*?value="|<b>)([^"<]+)', page).group(1)
+    secret = bob.cookies["csrftoken"].value
+    from django.middleware.csrf import _unmask_cipher_token
+
+    assert _unmask_cipher_token(token) == secret, "the fragment carries another visitor's token"
+
+
+def test_a_fragment_that_only_counts_messages_is_not_stored(site):
+    alice, bob = Client(), Client()
+    assert "you have 1 messages" in alice.get("/count/?charge=Alice").content.decode()
+    assert "you have" not in bob.get("/count/").content.decode()

@@ -22,6 +22,18 @@ _LAYOUTS = {
     "before-and-inside": MESSAGES
     + "{% dogpile_cache 300 'box' using=alias %}box {{ n }}" + MESSAGES + "{% enddogpile_cache %}",
 }
+#: the token used before the tag (a logout form in the header), then inside it
+TOKEN_TWICE = {
+    "tag": "<header><form>{% csrf_token %}</form></header>"
+    "{% dogpile_cache 300 'withform' using=alias %}<form id=frag>{% csrf_token %}</form>{% enddogpile_cache %}",
+    "value": "<i>{{ csrf_token }}</i>|"
+    "{% dogpile_cache 300 'withvalue' using=alias %}<b>{{ csrf_token }}</b>{% enddogpile_cache %}",
+}
+#: a fragment that only asks whether there are messages
+COUNT = (
+    "{% dogpile_cache 300 'count' using=alias %}{% if messages %}<b>you have {{ messages|length }}"
+    " messages</b>{% endif %}box {{ n }}{% enddogpile_cache %}" + MESSAGES
+)
 FORM = (
     "<form method=post action='/form/'>{% csrf_token %}<button>send</button></form>"
     "{% dogpile_cache 300 'side' using=alias %}side {{ slow }}{% enddogpile_cache %}"
@@ -40,6 +52,16 @@ def layout(request, where):
     return _render(request, _LAYOUTS[where], alias=request.GET.get("alias", "dp_locmem"), n=next(_renders))
 
 
+def token_twice(request, how):
+    return _render(request, TOKEN_TWICE[how], alias=request.GET.get("alias", "dp_locmem"))
+
+
+def count(request):
+    if "charge" in request.GET:
+        messages.success(request, f"{request.GET['charge']}, your card ending 4242 was charged")
+    return _render(request, COUNT, alias="dp_locmem", n=next(_renders))
+
+
 def form(request):
     if request.method == "POST":
         return HttpResponse("posted")
@@ -54,4 +76,6 @@ def form(request):
 urlpatterns = [
     path("layout/<str:where>/", layout),
     path("form/", form),
+    path("token-twice/<str:how>/", token_twice),
+    path("count/", count),
 ]

@@ -21,9 +21,11 @@ is re-rendered in a pool thread from a copy of the context taken before the
 tag returns, with a request of its own (:func:`detached_request`): the
 background render never touches the live request's CSRF state, messages or
 session.  A fragment that used the visitor's CSRF token
-(``{% csrf_token %}``) or iterated their messages is rendered for them and
+(``{% csrf_token %}``, ``{{ csrf_token }}``) or looked at their messages
+(``{% for %}``, ``{% if messages %}``, ``|length``) is rendered for them and
 never stored (Django's ``{% cache %}`` would serve the first visitor's token
-to everyone) -- whether or not the page showed the messages before the tag.
+to everyone) -- whether or not the page used the token or showed the
+messages before the tag.
 """
 
 from __future__ import annotations
@@ -136,6 +138,79 @@ def _own_messages_flag(request: Any) -> Iterator[Callable[[], bool]]:
         storage.used = used_before or storage.used
 
 
+class _WatchedMessages:
+    """The message storage as the fragment's context sees it: any look at
+    it (``{% for %}``, ``{% if messages %}``, ``|length``) is noted."""
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+        self.looked = False
+
+    def __getattr__(self, name: str) -> Any:
+        self.looked = True
+        return getattr(self._storage, name)
+
+    def __iter__(self) -> Any:
+        self.looked = True
+        return iter(self._storage)
+
+    def __len__(self) -> int:
+        self.looked = True
+        return len(self._storage)
+
+    def __bool__(self) -> bool:
+        self.looked = True
+        return len(self._storage) > 0
+
+    def __contains__(self, item: Any) -> bool:
+        self.looked = True
+        return item in self._storage
+
+
+class _Watch:
+    def __init__(self, storage: Any, watchers: list[_WatchedMessages]) -> None:
+        self.storage, self.watchers = storage, watchers
+
+    def showed_messages(self) -> bool:
+        """A look at messages that exist (an empty storage shows nothing)."""
+        return any(w.looked for w in self.watchers) and len(self.storage) > 0
+
+
+@contextlib.contextmanager
+def _watched(context: template.Context, request: Any) -> Iterator[_Watch]:
+    """Make the fragment's own uses of visitor state observable.
+
+    * ``csrf_token``: the context's lazy token may have been evaluated
+      before the tag (a form in the header), and a second use of it calls
+      nothing, so nothing would raise the CSRF flag: for the block each
+      layer gets a fresh lazy token, whose use calls ``get_token`` again.
+    * ``messages``: wrapped, so a ``{% if messages %}`` or ``|length`` (which
+      never mark the storage used) counts too.
+
+    The layers get their own values back afterwards.
+    """
+    storage = getattr(request, "_messages", None)
+    watchers: list[_WatchedMessages] = []
+    saved: list[tuple[dict[str, Any], str, Any]] = []
+    fresh_token: Any = None
+    for layer in context.dicts:
+        if "csrf_token" in layer:
+            if fresh_token is None:
+                fresh_token = csrf(request)["csrf_token"]
+            saved.append((layer, "csrf_token", layer["csrf_token"]))
+            layer["csrf_token"] = fresh_token
+        if storage is not None and layer.get("messages") is storage:
+            watcher = _WatchedMessages(storage)
+            watchers.append(watcher)
+            saved.append((layer, "messages", storage))
+            layer["messages"] = watcher
+    try:
+        yield _Watch(storage if storage is not None else (), watchers)
+    finally:
+        for layer, name, value in saved:
+            layer[name] = value
+
+
 class _Render:
     """The creator of a fragment: render the tag's body in a context.
 
@@ -153,11 +228,12 @@ class _Render:
         request = getattr(self.context, "request", None)
         if request is None:
             return self.nodelist.render(self.context)
-        with own_csrf_flag(request), _own_messages_flag(request) as showed_messages:
+        with own_csrf_flag(request), _own_messages_flag(request) as showed_messages, \
+                _watched(self.context, request) as watched:
             rendered = self.nodelist.render(self.context)
             if request.META.get("CSRF_COOKIE_NEEDS_UPDATE"):
                 raise _NotStored(rendered, "csrf")
-            if showed_messages():
+            if showed_messages() or watched.showed_messages():
                 raise _NotStored(rendered, "messages")
         return rendered
 
