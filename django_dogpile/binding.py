@@ -11,14 +11,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
-from django.core.cache.backends.base import (
-    DEFAULT_TIMEOUT,
-    BaseCache,
-    default_key_func,
-    memcache_key_warnings,
-)
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, memcache_key_warnings
 from django.core.exceptions import ImproperlyConfigured
 
+from .pubsub import hash_tagged
 from .regeneration import LOCK_SUFFIX
 from .stores import StoreAdapter, adapter_for
 
@@ -114,19 +110,17 @@ class StoreBinding:
             ) from None
         # Memos of made keys are sound only while a key is the same string
         # for every request: a KEY_FUNCTION may read the request (a tenant).
-        self._plain_keys = (
-            self.key_func is default_key_func
-            and getattr(store, "key_func", default_key_func) is default_key_func
-        )
         from . import near
 
+        self._plain_keys = near.plain_keys(self) and near.plain_keys(store)
         if self.options.near_cache is not None:
             front: Any = near.near_store(
                 self.location, self._adapter.store, self.options.near_cache, self._adapter,
+                self._plain_keys,
             )
         else:
             # no near cache of our own: still evict this process's others
-            front = near.EvictingStore(self._adapter.store, self.location)
+            front = near.EvictingStore(self._adapter.store, self.location, self._plain_keys)
         self._adapter.store = front
         self._adapter.wrote = front.wrote
         # the adapter's view of the store (memcached: timeouts in whole seconds;
@@ -179,6 +173,8 @@ class StoreBinding:
         store_key = made
         if not clean or _too_long(self.store.make_key(made + _LONGEST_SUFFIX)):
             store_key = "dogpile.h." + hashlib.sha256(made.encode()).hexdigest()
+        if self._adapter.cluster:
+            store_key = hash_tagged(store_key)  # record, lock and hold: one slot
         # Remember keys that passed cleanly (a bad key warns on every call,
         # as with Django's backends); str keys only, (key, version) when a
         # version is given; and only while both key functions are Django's

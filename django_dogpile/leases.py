@@ -52,6 +52,10 @@ _OUTAGES = frozenset({
     "OutOfMemoryError",  # OOM: maxmemory reached under noeviction
     "ReadOnlyError",  # READONLY: a replica (a failover demoted the primary)
     "MasterDownError",  # MASTERDOWN: a replica cut from its primary
+    "ClusterDownError",  # CLUSTERDOWN
+    "TryAgainError",  # TRYAGAIN
+    "RedisClusterException",  # a cluster client that reaches no node
+    "ValkeyClusterException",
 })
 
 
@@ -65,8 +69,17 @@ def is_outage(exc: BaseException) -> bool:
     """
     if any(cls.__name__ in _OUTAGES for cls in type(exc).__mro__):
         return True
-    # MISCONF: RDB snapshots failing with stop-writes-on-bgsave-error
-    return str(exc).startswith("MISCONF")
+    return str(exc).startswith(_OUTAGE_REPLIES)
+
+
+#: error replies (no class of their own in redis-py) that refuse every write
+_OUTAGE_REPLIES = (
+    "MISCONF",  # RDB snapshots failing with stop-writes-on-bgsave-error
+    "NOREPLICAS",  # min-replicas-to-write not met
+    "BUSY ",  # a script or function past busy-reply-threshold
+    "CLUSTERDOWN",  # the cluster cannot serve the slot (mid-failover)
+    "TRYAGAIN",  # a multi-key call during a slot migration
+)
 
 
 class LeaseUnavailable(Exception):

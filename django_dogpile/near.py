@@ -34,6 +34,7 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from . import entries
+from .pubsub import Subscription, publish
 
 __all__ = ["PING_INTERVAL", "PONG_WITHIN", "NearCache", "EvictingStore", "NearStore", "near_store", "reset"]
 
@@ -179,13 +180,16 @@ class NearStore(_Evicting):
     def __init__(
         self, store: Any, near: NearCache, bus: _Bus | None,
         read: Callable[[Any, Any, Any], Any] | None = None, location: str = "",
+        plain: bool | None = None,
     ) -> None:
         self._store = store
         self._near = near
         self._bus = bus
         self._location = location
+        #: the server(s) behind the alias: aliases over one store are siblings
+        self._family = family(location)
         #: the key an entry is kept under: the store's own (see store_ident)
-        self._ident = store_ident(store)
+        self._ident = store_ident(store, plain)
         self._pid = os.getpid()
         #: how a near miss reads the store: on Redis, the record's primary,
         #: where the invalidations come from (a replica may not have the
@@ -223,14 +227,14 @@ class NearStore(_Evicting):
             self._forked()  # else it is published under the parent's sender id,
             # which the parent's listener skips as its own
         ident = self._ident(key)
-        evict_here(self._location, ident)  # every near cache of the store
+        evict_here(self._family, ident)  # every near cache of the store
         if self._bus is not None:
             self._bus.publish(ident)
 
     def _cleared(self) -> None:
         if self._pid != os.getpid():
             self._forked()
-        forget(self._location)
+        forget_family(self._family)
         if self._bus is not None:
             self._bus.publish(_CLEAR)
 
@@ -239,19 +243,20 @@ class EvictingStore(_Evicting):
     evict the near caches other aliases of this process keep of the store
     (at once, as theirs do), and reads go straight to the store."""
 
-    def __init__(self, store: Any, location: str) -> None:
+    def __init__(self, store: Any, location: str, plain: bool | None = None) -> None:
         self._store = store
         self._location = location
-        self._ident = store_ident(store)
+        self._family = family(location)
+        self._ident = store_ident(store, plain)
         self.get = store.get  # the hot path: no wrapper in the way
         self.get_many = store.get_many
 
     def wrote(self, key: str) -> None:
         if _registry:
-            evict_here(self._location, self._ident(key))
+            evict_here(self._family, self._ident(key))
 
     def _cleared(self) -> None:
-        forget(self._location)
+        forget_family(self._family)
 
 
 class _Bus:
@@ -297,18 +302,21 @@ class _Bus:
 
     def publish(self, key: str) -> None:
         try:
-            self.client.publish(self.channel, f"{self.sender} {key}")
+            publish(self.client, self.channel, f"{self.sender} {key}")
         except self.errors as exc:
             # the listeners lose their connection too, and start over empty
             log.warning("near cache: could not broadcast %r (%s)", key, exc)
 
     def _listen(self) -> None:
         delay = 0.05
+        failed = False
         while not self.stopped:
             pubsub = None
             try:
-                pubsub = self.client.pubsub()
-                pubsub.subscribe(self.channel)
+                # after a failure, on a cluster: ask which node serves the
+                # channel's slot now (a failover, a reshard)
+                pubsub = Subscription(self.client, self.channel, refresh=failed)
+                failed = False
                 self._serve(pubsub)
                 delay = 0.05
             except self.errors as exc:
@@ -319,22 +327,22 @@ class _Bus:
                     "near cache: %s answered no PING for %.1fs; bypassed, reconnecting",
                     self.channel, PING_INTERVAL + PONG_WITHIN,
                 )
+            except _Moved:
+                log.warning("near cache: %s moved to another node; bypassed, resubscribing", self.channel)
             except Exception:  # pragma: no cover - never let the listener die silently
                 log.exception("near cache: listener on %s failed; restarting", self.channel)
+            failed = True
             self.near.ready = False
             self.subscribed.clear()
             self.near.drop_all()
             if pubsub is not None:
-                try:
-                    pubsub.close()
-                except Exception:  # pragma: no cover - a dead connection
-                    pass
+                pubsub.close()
             if self.stopped:
                 return
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    def _serve(self, pubsub: Any) -> None:
+    def _serve(self, pubsub: Subscription) -> None:
         """Read the subscribed connection until it fails or goes silent.
 
         A connection a middlebox dropped without a reset (a NAT or load
@@ -374,6 +382,8 @@ class _Bus:
                 near.drop_all()
                 near.ready = True
                 self.subscribed.set()
+            elif kind == "unsubscribe":
+                raise _Moved()  # a sharded channel's slot moved (reshard, failover)
             elif kind == "message":
                 data = message["data"]
                 sender, _, key = (data.decode() if isinstance(data, bytes) else str(data)).partition(" ")
@@ -387,6 +397,10 @@ class _Bus:
 
 class _Silent(Exception):
     """The subscribed connection answered no PING in time."""
+
+
+class _Moved(Exception):
+    """The server ended a sharded subscription: its slot moved."""
 
 
 #: seconds between the listener's PINGs on its subscribed connection
@@ -403,16 +417,34 @@ _registry: dict[tuple[str, str, tuple[int, int, float]], NearStore] = {}
 _registry_lock = threading.Lock()
 
 
-def store_ident(store: Any) -> Callable[[str], str]:
-    """How a near cache names the record ``made``: by the store's own key.
-
-    With Django's key function that is ``made`` itself (the store's prefix
-    and version are the same for every key); another ``KEY_FUNCTION`` may
-    put the request's tenant in the key, and then the store's key it is.
-    """
+def plain_keys(cache: Any) -> bool:
+    """True if ``cache`` makes a key from the key alone (its prefix and
+    version aside): Django's key function, and a ``make_key`` that only
+    applies it.  Another key function, or a ``make_key`` of its own, may
+    read the request (a tenant)."""
     from django.core.cache.backends.base import default_key_func
 
-    if getattr(store, "key_func", default_key_func) is default_key_func:
+    if getattr(cache, "key_func", default_key_func) is not default_key_func:
+        return False
+    make_key = getattr(type(cache), "make_key", None)
+    return make_key is None or getattr(make_key, "__qualname__", "") in _PLAIN_MAKE_KEYS
+
+
+#: ``make_key`` methods known to apply the key function and nothing else
+_PLAIN_MAKE_KEYS = frozenset({"BaseCache.make_key", "BaseValkeyCache.make_key"})
+
+
+def store_ident(store: Any, plain: bool | None = None) -> Callable[[str], str]:
+    """How a near cache names the record ``made``: by the store's own key.
+
+    With plain keys (:func:`plain_keys`) that is ``made`` itself (the
+    store's prefix and version are the same for every key); another key
+    function or ``make_key`` may put the request's tenant in the key, and
+    then the store's key it is.
+    """
+    if plain is None:
+        plain = plain_keys(store)
+    if plain:
         return _same
     return lambda made: str(store.make_key(made))
 
@@ -427,8 +459,19 @@ def _fingerprint(location: str) -> str:
     return repr(settings.CACHES.get(location))
 
 
+def family(location: str) -> str:
+    """The server(s) behind the alias ``location``: its BACKEND and LOCATION
+    (two aliases set over the same Redis URL, or the same locmem name, hold
+    the same records whatever else they set)."""
+    from django.conf import settings
+
+    conf = settings.CACHES.get(location) or {}
+    return repr((conf.get("BACKEND"), conf.get("LOCATION")))
+
+
 def near_store(
     location: str, store: Any, settings: tuple[int, int, float], adapter: Any,
+    plain: bool | None = None,
 ) -> NearStore:
     """This process's near store for ``location`` (made once, then shared)."""
     ident = (location, _fingerprint(location), settings)
@@ -449,19 +492,27 @@ def near_store(
             channel = default_key_func("dogpile-near", store.key_prefix, store.version)
             bus = _Bus(client, channel, near, access.errors)
         made = _registry[ident] = NearStore(
-            store, near, bus, None if access is None else _primary_read(store, access), location,
+            store, near, bus, None if access is None else _primary_read(store, access), location, plain,
         )
         if bus is not None:
             bus.start()
         return made
 
 
-def evict_here(location: str, ident: str) -> None:
-    """Evict ``ident`` from every near cache of ``location`` in this process
-    (two aliases over one store each keep their own)."""
-    for (where, _, _), found in list(_registry.items()):
-        if where == location:
+def evict_here(store_family: str, ident: str) -> None:
+    """Evict ``ident`` from every near cache of this process over the
+    store(s) ``store_family`` (:func:`family`): aliases over one store each
+    keep their own."""
+    for found in list(_registry.values()):
+        if found._family == store_family:
             found._near.evict(ident)
+
+
+def forget_family(store_family: str) -> None:
+    """Empty every near cache of this process over ``store_family``."""
+    for found in list(_registry.values()):
+        if found._family == store_family:
+            found._near.drop_all()
 
 
 def reset() -> None:

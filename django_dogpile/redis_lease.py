@@ -17,6 +17,7 @@ import uuid
 from typing import Any, Callable
 
 from .leases import LANDED, LeaseUnavailable, is_outage
+from .pubsub import Subscription, is_cluster
 from .state import MISSING
 
 __all__ = ["RedisLease", "RedisScripts"]
@@ -144,16 +145,28 @@ return 1
 
 
 class RedisScripts:
-    """The Lua scripts, registered once per redis client."""
+    """The Lua scripts, registered once per redis client.
+
+    On a cluster the wake-up is ``SPUBLISH`` on the lock key: a sharded
+    channel in the lock's (and the record's) slot, so each script touches
+    one slot only (:mod:`django_dogpile.pubsub`).
+    """
 
     def __init__(self, client: Any) -> None:
-        self.acquire = client.register_script(_ACQUIRE)
-        self.release = client.register_script(_RELEASE)
-        self.store = client.register_script(_STORE)
-        self.hold = client.register_script(_HOLD)
-        self.set = client.register_script(_SET)
-        self.add = client.register_script(_ADD)
-        self.delete = client.register_script(_DELETE)
+        self.sharded = is_cluster(client)
+
+        def register(text: str) -> Any:
+            if self.sharded:
+                text = text.replace("'PUBLISH'", "'SPUBLISH'")
+            return client.register_script(text)
+
+        self.acquire = register(_ACQUIRE)
+        self.release = register(_RELEASE)
+        self.store = register(_STORE)
+        self.hold = register(_HOLD)
+        self.set = register(_SET)
+        self.add = register(_ADD)
+        self.delete = register(_DELETE)
 
 
 def _px(seconds: float | None) -> int:
@@ -232,23 +245,22 @@ class RedisLease:
         ok, pttl = self._try(landed_ok, not wait)
         if ok or not wait:
             return ok
-        pubsub = self.client.pubsub()
+        subscription = None
         try:
-            try:
-                return self._wait(pubsub, landed_ok, deadline)
-            except self.errors as exc:
-                # Redis went away while we waited on the channel.
-                if self.ignore_errors and is_outage(exc):
-                    raise LeaseUnavailable(str(exc)) from exc
-                raise
+            # the holder's release publishes on the lock key (sharded on a
+            # cluster: on the node that serves the lock's slot)
+            subscription = Subscription(self.client, self.lock_key)
+            return self._wait(subscription, landed_ok, deadline)
+        except self.errors as exc:
+            # Redis went away while we waited on the channel.
+            if self.ignore_errors and is_outage(exc):
+                raise LeaseUnavailable(str(exc)) from exc
+            raise
         finally:
-            try:
-                pubsub.close()
-            except Exception:  # pragma: no cover - closing a dead connection
-                pass
+            if subscription is not None:
+                subscription.close()
 
-    def _wait(self, pubsub: Any, landed_ok: bool, deadline: float) -> Any:
-        pubsub.subscribe(self.lock_key)
+    def _wait(self, pubsub: Subscription, landed_ok: bool, deadline: float) -> Any:
         while True:
             # Re-try after subscribing, so a release in between is not missed.
             ok, pttl = self._try(landed_ok, False)

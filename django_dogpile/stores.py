@@ -41,6 +41,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
 from .exceptions import UncacheableValue
 from .leases import CacheLease, DatabaseLease, FileLease, is_outage
+from .pubsub import is_cluster
 from .redis_lease import RedisLease, RedisScripts
 
 __all__ = [
@@ -211,13 +212,20 @@ class RedisAccess:
     decode: Callable[[Any], Any]
     errors: tuple[type[BaseException], ...]
     ignore: bool
+    #: a Redis Cluster: keys are hash-tagged so a record, its lock and its
+    #: retry hold share a slot; wake-ups and broadcasts are sharded
+    cluster: bool = False
 
 
 def _connection_errors(package: str) -> tuple[type[BaseException], ...]:
     """What a Redis call is guarded with; :func:`is_outage` tells which of
     those are an outage (the rest are raised as they are)."""
     exceptions = importlib.import_module(f"{package}.exceptions")
-    return (exceptions.ConnectionError, exceptions.TimeoutError, exceptions.ResponseError)
+    cluster = getattr(exceptions, "ValkeyClusterException", None) or getattr(
+        exceptions, "RedisClusterException", None
+    )
+    found = (exceptions.ConnectionError, exceptions.TimeoutError, exceptions.ResponseError)
+    return found + ((cluster,) if cluster is not None else ())
 
 
 
@@ -241,8 +249,13 @@ def redis_access(store: Any) -> RedisAccess | None:
                 wrapper.encode, wrapper.decode, errors, ignore,
             )
         primary = wrapper.get_client(write=True)
+        if is_cluster(primary):
+            # the cluster client routes each command (and each script, by its
+            # keys' one slot) to the primary that serves the slot
+            name = f"{name} (cluster)"
         return RedisAccess(
             name, lambda key: primary, lambda: [primary], wrapper.encode, wrapper.decode, errors, ignore,
+            is_cluster(primary),
         )
     if _inherits(store, (_DJANGO_REDIS_STORE,)):
         inner = store._cache
@@ -263,6 +276,8 @@ class StoreAdapter:
 
     #: a write through the lease checks the token atomically
     fenced_by_lease = False
+    #: a Redis Cluster (keys hash-tagged: see :mod:`django_dogpile.pubsub`)
+    cluster = False
 
     @staticmethod
     def wrote(made: str) -> None:
@@ -330,6 +345,7 @@ class RedisAdapter(StoreAdapter):
         self.decode = access.decode
         self.errors = access.errors
         self.ignore = access.ignore
+        self.cluster = access.cluster
         self.lease = self._lease
 
     def raw_key(self, key: str) -> str:
@@ -392,12 +408,14 @@ class RedisAdapter(StoreAdapter):
             self.wrote(made)
 
     def delete_many(self, made: list[str], lock_keys: list[str]) -> None:
-        """One ``DEL`` per server: each record with its lock and hold."""
-        by_server: dict[int, tuple[Any, list[str]]] = {}
+        """One ``DEL`` per server (per slot on a cluster): each record with
+        its lock and hold."""
+        by_server: dict[Any, tuple[Any, list[str]]] = {}
         for record, lock in zip(made, lock_keys):
             key, lock = self.raw_key(record), self.raw_key(lock)
             client = self.client_for(key)
-            by_server.setdefault(id(client), (client, []))[1].extend((key, lock, lock + ":retry"))
+            group = client.keyslot(key) if self.cluster else id(client)
+            by_server.setdefault(group, (client, []))[1].extend((key, lock, lock + ":retry"))
         try:
             for client, keys in by_server.values():
                 client.delete(*keys)

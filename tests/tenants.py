@@ -22,7 +22,10 @@ tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="
 
 KEY_FUNCTION = "tests.tenants.make_key"
 #: the DogpileCache aliases the faces are tried on (CACHES below)
-ALIASES = ("dp_t_own", "dp_t_store", "dp_t_near", "dp_t_redis_own", "dp_t_redis", "dp_t_redis_near")
+ALIASES = (
+    "dp_t_own", "dp_t_store", "dp_t_near", "dp_t_redis_own", "dp_t_redis", "dp_t_redis_near",
+    "dp_t_make_key",
+)
 
 
 def make_key(key: str, key_prefix: str, version: int) -> str:
@@ -59,6 +62,9 @@ def caches(redis_url: str) -> dict[str, Any]:
         "dp_t_redis_own": dp("t_redis_plain", "rown", KEY_FUNCTION=KEY_FUNCTION),
         "dp_t_redis": dp("t_redis", "rstore"),
         "dp_t_redis_near": dp("t_redis", "rnear", OPTIONS={"NEAR_CACHE": near}),
+        # a store class whose own make_key reads the tenant
+        "t_make_key": {"BACKEND": "tests.backends.TenantLocMem", "LOCATION": "t-make-key"},
+        "dp_t_make_key": dp("t_make_key", "mk", OPTIONS={"NEAR_CACHE": near}),
     }
 
 

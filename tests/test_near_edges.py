@@ -83,6 +83,28 @@ def test_two_near_cached_aliases_over_one_store_evict_each_other_at_once(store):
             assert a.get("k") == expected  # at once, not after MAX_AGE
 
 
+@pytest.mark.parametrize("store", STORES)
+def test_two_store_aliases_over_one_server_are_one_store_for_the_near_cache(store):
+    """Two store aliases set to the same server (same URL, same locmem
+    name): a write through one evicts the near copy kept through the other."""
+    store = settings.CACHES[store] if isinstance(store, str) else store
+    with override_settings(CACHES={
+        "default": settings.CACHES["default"],
+        "s1": store,
+        "s2": {**store, "OPTIONS": {**store.get("OPTIONS", {})}, "TIMEOUT": 77},  # set apart
+        "reader": _dp("s1", NEAR_CACHE=NEAR),
+        "writer": _dp("s2"),
+    }):
+        reader, writer = caches["reader"], caches["writer"]
+        reader.clear()
+        writer.set("k", "v1")
+        assert reader.get("k") == "v1" and reader.get("k") == "v1"  # kept near
+        writer.set("k", "v2")
+        assert reader.get("k") == "v2"
+        writer.clear()
+        assert reader.get("k") is None
+
+
 @pytest.mark.redis
 @pytest.mark.slow
 def test_a_silently_dead_pubsub_connection_is_noticed_within_the_bound(redis_server):

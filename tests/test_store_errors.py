@@ -28,6 +28,8 @@ def _break(raw, kind):
         raw.config_set("maxmemory", "1")
     elif kind == "readonly":  # a replica whose primary is gone (a failover half done)
         raw.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+    elif kind == "noreplicas":  # min-replicas-to-write with no replica
+        raw.config_set("min-replicas-to-write", "1")
     elif kind == "misconf":  # snapshots failing with stop-writes-on-bgsave-error
         raw.config_set("save", "3600 1")
         raw.config_set("dir", "/proc")
@@ -37,10 +39,10 @@ def _break(raw, kind):
             time.sleep(0.05)
 
 
-ERRORS = {"oom": OutOfMemoryError, "readonly": ReadOnlyError, "misconf": ResponseError}
+ERRORS = {"oom": OutOfMemoryError, "readonly": ReadOnlyError, "misconf": ResponseError, "noreplicas": ResponseError}
 
 
-@pytest.fixture(params=["oom", "readonly", "misconf"])
+@pytest.fixture(params=["oom", "readonly", "misconf", "noreplicas"])
 def unwritable(request, redis_server):
     """A redis-server of its own that holds a stale record, then refuses writes."""
     server = RedisServer(args=("--enable-protected-configs", "yes"))
@@ -113,6 +115,9 @@ def test_a_store_that_takes_no_writes_is_an_outage_for_the_stale_path(unwritable
     (OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), True),
     (ReadOnlyError("You can't write against a read only replica."), True),
     (ResponseError("MISCONF Redis is configured to save RDB snapshots"), True),
+    (ResponseError("NOREPLICAS Not enough good replicas to write."), True),
+    (ResponseError("BUSY Redis is busy running a script."), True),
+    (ResponseError("CLUSTERDOWN The cluster is down"), True),
     (ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), False),
     (ResponseError("ERR Error running script"), False),
 ])

@@ -34,7 +34,7 @@ ALIASES = [
 def sites(request):
     """CACHES with the tenant aliases; every store emptied."""
     with override_settings(CACHES=tenants.caches(settings.REDIS_URL)):
-        for alias in ("t_plain", "t_locmem", "t_redis_plain", "t_redis"):
+        for alias in ("t_plain", "t_locmem", "t_redis_plain", "t_redis", "t_make_key"):
             if "redis" not in alias or "redis_server" in request.fixturenames:
                 for name in ("acme", "globex", "public"):
                     token = tenants.tenant.set(name)
