@@ -53,11 +53,24 @@ class Result:
     calls: list[tuple[float, float]] = field(default_factory=list)  # (start, end)
     creators: list[tuple[float, float, bool]] = field(default_factory=list)  # (start, end, fresh)
     errors: int = 0
+    #: key -> its creators' (start, end), when a run has several keys
+    per_key: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
     def merge(self, other: Result) -> None:
         self.calls.extend(other.calls)
         self.creators.extend(other.creators)
         self.errors += other.errors
+        for key, runs in other.per_key.items():
+            self.per_key.setdefault(key, []).extend(runs)
+
+    def per_key_summary(self) -> dict[str, Any]:
+        """Creator calls and most at once, per key (the worst key)."""
+        return {
+            "keys": len(self.per_key),
+            "min creator calls per key": min((len(r) for r in self.per_key.values()), default=0),
+            "max creator calls per key": max((len(r) for r in self.per_key.values()), default=0),
+            "max at once per key": max((max_overlap(r) for r in self.per_key.values()), default=0),
+        }
 
     def summary(self, creator_time: float) -> dict[str, Any]:
         creators = sorted(self.creators)
@@ -100,7 +113,7 @@ def percentile(ordered: list[float], q: float) -> float:
 
 
 #: the stores this benchmark knows: aliases of tests/settings.py
-STORES = ("locmem", "file", "db", "redis", "redis_django", "valkey", "shards", "memcached")
+STORES = ("locmem", "file", "db", "redis", "redis_django", "valkey", "shards", "memcached", "cluster")
 
 
 def setup_django(redis_url: str | None) -> None:
@@ -138,7 +151,35 @@ def start_servers(stores: list[str]) -> list[Any]:
         memcached.start()
         servers.append(memcached)
         os.environ["DOGPILE_TEST_MEMCACHED"] = memcached.location
+    if "cluster" in stores:
+        from tests.redis_server import RedisClusterServers
+
+        cluster = RedisClusterServers()
+        cluster.start()
+        servers.append(cluster)
+        os.environ["DOGPILE_TEST_CLUSTER"] = cluster.location
     return servers
+
+
+def keys_on_every_primary(store: str, per_primary: int = 2, prefix: str = "stampede") -> list[str]:
+    """Keys whose records live on every primary of a cluster store, as
+    DogpileCache places them (hash-tagged), ``per_primary`` on each."""
+    from django.core.cache import caches
+
+    from django_dogpile.cache import DogpileCache
+
+    probe = DogpileCache(store, {"TIMEOUT": 1})
+    client = caches[store].client.get_client(write=True)
+    found: dict[str, list[str]] = {}
+    wanted = len(client.get_primaries()) * per_primary
+    i = 0
+    while sum(map(len, found.values())) < wanted:
+        key = f"{prefix}:{uuid.uuid4().hex[:8]}:{i}"
+        node = client.get_node_from_key(probe.store_key(key)).name
+        if len(found.setdefault(node, [])) < per_primary:
+            found[node].append(key)
+        i += 1
+    return [k for keys in found.values() for k in keys]
 
 
 KINDS = ("django", "dogpile", "background")
@@ -164,7 +205,7 @@ def is_fresh_now(kind: str, cache: Any, key: str) -> bool:
 
     if kind == "django":
         return cache.get(key) is not None  # Django: present means fresh
-    return entries.is_fresh(cache.store.get(cache.make_key(key)), entries.now())
+    return entries.is_fresh(cache.store.get(cache.make_and_validate_key(key)), entries.now())
 
 
 def drive(
@@ -177,22 +218,32 @@ def drive(
     timeout: float,
     creator_time: float,
     think: float,
+    keys: list[str] | None = None,
 ) -> Result:
-    """Run ``threads`` callers in this process until ``start_at + duration``."""
+    """Run ``threads`` callers in this process until ``start_at + duration``;
+    with ``keys``, each call of a caller goes to the next of them."""
     result = Result()
+    names = keys or [key]
     lock = threading.Lock()
     ready = threading.Barrier(threads)
 
     def caller() -> None:
         cache = make_cache(kind, store, timeout)  # one per thread, as Django does
 
-        def creator() -> str:
-            started = time.time()
-            fresh = is_fresh_now(kind, cache, key)
-            time.sleep(creator_time)
-            with lock:
-                result.creators.append((started, time.time(), fresh))
-            return f"made at {started}"
+        def creator_of(name: str) -> Any:
+            def creator() -> str:
+                started = time.time()
+                fresh = is_fresh_now(kind, cache, name)
+                time.sleep(creator_time)
+                with lock:
+                    result.creators.append((started, time.time(), fresh))
+                    if keys:
+                        result.per_key.setdefault(name, []).append((started, time.time()))
+                return f"made at {started}"
+
+            return creator
+
+        creators = {name: creator_of(name) for name in names}
 
         # Warm up: connections, scripts and imports are ready before the clock
         # starts, as in a server that has been up for a while.
@@ -202,9 +253,12 @@ def drive(
         errors = 0
         time.sleep(max(0.0, start_at - time.time()))
         end = start_at + duration
+        turn = 0
         while (now := time.time()) < end:
+            name = names[turn % len(names)]
+            turn += 1
             try:
-                cache.get_or_set(key, creator, timeout=timeout)
+                cache.get_or_set(name, creators[name], timeout=timeout)
             except Exception:
                 errors += 1
             calls.append((now, time.time()))
@@ -237,11 +291,13 @@ def run(
     creator_time: float = 0.2,
     think: float = 0.005,
     redis_url: str | None = None,
+    keys: list[str] | None = None,
 ) -> Result:
-    """One scenario: ``processes`` x ``threads`` callers on one fresh key."""
+    """One scenario: ``processes`` x ``threads`` callers on one fresh key
+    (or on each of ``keys``, in turn)."""
     key = f"stampede:{uuid.uuid4().hex[:12]}"
     start_at = time.time() + (6.0 if processes > 1 else 0.5)  # spawn + Django set-up
-    args = (kind, store, key, threads, start_at, duration, timeout, creator_time, think)
+    args = (kind, store, key, threads, start_at, duration, timeout, creator_time, think, keys)
     if processes == 1:
         return drive(*args)
     ctx = multiprocessing.get_context("spawn")
@@ -304,6 +360,7 @@ def main() -> None:
         )
         header = f"{'scenario':28} {'':8}" + "".join(f"{c:>14}" for c in COLUMNS)
         print(header)
+        spread = []
         for store, processes, threads in scenarios:
             label = f"{store} {processes}x{threads}" if processes > 1 else f"{store} {threads} threads"
             for kind in KINDS:
@@ -319,6 +376,20 @@ def main() -> None:
                     for c in COLUMNS
                 )
                 print(f"{label:28} {kind:8}{cells}", flush=True)
+            if store == "cluster" and processes > 1:
+                spread.append((store, processes, threads))
+        for store, processes, threads in spread:
+            # keys on every primary: one creator call per key per expiry period
+            keys = keys_on_every_primary(store)
+            print(f"\n{store} {processes}x{threads}, {len(keys)} keys over every primary:")
+            for kind in KINDS:
+                result = run(
+                    kind, store, threads=threads, processes=processes,
+                    duration=opts.duration, timeout=opts.timeout,
+                    creator_time=opts.creator, think=opts.think,
+                    redis_url=os.environ["DOGPILE_TEST_REDIS_URL"], keys=keys,
+                )
+                print(f"  {kind:10} {result.per_key_summary()}  errors {result.errors}", flush=True)
     finally:
         for server in servers:
             server.cleanup()

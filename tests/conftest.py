@@ -1,5 +1,6 @@
 """Django set-up for the tests, and the real servers for the whole session:
-a redis-server, a second one (the shards' other half) and a memcached."""
+a redis-server, a second one (the shards' other half), a memcached and a
+6-node Redis Cluster."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import tempfile
 
 import pytest
 
-from tests.redis_server import MemcachedServer, RedisServer, required
+from tests.redis_server import MemcachedServer, RedisClusterServers, RedisServer, required
 
 _server: RedisServer | None = None
 _why_not: str | None = None
-_others: dict[str, RedisServer | MemcachedServer] = {}
+_others: dict[str, RedisServer | MemcachedServer | RedisClusterServers] = {}
 _others_why_not: dict[str, str] = {}
 
 
@@ -22,6 +23,7 @@ def _start_others() -> None:
     for name, server, env, where in [
         ("redis2", RedisServer(), "DOGPILE_TEST_REDIS2_URL", lambda s: s.url),
         ("memcached", MemcachedServer(), "DOGPILE_TEST_MEMCACHED", lambda s: s.location),
+        ("cluster", RedisClusterServers(), "DOGPILE_TEST_CLUSTER", lambda s: s.location),
     ]:
         try:
             server.start()
@@ -81,6 +83,14 @@ def memcached_server() -> MemcachedServer:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster() -> RedisClusterServers:
+    """The session's Redis Cluster (6 nodes); skips (never in CI) without one."""
+    if "cluster" not in _others:
+        pytest.skip(f"no Redis Cluster: {_others_why_not.get('cluster')}")
+    return _others["cluster"]  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
 def second_redis() -> RedisServer:
     """A second redis-server (the other shard); skips (never in CI) without one."""
     if "redis2" not in _others:
@@ -93,6 +103,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         names = getattr(item, "fixturenames", ())
         for marker, fixture in [
             ("redis", "redis_server"), ("memcached", "memcached_server"), ("shards", "second_redis"),
+            ("cluster", "redis_cluster"),
         ]:
             if marker in item.keywords and fixture not in names:
                 item.fixturenames.append(fixture)  # type: ignore[attr-defined]

@@ -319,3 +319,26 @@ def fork_after_use(alias, hits, results):
         os.waitpid(pid, 0)
         child = json.loads(os.read(read, 65536).decode())
         results.put({"parent": parent, **child})
+
+
+def near_reader_keys(location, prefix, keys, options, start_at, until, results):
+    """Read every key of ``keys`` in turn; report each change of a key's value
+    as (key, start of the previous read of it, start of this read, value)."""
+    _setup()
+    cache = make_cache(location, prefix, **options)
+    cache.get("connect")
+    assert cache.store._bus.subscribed.wait(10)
+    last = {k: object() for k in keys}
+    prev = dict.fromkeys(keys, 0.0)
+    changes = []
+    time.sleep(max(0, start_at - time.time()))
+    while time.time() < until and not all(v == "done" for v in last.values()):
+        for key in keys:
+            started = time.time()
+            value = cache.get(key)
+            if value != last[key]:
+                changes.append((key, prev[key], started, value))
+                last[key] = value
+            prev[key] = started
+        time.sleep(0.001)
+    results.put(changes)

@@ -177,3 +177,119 @@ class SentinelServer(_Server):
 def required() -> bool:
     """True when Redis tests must run (CI, or DOGPILE_REQUIRE_REDIS=1)."""
     return bool(os.environ.get("CI")) or os.environ.get("DOGPILE_REQUIRE_REDIS") == "1"
+
+
+class RedisClusterServers:
+    """Six redis-servers in cluster mode (3 primaries, 3 replicas) on free
+    loopback ports, joined with ``redis-cli --cluster create``.
+
+    ``nodes`` are the :class:`RedisServer` of each port; ``primaries()`` asks
+    the cluster which ports hold slots now (a failover changes that).
+    """
+
+    def __init__(self, size: int = 6) -> None:
+        self.nodes = [
+            RedisServer(port=_cluster_port(), args=(
+                "--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
+                "--cluster-config-file", "nodes.conf", "--cluster-require-full-coverage", "no",
+                "--cluster-allow-reads-when-down", "no",
+            ))
+            for _ in range(size)
+        ]
+
+    @property
+    def ports(self) -> list[int]:
+        return [n.port for n in self.nodes]
+
+    @property
+    def location(self) -> str:
+        return f"valkey://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is not installed")
+        for node in self.nodes:
+            node.start()
+        created = subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+             "--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True, text=True, timeout=60,
+        )
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-800:]}{created.stderr}")
+        self.wait_ok()
+
+    def command(self, port: int, *args: str, timeout: float = 10) -> str:
+        cli = shutil.which("redis-cli") or "redis-cli"
+        return subprocess.run(
+            [cli, "-p", str(port), *args], capture_output=True, text=True, timeout=timeout,
+        ).stdout
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        """Until every live node says cluster_state:ok and all 16384 slots are
+        served by primaries that agree, and every primary has a replica."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            live = [n.port for n in self.nodes if n.proc is not None]
+            if all("cluster_state:ok" in self.command(p, "cluster", "info") for p in live):
+                views = {self.command(p, "cluster", "slots") for p in live}
+                if len(views) == 1 and len(self.primaries()) >= 3:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("the cluster did not become ok")
+
+    def primaries(self) -> list[int]:
+        """Ports of the nodes that are primaries holding slots (from a live node)."""
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            found = []
+            for line in self.command(node.port, "cluster", "nodes").splitlines():
+                parts = line.split()
+                if len(parts) >= 9 and "master" in parts[2] and "fail" not in parts[2]:
+                    found.append(int(parts[1].split("@")[0].rsplit(":", 1)[1]))
+            return sorted(found)
+        return []
+
+    def commandstats(self) -> dict[str, int]:
+        """``INFO commandstats`` calls, summed over every live node."""
+        total: dict[str, int] = {}
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            for line in self.command(node.port, "info", "commandstats").splitlines():
+                if line.startswith("cmdstat_"):
+                    name, _, rest = line.partition(":")
+                    calls = int(rest.split(",")[0].split("=")[1])
+                    total[name[len("cmdstat_"):]] = total.get(name[len("cmdstat_"):], 0) + calls
+        return total
+
+    def reset_stats(self) -> None:
+        for node in self.nodes:
+            if node.proc is not None:
+                self.command(node.port, "config", "resetstat")
+
+    def flush(self) -> None:
+        for port in self.primaries():
+            self.command(port, "flushall")
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 40000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")

@@ -121,6 +121,13 @@ CACHES = {
         "KEY_PREFIX": "snt-ign",
         "OPTIONS": {**_SENTINEL_OPTIONS, "IGNORE_EXCEPTIONS": True},
     },
+    # django-valkey's ClusterValkeyCache on a 6-node Redis Cluster (3
+    # primaries, 3 replicas) that conftest starts
+    "cluster": {
+        "BACKEND": "django_valkey.cluster_cache.cache.ClusterValkeyCache",
+        "LOCATION": os.environ.get("DOGPILE_TEST_CLUSTER", "valkey://127.0.0.1:1"),
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 5},
+    },
     "memcached": {
         "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
         "LOCATION": os.environ.get("DOGPILE_TEST_MEMCACHED", "127.0.0.1:1"),
@@ -141,6 +148,19 @@ CACHES = {
     "dp_near": {  # Redis with the near cache in front
         "BACKEND": "django_dogpile.cache.DogpileCache",
         "LOCATION": "redis",
+        "TIMEOUT": 300,
+        "KEY_PREFIX": "near",
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5, "NEAR_CACHE": True},
+    },
+    "dp_cluster": {
+        "BACKEND": "django_dogpile.cache.DogpileCache",
+        "LOCATION": "cluster",
+        "TIMEOUT": 300,
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5},
+    },
+    "dp_cluster_near": {
+        "BACKEND": "django_dogpile.cache.DogpileCache",
+        "LOCATION": "cluster",
         "TIMEOUT": 300,
         "KEY_PREFIX": "near",
         "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5, "NEAR_CACHE": True},

@@ -13,6 +13,7 @@ child process (they need their own settings).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,14 +32,34 @@ sys.exit(bool(DiscoverRunner(verbosity=1).run_tests(sys.argv[1:])))
 """
 
 
-def run_django_tests(*labels: str) -> subprocess.CompletedProcess[str]:
+def run_django_tests(*labels: str, verbosity: int = 1) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(django_tests_dir()), str(HERE)])
     env["DJANGO_SETTINGS_MODULE"] = "dogpile_conformance_settings"
     return subprocess.run(
-        [sys.executable, "-c", _RUN, *labels],
+        [sys.executable, "-c", _RUN.replace("verbosity=1", f"verbosity={verbosity}"), *labels],
         env=env, capture_output=True, text=True, timeout=600, cwd=str(HERE),
     )
+
+
+def _failures(done: subprocess.CompletedProcess[str]) -> tuple[int, set[str]]:
+    """How many tests ran, and the names of those that failed or erred."""
+    ran = re.search(r"^Ran (\d+) test", done.stderr, re.M)
+    failed = set(re.findall(r"^(?:FAIL|ERROR): (test_\w+)", done.stderr, re.M))
+    return (int(ran.group(1)) if ran else 0), failed
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_djangos_own_cache_tests_pass_over_the_cluster_wherever_the_cluster_store_passes():
+    """BaseCacheTests over DogpileCache on the cluster, and over the cluster
+    store itself: every test the plain store passes, ours passes too."""
+    ran, ours = _failures(run_django_tests("dogpile_conformance.DogpileOverClusterTests"))
+    ran_plain, plain = _failures(run_django_tests("dogpile_conformance.PlainClusterTests"))
+    print(f"\ncluster: {ran} of Django's tests; DogpileCache fails {sorted(ours)}, "
+          f"the plain cluster store fails {sorted(plain)}")
+    assert ran == ran_plain >= 50
+    assert sorted(ours - plain) == []
 
 
 @pytest.mark.slow

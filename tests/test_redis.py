@@ -181,7 +181,7 @@ def test_cold_waiter_in_another_process_takes_no_lock(monitor, store):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("store", CLIENTS)
+@pytest.mark.parametrize("store", [*CLIENTS, pytest.param("cluster", marks=pytest.mark.cluster)])
 def test_processes_one_creator_per_expiry_and_prompt_wakeup(store):
     flush()
     results = SPAWN.Queue()

@@ -176,3 +176,21 @@ class DogpileCachePageTests(CacheMiddlewareTest):
 for _name in list(vars(CacheMiddlewareTest)):
     if _name.startswith("test_") and _name not in _PAGE_TESTS:
         setattr(DogpileCachePageTests, _name, None)
+
+
+# --- Redis Cluster: django-valkey's ClusterValkeyCache -------------------------
+
+CLUSTER = {
+    "BACKEND": "django_valkey.cluster_cache.cache.ClusterValkeyCache",
+    "LOCATION": os.environ.get("DOGPILE_TEST_CLUSTER", "valkey://127.0.0.1:1"),
+}
+
+
+@override_settings(CACHES=dogpile_caches("django_dogpile.cache.DogpileCache", CLUSTER, _NO_CULL))
+class DogpileOverClusterTests(BaseCacheTests, TestCase):
+    """Over a 6-node Redis Cluster: hash-tagged records, leases, holds."""
+
+
+@override_settings(CACHES=caches_setting_for_tests(exclude=_NO_CULL, **CLUSTER))
+class PlainClusterTests(BaseCacheTests, TestCase):
+    """The cluster store itself: what DogpileCache over it is compared with."""
