@@ -56,6 +56,7 @@ _OUTAGES = frozenset({
     "TryAgainError",  # TRYAGAIN
     "RedisClusterException",  # a cluster client that reaches no node
     "ValkeyClusterException",
+    "ConnectionInterrupted",  # django-redis / django-valkey's wrapper of the above
 })
 
 

@@ -427,6 +427,57 @@ class RedisAdapter(StoreAdapter):
                 self.wrote(record)
 
 
+class OmittingStore:
+    """A store that raises where its alias says ``IGNORE_EXCEPTIONS``:
+    django-valkey's ``ClusterValkeyCache`` (0.4) does not apply the option,
+    so a primary that died raised ``ConnectionInterrupted`` from every
+    ``get``.  DogpileCache applies it itself, as django-valkey does on one
+    node: during an outage a read is a miss, a write is not made (and says
+    so), and any other error is raised."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def _omit(self, name: str, failed: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._store, name)(*args, **kwargs)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("store unavailable (%s); %s ignored (IGNORE_EXCEPTIONS)", exc, name)
+            return failed
+
+    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        return self._omit("get", default, key, default, version)
+
+    def get_many(self, keys: Any, version: int | None = None) -> Any:
+        return self._omit("get_many", {}, keys, version=version)
+
+    def set(self, *args: Any, **kwargs: Any) -> Any:
+        return self._omit("set", False, *args, **kwargs)
+
+    def add(self, *args: Any, **kwargs: Any) -> Any:
+        return self._omit("add", False, *args, **kwargs)
+
+    def touch(self, *args: Any, **kwargs: Any) -> Any:
+        return self._omit("touch", False, *args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        return self._omit("delete", False, *args, **kwargs)
+
+    def set_many(self, data: dict[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        return self._omit("set_many", list(data), data, *args, **kwargs)
+
+    def delete_many(self, *args: Any, **kwargs: Any) -> Any:
+        return self._omit("delete_many", None, *args, **kwargs)
+
+    def clear(self) -> Any:
+        return self._omit("clear", False)
+
+
 def adapter_for(
     store: Any, lock: str, lock_timeout: float, alias: str | None = None, holds: bool = True,
 ) -> StoreAdapter:
@@ -453,6 +504,8 @@ def adapter_for(
                 "LOCK 'redis' needs a Redis store (django-redis, django-valkey or "
                 f"Django's RedisCache), not {class_path(store)}"
             )
+        if access.cluster and access.ignore:
+            store = OmittingStore(store)  # the option the cluster store does not apply
         return RedisAdapter(store, access, lock_timeout)
     if lock == "cache" and is_file(store):
         lock = "file"  # the file cache's add() is has_key() then set(): not a lock

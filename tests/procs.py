@@ -229,7 +229,7 @@ def failover_load(configs, keys, threads, timeout, delay, log_path, ready, go, s
     import logging
 
     _setup()
-    from redis.exceptions import ConnectionError, TimeoutError
+    from django_dogpile.leases import is_outage
 
     warned = collections.Counter()
 
@@ -265,10 +265,9 @@ def failover_load(configs, keys, threads, timeout, delay, log_path, ready, go, s
                 try:
                     value = cache.get_or_set(key, creator(tag, key))
                     problem = None if str(value).startswith(f"{key}@") else f"value {value!r}"
-                except (ConnectionError, TimeoutError) as exc:
-                    problem = f"store error {type(exc).__name__}: {exc}"
-                except Exception as exc:  # anything else is a bug: reported as such
-                    problem = f"OTHER {type(exc).__module__}.{type(exc).__name__}: {exc}"
+                except Exception as exc:  # a store outage, or a bug: reported as such
+                    kind = "store error" if is_outage(exc) else "OTHER"
+                    problem = f"{kind} {type(exc).__module__}.{type(exc).__name__}: {exc}"
                 out.append((t0, time.time(), key, problem))
                 time.sleep(0.02)
 

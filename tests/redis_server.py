@@ -233,11 +233,30 @@ class RedisClusterServers:
         while time.monotonic() < deadline:
             live = [n.port for n in self.nodes if n.proc is not None]
             if all("cluster_state:ok" in self.command(p, "cluster", "info") for p in live):
-                views = {self.command(p, "cluster", "slots") for p in live}
+                views = {self._slot_owners(p) for p in live}
                 if len(views) == 1 and len(self.primaries()) >= 3:
                     return
             time.sleep(0.1)
         raise RuntimeError("the cluster did not become ok")
+
+    def wait_failover(self, port: int, timeout: float = 30) -> None:
+        """Until the killed primary ``port`` is a primary no more (its replica
+        took its slots) and the cluster is ok."""
+        deadline = time.monotonic() + timeout
+        while port in self.primaries():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no failover of {port}")
+            time.sleep(0.05)
+        self.wait_ok(timeout)
+
+    def _slot_owners(self, port: int) -> frozenset[tuple[str, str]]:
+        """Node ``port``'s view: which live primary serves which slots."""
+        owners = set()
+        for line in self.command(port, "cluster", "nodes").splitlines():
+            parts = line.split()
+            if len(parts) >= 9 and "master" in parts[2] and "fail" not in parts[2]:
+                owners.add((parts[1].split("@")[0], " ".join(parts[8:])))
+        return frozenset(owners)
 
     def primaries(self) -> list[int]:
         """Ports of the nodes that are primaries holding slots (from a live node)."""

@@ -128,6 +128,18 @@ CACHES = {
         "LOCATION": os.environ.get("DOGPILE_TEST_CLUSTER", "valkey://127.0.0.1:1"),
         "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 5},
     },
+    # a cluster of its own for the failover and reshard tests (they kill and move)
+    "cluster_own": {
+        "BACKEND": "django_valkey.cluster_cache.cache.ClusterValkeyCache",
+        "LOCATION": os.environ.get("DOGPILE_TEST_CLUSTER_OWN", "valkey://127.0.0.1:1"),
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 1},
+    },
+    "cluster_own_ignore": {
+        "BACKEND": "django_valkey.cluster_cache.cache.ClusterValkeyCache",
+        "LOCATION": os.environ.get("DOGPILE_TEST_CLUSTER_OWN", "valkey://127.0.0.1:1"),
+        "KEY_PREFIX": "ign",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 1, "IGNORE_EXCEPTIONS": True},
+    },
     "memcached": {
         "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
         "LOCATION": os.environ.get("DOGPILE_TEST_MEMCACHED", "127.0.0.1:1"),
