@@ -24,6 +24,10 @@ bad option of an alias is reported, each message naming the alias.
   dummy) or LOCK is 'local': the lock does not reach across worker processes.
 * ``django_dogpile.W004`` (deploy) the lease reaches one host only (the file
   cache), or the store is unknown and its lease is a plain ``add()``.
+* ``django_dogpile.E013`` (deploy) the store is a Redis Cluster with a primary
+  older than 7.0 (the lease and the near cache need sharded pub/sub).
+* ``django_dogpile.W005`` (deploy) the store is a Redis Cluster that could not
+  be reached to check it.
 """
 
 from __future__ import annotations
@@ -249,3 +253,59 @@ def check_store_is_shared(app_configs: Any = None, **kwargs: Any) -> list[Warnin
                 hint=hint, id=id_, obj=alias,
             ))
     return warnings
+
+
+@register(Tags.caches, deploy=True)
+def check_cluster_stores(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Check that a Redis Cluster store can hold the lease: every primary
+    must speak sharded pub/sub (Redis or Valkey >= 7.0).  It asks the
+    cluster (this check is for deployments, where the cluster is there)."""
+    from django.core.cache import caches
+
+    from .pubsub import is_cluster
+
+    found: list[Any] = []
+    for alias, conf in _dogpile_aliases():
+        location = conf.get("LOCATION")
+        if not isinstance(location, str) or location not in settings.CACHES:
+            continue
+        store = caches[location]
+        client = getattr(store, "client", None)
+        if client is None or not hasattr(client, "get_client"):
+            continue
+        backend = str(settings.CACHES[location].get("BACKEND", ""))
+        if "cluster" not in backend.lower():
+            continue  # a one-node client: nothing to ask
+        try:
+            raw = client.get_client(write=True)
+            if not is_cluster(raw):
+                continue
+            versions = {
+                node.name: str(raw.info("server", target_nodes=node).get("redis_version", "0"))
+                for node in raw.get_primaries()
+            }
+        except Exception as exc:  # unreachable now: say so, do not fail the deploy
+            found.append(Warning(
+                f"CACHES[{alias!r}] (store {location!r}) is a Redis Cluster that could not be "
+                f"reached to check it: {exc}",
+                hint="Run the check where the cluster is reachable.",
+                id="django_dogpile.W005", obj=alias,
+            ))
+            continue
+        old = {name: v for name, v in versions.items() if _major(v) < 7}
+        if old:
+            found.append(Error(
+                f"CACHES[{alias!r}] (store {location!r}): the Redis Cluster has primaries older "
+                f"than 7.0 ({', '.join(f'{n} {v}' for n, v in sorted(old.items()))}); the lease's "
+                "wake-up and the near cache use sharded pub/sub (SPUBLISH, SSUBSCRIBE).",
+                hint="Upgrade every node to Redis or Valkey 7.0 or later.",
+                id="django_dogpile.E013", obj=alias,
+            ))
+    return found
+
+
+def _major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        return 0

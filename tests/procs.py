@@ -341,3 +341,16 @@ def near_reader_keys(location, prefix, keys, options, start_at, until, results):
             prev[key] = started
         time.sleep(0.001)
     results.put(changes)
+
+
+def near_writer(location, prefix, options, commands, acks):
+    """Another process's writes: ``(key, value)`` from ``commands`` is set
+    through a near-cached DogpileCache; ``None`` ends it."""
+    _setup()
+    cache = make_cache(location, prefix, **options)
+    cache.get("connect")
+    acks.put("ready")
+    while (command := commands.get(timeout=120)) is not None:
+        key, value = command
+        cache.set(key, value)
+        acks.put(time.time())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -234,10 +235,13 @@ class RedisClusterServers:
             live = [n.port for n in self.nodes if n.proc is not None]
             if all("cluster_state:ok" in self.command(p, "cluster", "info") for p in live):
                 views = {self._slot_owners(p) for p in live}
-                if len(views) == 1 and len(self.primaries()) >= 3:
+                if len(views) == 1 and len(self.primaries()) >= 3 and self._replicas_synced(live):
                     return
             time.sleep(0.1)
-        raise RuntimeError("the cluster did not become ok")
+        live = [n.port for n in self.nodes if n.proc is not None]
+        raise RuntimeError("the cluster did not become ok: " + "; ".join(
+            f"{p}: {self.command(p, 'cluster', 'info').splitlines()[:1]} {sorted(self._slot_owners(p))}"
+            for p in live))
 
     def wait_failover(self, port: int, timeout: float = 30) -> None:
         """Until the killed primary ``port`` is a primary no more (its replica
@@ -248,6 +252,16 @@ class RedisClusterServers:
                 raise RuntimeError(f"no failover of {port}")
             time.sleep(0.05)
         self.wait_ok(timeout)
+
+    def _replicas_synced(self, live: list[int]) -> bool:
+        """Every live replica has done its first sync (else it cannot take over)."""
+        for port in live:
+            info = self.command(port, "info", "replication")
+            if "role:slave" in info and "master_link_status:up" not in info:
+                primary = re.search(r"master_port:(\d+)", info)
+                if primary and int(primary.group(1)) in live:
+                    return False  # (a replica of a dead primary waits forever)
+        return True
 
     def _slot_owners(self, port: int) -> frozenset[tuple[str, str]]:
         """Node ``port``'s view: which live primary serves which slots."""

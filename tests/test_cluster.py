@@ -208,3 +208,44 @@ def test_a_write_is_seen_by_every_other_processs_near_cache_within_50_ms(redis_c
           f"p99 {p99 * 1000:.1f} ms, max {lags[-1] * 1000:.1f} ms, {violations} over 50 ms")
     assert violations == 0
     assert p99 <= 0.05
+
+
+def test_check_deploy_asks_the_cluster_and_reports_one_it_cannot_reach(redis_cluster):
+    from django.conf import settings
+    from django.core.checks import run_checks
+    from django.test import override_settings
+
+    assert [m for m in run_checks(include_deployment_checks=True) if m.obj == "dp_cluster"] == []
+    gone = {**settings.CACHES["cluster"], "LOCATION": "valkey://127.0.0.1:1"}
+    with override_settings(CACHES={**settings.CACHES, "cluster": gone}):
+        found = [m.id for m in run_checks(include_deployment_checks=True) if m.obj == "dp_cluster"]
+    assert found == ["django_dogpile.W005"]
+
+
+def test_operations_on_the_cluster(redis_cluster, capsys):
+    """manage.py dogpile stats, inspect and invalidate; the Prometheus export."""
+    from django.core.management import call_command
+
+    from django_dogpile.shared_stats import publish_now
+
+    cache = caches["dp_cluster"]
+    cache.set("report", "v")
+    cache.get_or_set("report", "never")
+    publish_now()
+    call_command("dogpile", "stats", "--alias", "dp_cluster")
+    out = capsys.readouterr().out
+    assert out.startswith("dp_cluster: ") and "HIT" in out
+    call_command("dogpile", "inspect", "report", "--alias", "dp_cluster")
+    out = capsys.readouterr().out
+    assert "fresh for" in out and "slot" in out and "lease     free" in out
+    call_command("dogpile", "invalidate", "report", "--alias", "dp_cluster")
+    assert capsys.readouterr().out.strip() == "report: invalidated"
+    assert cache.get("report") is None and cache.get_or_set("report", "new") == "new"
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from django_dogpile.prometheus import DogpileCollector
+
+    registry = CollectorRegistry()
+    registry.register(DogpileCollector())
+    assert 'django_dogpile_events_total{alias="dp_cluster",event="HIT"}' in generate_latest(registry).decode()

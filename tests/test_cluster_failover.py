@@ -307,3 +307,84 @@ def test_hot_slots_moved_under_load_cost_no_error(own_cluster, tmp_path):
         assert sum(t_move <= t < t_moved for t in times) <= periods + 1, report  # at most one extra
         after = _per_period(times, t_moved, t_stop)
         assert after[0] <= 2 and max(after[1:], default=0) <= 1, report
+
+
+def _move_slot(cluster: RedisClusterServers, slot: int, source: int, target: int) -> None:
+    """Migrate one slot, keys and all, as redis-cli --cluster reshard does."""
+    source_id, target_id = _node_id(cluster, source), _node_id(cluster, target)
+    cluster.command(target, "cluster", "setslot", str(slot), "importing", source_id)
+    cluster.command(source, "cluster", "setslot", str(slot), "migrating", target_id)
+    while keys := cluster.command(source, "cluster", "getkeysinslot", str(slot), "100").split():
+        cluster.command(source, "migrate", "127.0.0.1", str(target), "", "0", "5000", "keys", *keys)
+    for port in [target, source] + [p for p in cluster.primaries() if p not in (source, target)]:
+        cluster.command(port, "cluster", "setslot", str(slot), "node", target_id)
+    cluster.wait_ok()
+
+
+def _seen_within(cache, key, value, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if cache.get(key) == value:
+            return True
+        time.sleep(0.002)
+    return cache.get(key) == value
+
+
+def test_the_near_cache_listener_follows_its_channel_through_a_move_and_a_failover(own_cluster):
+    """The sharded invalidation channel's slot is moved to another primary,
+    then that primary is SIGKILLed: each time the listener resubscribes where
+    the slot is served (bypassing the near cache meanwhile), and another
+    process's writes are seen within 50 ms once it has."""
+    from django_dogpile.near import NearStore
+    from tests.procs import near_writer
+
+    cluster = own_cluster
+    near = {"MAX_ENTRIES": 100, "MAX_BYTES": 1 << 20, "MAX_AGE": 30}
+    options = {"LOCK_TIMEOUT": 5, "NEAR_CACHE": near}
+    reader = make_cache("cluster_own", "follow", 300, **options)
+    reader.get("connect")
+    assert isinstance(reader.store, NearStore)
+    bus = reader.store._bus
+    assert bus.subscribed.wait(10)
+    commands, acks = SPAWN.Queue(), SPAWN.Queue()
+    writer = SPAWN.Process(target=near_writer, args=("cluster_own", "follow", options, commands, acks), daemon=True)
+    writer.start()
+    assert acks.get(timeout=60) == "ready"
+    client = caches["cluster_own"].client.get_client(write=True)
+
+    def write_and_see(value, bound):
+        reader.get("k")  # keep a near copy
+        reader.get("k")
+        commands.put(("k", value))
+        acks.get(timeout=30)
+        return _seen_within(reader, "k", value, bound)
+
+    def resubscribed(timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if bus.subscribed.is_set() and reader.store._near.ready:
+                return True
+            time.sleep(0.01)
+        return False
+
+    try:
+        assert write_and_see(1, 0.05)
+        channel_slot = client.keyslot(bus.channel)
+        client.nodes_manager.initialize()
+        owner = client.nodes_manager.slots_cache[channel_slot][0].port
+        target = next(p for p in cluster.primaries() if p != owner)
+        target_id = _node_id(cluster, target)
+        _move_slot(cluster, channel_slot, owner, target)
+        assert write_and_see(2, 2.0)  # bypassed or resubscribed: never the old value for long
+        assert resubscribed()
+        assert write_and_see(3, 0.05)
+        victim = next(n for n in cluster.nodes if n.port == target)
+        victim.kill()
+        cluster.wait_failover(target)
+        assert resubscribed(30), "the listener did not come back after the failover"
+        assert write_and_see(4, 0.05)
+    finally:
+        commands.put(None)
+        writer.join(10)
+        if writer.is_alive():
+            writer.kill()

@@ -187,6 +187,9 @@ def inspect_key(cache: DogpileCache, key: str, version: int | None = None) -> li
         else:
             state = f"stale since {now - expires:.1f}s (servable for GRACE {cache.options.grace:g}s)"
         lines += [f"state     {state}", f"age       {now - created:.1f}s", f"cost      {cost:.3f}s to make"]
+    slot = _slot(cache, made)
+    if slot:
+        lines.append(f"slot      {slot}")
     lines.append(f"store ttl {_ttl(cache, made)}")
     lines.append(f"lease     {_lease(cache, made)}")
     return lines
@@ -198,6 +201,15 @@ def _redis(cache: DogpileCache, made: str) -> Any:
     if not isinstance(adapter, RedisAdapter):
         return None
     return adapter.client_for(adapter.raw_key(made))
+
+
+def _slot(cache: DogpileCache, made: str) -> str | None:
+    """On a Redis Cluster: the record's slot and the primary serving it."""
+    client = _redis(cache, made)
+    if client is None or not getattr(cache._adapter, "cluster", False):
+        return None
+    raw = str(cache.store.make_key(made))
+    return f"{client.keyslot(raw)} on {client.get_node_from_key(raw).name} (with its lease and hold)"
 
 
 def _ttl(cache: DogpileCache, made: str) -> str:
