@@ -45,6 +45,7 @@ from redis.sentinel import MasterNotFoundError, Sentinel
 from django_dogpile.cache import LOCK_SUFFIX
 from django_dogpile.testing import Clock
 from tests.procs import failover_load, make_cache
+from tests import failover
 from tests.redis_server import RedisServer, SentinelServer, required, sentinel_command
 
 pytestmark = pytest.mark.redis
@@ -217,25 +218,11 @@ def test_outage_with_a_readable_replica_and_background_starts_one_job(primary_an
 
 
 def _window(answers: list[tuple]) -> tuple[float, float] | None:
-    """(first bad answer started, first good answer after the last bad one ended)."""
-    bad = [a for a in answers if a[3] is not None]
-    if not bad:
-        return None
-    last = max(a[1] for a in bad)
-    after = [a[1] for a in answers if a[3] is None and a[0] >= last]
-    assert after, "no good answer after the last error"
-    return min(a[0] for a in bad), min(after)
+    return failover.window(answers)
 
 
 def _per_period(times: list[float], start: float, end: float) -> list[int]:
-    """Creator calls in each TIMEOUT-long period from ``start`` to ``end``."""
-    n = int((end - start) // TIMEOUT)
-    counts = [0] * n
-    for t in times:
-        i = int((t - start) // TIMEOUT)
-        if 0 <= i < n:
-            counts[i] += 1
-    return counts
+    return failover.per_period(times, start, end, TIMEOUT)
 
 
 @pytest.mark.slow
