@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from typing import Any
 
 
 def free_port() -> int:
@@ -17,9 +18,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for(port: int, probe: bytes, answer: bytes, what: str) -> None:
+def _wait_for(port: int, probe: bytes, answer: bytes, what: str, proc: Any = None) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited at start on port {port} (port taken?)")
         try:
             with socket.create_connection(("127.0.0.1", port), 0.2) as s:
                 s.sendall(probe)
@@ -39,7 +42,7 @@ class _Server:
     def _launch(self, argv: list[str], port: int, what: str, probe: bytes = b"PING\r\n",
                 answer: bytes = b"+PONG") -> None:
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for(port, probe, answer, what)
+        _wait_for(port, probe, answer, what, self.proc)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -211,7 +214,15 @@ class RedisClusterServers:
         if cli is None:
             raise RuntimeError("redis-cli is not installed")
         for node in self.nodes:
-            node.start()
+            for attempt in range(5):
+                try:
+                    node.start()
+                    break
+                except RuntimeError:  # its port (or its bus port) was taken meanwhile
+                    node.stop()
+                    if attempt == 4:
+                        raise
+                    node.port = _cluster_port()
         created = subprocess.run(
             [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
              "--cluster-replicas", "1", "--cluster-yes"],
