@@ -205,9 +205,12 @@ def test_processes_one_creator_per_expiry_and_prompt_wakeup(store):
     assert len(flat) == 16 and {v for v, _, _ in flat} == {"v"}
     landed = float(r.get("xproc:calls:landed"))
     # every caller that arrived before the value landed got it within 50 ms
-    # (+ 50 ms of scheduling slack for 16 threads on a shared 2-core machine)
+    # (+ 100 ms of scheduling slack for 16 threads on a shared 2-core machine,
+    # beside the session's other servers -- a six-node cluster among them: a
+    # fresh-clone run measured 105 ms once); a waiter that polled instead of
+    # being woken would be late by up to its lease, seconds
     lateness = max(end - landed for _, t0, end in flat if t0 < landed)
-    assert lateness < 0.1, lateness
+    assert lateness < 0.15, lateness
 
 
 @pytest.mark.slow
