@@ -419,11 +419,14 @@ def test_async_read_modify_writes_never_block_the_loop_on_locmem(method):
     t = threading.Thread(target=lambda: cache.get_or_set("k", slow, 60))
     t.start()
     assert inside.wait(10)
-    threading.Timer(0.5, go_on.set).start()
+    threading.Timer(1.0, go_on.set).start()
     args = {"aincr": ("k",), "ainvalidate": ("k",), "atouch": ("k", 60), "aadd": ("k", 9, 60)}
     _, gap = asyncio.run(_max_gap(getattr(cache, method)(*args[method])))
     t.join(10)
-    assert gap < 0.2, gap  # the wait for the key's lock happened off the loop
+    # the wait for the key's lock (1 s) happened off the loop; a shared 2-core
+    # machine once stalled the loop 0.38 s for no reason of ours, so the bound
+    # is half the wait, not a fifth
+    assert gap < 0.5, gap
 
 
 @pytest.mark.parametrize("alias", ["dp_locmem", pytest.param("dp_redis", marks=pytest.mark.redis)])
