@@ -204,13 +204,14 @@ def test_processes_one_creator_per_expiry_and_prompt_wakeup(store):
     flat = [o for out in outs for o in out]
     assert len(flat) == 16 and {v for v, _, _ in flat} == {"v"}
     landed = float(r.get("xproc:calls:landed"))
-    # every caller that arrived before the value landed got it within 50 ms
-    # (+ 100 ms of scheduling slack for 16 threads on a shared 2-core machine,
-    # beside the session's other servers -- a six-node cluster among them: a
-    # fresh-clone run measured 105 ms once); a waiter that polled instead of
-    # being woken would be late by up to its lease, seconds
+    # every caller that arrived before the value landed got it promptly: woken
+    # by the holder's PUBLISH, where a waiter that polled would be late by up
+    # to its lease (5 s).  The bound is generous (16 threads in 4 processes on
+    # a shared 2-core machine: fresh-clone runs measured 105 and 156 ms on
+    # Django's RedisCache, usually < 50 ms); the lateness itself is a
+    # benchmark's business (benchmarks/stampede.py, "cold wait")
     lateness = max(end - landed for _, t0, end in flat if t0 < landed)
-    assert lateness < 0.15, lateness
+    assert lateness < 0.5, lateness
 
 
 @pytest.mark.slow
