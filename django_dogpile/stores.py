@@ -447,7 +447,9 @@ class OmittingStore:
         except Exception as exc:
             if not is_outage(exc):
                 raise
-            log.warning("store unavailable (%s); %s ignored (IGNORE_EXCEPTIONS)", exc, name)
+            # debug, not warning: during an outage this is every read of
+            # every request (the lease logs the outage once per call path)
+            log.debug("store unavailable (%s); %s ignored (IGNORE_EXCEPTIONS)", exc, name)
             return failed
 
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
