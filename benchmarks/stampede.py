@@ -201,11 +201,11 @@ def make_cache(kind: str, store: str, timeout: float) -> Any:
 
 def is_fresh_now(kind: str, cache: Any, key: str) -> bool:
     """Does the store hold a fresh value for ``key`` right now?"""
-    from django_dogpile import entries
+    from django_dogpile import records
 
     if kind == "django":
         return cache.get(key) is not None  # Django: present means fresh
-    return entries.is_fresh(cache.store.get(cache.make_and_validate_key(key)), entries.now())
+    return records.is_fresh(cache.store.get(cache.make_and_validate_key(key)), records.now())
 
 
 def drive(

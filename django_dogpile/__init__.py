@@ -6,7 +6,7 @@ framework-free dogpile core.  The Django faces live in
 ``dogpile`` template library.
 """
 
-from .core import (
+from django_dogpile.core import (
     Dogpile,
     Lock,
     LockError,

@@ -1,16 +1,7 @@
 """DogpileCache: a Django cache backend that never stampedes.
 
-Configure it over another cache alias, the *store*::
-
-    CACHES = {
-        "store": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://..."},
-        "default": {
-            "BACKEND": "django_dogpile.cache.DogpileCache",
-            "LOCATION": "store",
-            "TIMEOUT": 300,
-            "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 30},
-        },
-    }
+Configured over another cache alias, the *store* (``LOCATION``); every
+option is in the docs (configuration).
 
 The contract, method by method, is Django's ``BaseCache``; how each method
 counts a *stale* record is in its docstring.  The rules:
@@ -22,12 +13,10 @@ counts a *stale* record is in its docstring.  The rules:
   meaning: a stale record is a miss.  ``set(timeout=0)`` or a negative
   timeout deletes, ``timeout=None`` never expires.
 * ``get_or_set`` is dogpile-protected: a fresh hit is one store read; past
-  that, :mod:`django_dogpile.regeneration` (one caller regenerates, in any
-  thread, process or host; the others get the stale value, or wait for a
-  first one).  Async: :mod:`django_dogpile.bridge`.  The lock per store:
-  :mod:`django_dogpile.stores`.  The store binding and key making:
-  :mod:`django_dogpile.binding`; the ``*_many`` methods:
-  :mod:`django_dogpile.bulk`.
+  that, the dogpile path (:mod:`django_dogpile.engine.path`: one caller
+  regenerates, in any thread, process or host; the others get the stale
+  value, or wait for a first one).
+
 * A regeneration's write is fenced: an explicit ``set()`` or ``add()`` that
   lands while it runs wins.
 * ``invalidate(key)`` makes a value stale (for every host, whatever its
@@ -37,92 +26,117 @@ counts a *stale* record is in its docstring.  The rules:
   ``delete`` end it.
 * Every outcome is counted (:mod:`django_dogpile.stats`), signalled
   (:mod:`django_dogpile.signals`) and logged.
+
+Each method makes the store key and calls what the backend holds: its
+:class:`~django_dogpile.engine.binding.Binding` (the store, keys, the key's
+lock), its :class:`~django_dogpile.engine.path.Regeneration` (the dogpile
+path) and its :class:`~django_dogpile.engine.writes.Writes`; the async
+twins go through :mod:`django_dogpile.engine.bridge`.  The stores, their
+leases and the table of kinds: :mod:`django_dogpile.stores`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Iterable
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 
-from . import bridge, entries, state
-from .apps import warn_if_not_installed
-from .conf import (
+from django_dogpile import records
+from django_dogpile.conf import (
     BackendOptions,
     ConfigError,
     improperly_configured,
     parse_backend_options,
     parse_timeout,
+    warn_if_not_installed,
 )
-from .entries import INVALIDATED, Entry, is_entry, is_fresh, store_timeout
-from .locks import MISSING, fallbacks, retry_after
-from .regeneration import LOCK_SUFFIX, Regeneration
-from .binding import StoreBinding
-from .bulk import BulkOperations
-from .stats import key_stats_for, stats_for
-from .stores import StoreAdapter
+from django_dogpile.engine import bridge, memory
+from django_dogpile.engine.binding import LOCK_SUFFIX, Binding
+from django_dogpile.engine.path import Regeneration
+from django_dogpile.engine.writes import Writes
+from django_dogpile.records import EXPIRES, MISSING, VALUE, is_record
 
-__all__ = ["DogpileCache", "LOCK_SUFFIX"]
+__all__ = ["LOCK_SUFFIX", "DogpileCache"]
 
 log = logging.getLogger(__name__)
 
-class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
+
+class DogpileCache(BaseCache):
     """A Django cache backend over another alias; see the module docstring.
 
     :param location: the alias of the store (``LOCATION`` in ``CACHES``).
     :param params: the rest of the alias's settings.  ``TIMEOUT`` is the
      freshness; ``OPTIONS`` takes ``GRACE``, ``LOCK_TIMEOUT``,
      ``WAIT_TIMEOUT``, ``BACKGROUND``, ``BACKGROUND_WORKERS``,
-     ``SERVE_STALE_ON_ERROR``, ``EARLY_REFRESH``, ``LOCK``, ``KEY_STATS`` and
-     ``RETRY_AFTER`` (and ``BaseCache``'s ``MAX_ENTRIES``/``CULL_FREQUENCY``,
-     which act on the store alias, not here).
+     ``SERVE_STALE_ON_ERROR``, ``EARLY_REFRESH``, ``LOCK``, ``KEY_STATS``,
+     ``RETRY_AFTER`` and ``NEAR_CACHE`` (and ``BaseCache``'s
+     ``MAX_ENTRIES``/``CULL_FREQUENCY``, which act on the store alias, not
+     here).
+
+    It holds :attr:`binding`, :attr:`regeneration` and :attr:`writes`.
+    Async methods not defined here are ``BaseCache``'s (the sync method in
+    the request's thread-sensitive thread, as Django runs them).
     """
+
+    #: what ``conf.dogpile_aliases()`` looks for (subclasses inherit it)
+    dogpile_backend = True
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
         warn_if_not_installed()  # the tag and the checks need the app
         params = dict(params)
-        #: the settings as Django passed them (they tell which alias this is)
-        self._params = dict(params)
+        given = dict(params)
         # A bad setting must reach `manage.py check` as django_dogpile.E00x,
         # and Django's own cache checks instantiate every alias: so the error
         # is kept here and raised, clearly, on first use instead.
-        self._config_error: ImproperlyConfigured | None = None
+        config_error: ImproperlyConfigured | None = None
         timeout: float | None = 300
-        self.options: BackendOptions = parse_backend_options({})
+        options: BackendOptions = parse_backend_options({})
         try:
             timeout = parse_timeout(params.get("TIMEOUT", params.get("timeout", 300)))
-            self.options = parse_backend_options(params.get("OPTIONS"))
+            options = parse_backend_options(params.get("OPTIONS"))
         except ConfigError as exc:
-            self._config_error = improperly_configured(exc, "DogpileCache")
+            config_error = improperly_configured(exc, "DogpileCache")
         if not location or not isinstance(location, str):
-            self._config_error = ImproperlyConfigured(
+            config_error = ImproperlyConfigured(
                 "DogpileCache: LOCATION must name the cache alias that stores "
                 "the data, e.g. 'store'. [django_dogpile.E001]"
             )
             location = ""
-        # BaseCache reads MAX_ENTRIES/CULL_FREQUENCY from OPTIONS; they act on
-        # the store alias (a check warns), ours are not its business.
+        # BaseCache's MAX_ENTRIES/CULL_FREQUENCY act on the store alias
         params["OPTIONS"] = {}
         params.pop("TIMEOUT", None)
         super().__init__(params)
         self.default_timeout = timeout  # BaseCache would truncate floats
         self.location = location
-        self._rename(self._find_alias(location, self._params))
-        self._plain_keys = False  # known once connected (binding)
-        self._store_cache: BaseCache | None = None
-        self._adapter: StoreAdapter = None  # type: ignore[assignment]  # set by _connect
-        #: user key (or (key, version)) -> store key, for str keys.
-        self._made: dict[Any, str] = {}
-        self._early_refresh = self.options.early_refresh
+        self.options = options
+        #: the store, the keys, the key's lock, the counters
+        self.binding = Binding(location, given, options, timeout, self, config_error)
+        #: the dogpile path
+        self.regeneration = Regeneration(self.binding, type(self))
+        #: Django's writes over records
+        self.writes = Writes(self.binding)
 
-    def _rename(self, alias: str) -> None:
-        """Count, signal and publish as ``alias``."""
-        self.alias = alias
-        self._stats = stats_for(alias)
-        self._hit = self._stats.hit
-        self._keys = key_stats_for(alias, self.options.key_stats) if self.options.key_stats else None
+    @property
+    def alias(self) -> str:
+        """The ``CACHES`` alias this backend counts and signals as."""
+        return self.binding.alias
+
+    @property
+    def store(self) -> BaseCache:
+        """The wrapped cache (``caches[LOCATION]``), connected on first use."""
+        return self.binding.store
+
+    def make_and_validate_key(self, key: Any, version: int | None = None) -> str:
+        """The store key of ``key`` (see :meth:`Binding.store_key`)."""
+        return self.binding.store_key(key, version)
+
+    def store_key(self, key: Any, version: int | None = None) -> str:
+        """The key the store itself uses for ``key`` (both aliases' prefix,
+        version and key function applied)."""
+        return str(self.store.make_key(self.binding.store_key(key, version)))
+
 
     # --- the fresh hit ------------------------------------------------------
 
@@ -137,7 +151,7 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
 
         A fresh value costs one store read.  A stale one is served to every
         caller but one, which regenerates it; a missing one is created by one
-        caller while the others wait (:mod:`django_dogpile.regeneration`).
+        caller while the others wait (:mod:`django_dogpile.engine.path`).
 
         :param key: the cache key.
         :param default: the value, or a callable making it, used when the
@@ -151,22 +165,23 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
         :param version: the key version.
         """
         # The fresh hit, inline: this is the path every request takes.
-        # (str keys only: the memo also holds (key, version) tuples)
-        made = self._made.get(key) if version is None and type(key) is str else None
-        if made is None:
-            made = self.make_and_validate_key(key, version)
-        raw = (self._store_cache or self.store).get(made, MISSING)
+        # (str keys only: the memo also holds (key, version) tuples; the
+        # record's fields by position: 2 is EXPIRES, 0 is VALUE)
+        b = self.binding
+        skey = b.memo.get(key) if version is None and type(key) is str else None
+        if skey is None:
+            skey = b.store_key(key, version)
+        raw = (b.connected or b.store).get(skey, MISSING)
         if type(raw) is tuple and len(raw) == 4:
             expires = raw[2]
             if expires is None or (
-                entries.now() < expires
-                and not (self._early_refresh and self._early(raw, entries.now()))
+                records.now() < expires and not (b.early_refresh and b.early(raw, records.now()))
             ):
-                self._hit()
-                if self._keys is not None:
-                    self._keys.incr(key, "HIT")
+                b.hit()
+                if b.keys is not None:
+                    b.keys.incr(key, "HIT")
                 return raw[0]
-        return self._dogpile(key, made, raw, default, timeout)[0]
+        return self.regeneration.run(key, skey, raw, default, timeout)[0]
 
     async def aget_or_set(
         self,
@@ -192,11 +207,12 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
         ``"STALE"`` (stale, regeneration failed), ``"EXPIRED"`` (stale,
         regenerated by this caller) or ``"MISS"``.
         """
-        made = self.make_and_validate_key(key, version)
-        raw = (self._store_cache or self.store).get(made, MISSING)
-        if self._fresh_hit(key, raw):
-            return raw[0], "HIT"
-        return self._dogpile(key, made, raw, default, timeout)
+        b = self.binding
+        skey = b.store_key(key, version)
+        raw = b.store.get(skey, MISSING)
+        if b.fresh_hit(key, raw):
+            return raw[VALUE], "HIT"
+        return self.regeneration.run(key, skey, raw, default, timeout)
 
     async def aget_or_set_status(
         self,
@@ -205,27 +221,12 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
         timeout: Any = DEFAULT_TIMEOUT,
         version: int | None = None,
     ) -> tuple[Any, str]:
-        """Async :meth:`get_or_set_status`; ``default`` may be async.
-
-        See :mod:`django_dogpile.bridge` for what runs where.
-        """
-        made = self.make_and_validate_key(key, version)
+        """Async :meth:`get_or_set_status` (:mod:`~django_dogpile.engine.bridge`)."""
+        skey = self.binding.store_key(key, version)
         self.store  # noqa: B018 - connect, which tells whether the store is local
-        return await bridge.aget_or_set_status(self, key, made, default, timeout)
+        return await bridge.aget_or_set_status(self, key, skey, default, timeout)
 
     # --- Django's API -------------------------------------------------------
-
-    def _record(self, value: Any, fresh_for: float | None) -> tuple[tuple[Any, ...], float | None]:
-        """A new record for ``value`` and the store timeout that keeps it."""
-        now = entries.now()
-        expires = None if fresh_for is None else now + fresh_for
-        return tuple(Entry(value, now, expires, 0.0)), store_timeout(expires, self.options.grace, now)
-
-    def _forget(self, made: str) -> None:
-        """An explicit write or delete ends this process's memory of the key."""
-        ident = self.ident(made)
-        fallbacks.discard(ident)
-        retry_after.forget(ident)
 
     def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         """Set a value if the key holds no fresh value; return True if set.
@@ -235,42 +236,25 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
         regeneration does.  An add that lands while a regeneration runs
         wins over it.
         """
-        made = self.make_and_validate_key(key, version)
-        fresh_for = self._freshness(timeout)
+        skey = self.binding.store_key(key, version)
+        fresh_for = self.binding.freshness(timeout)
         if fresh_for is not None and fresh_for <= 0:
             return not self.has_key(key, version)
-        record, ttl = self._record(value, fresh_for)
-        self.store  # noqa: B018 - connect
-        with self._pickling(f"the value for key {key!r}"):
-            added = self._adapter.add(made, record, ttl, made + LOCK_SUFFIX)
-        if added:
-            self._forget(made)
-            return True
-        with self._exclusive(key, made):
-            raw = self._adapter.backing.get(made, MISSING)  # not a near copy
-            if is_fresh(raw, entries.now()):
-                return False
-            record, ttl = self._record(value, fresh_for)
-            with self._pickling(f"the value for key {key!r}"):
-                self.store.set(made, record, timeout=ttl)
-            self._forget(made)
-            return True
+        return self.writes.add(key, skey, value, fresh_for)
 
-    async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
-        return await bridge.run(self.add, key, value, timeout, version)
 
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         """Return the value if it is fresh, else ``default`` (stale is a miss)."""
-        raw = self.store.get(self.make_and_validate_key(key, version), MISSING)
-        if raw is not MISSING and is_entry(raw):
-            expires = raw[2]
-            if expires is None or entries.now() < expires:
-                return raw[0]
+        raw = self.store.get(self.binding.store_key(key, version), MISSING)
+        if raw is not MISSING and is_record(raw):
+            expires = raw[EXPIRES]
+            if expires is None or records.now() < expires:
+                return raw[VALUE]
         return default
 
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         self.store  # noqa: B018 - connect
-        if self._adapter.local:  # a dict lookup: no lock, no I/O
+        if self.binding.adapter.in_process:  # a dict lookup: no lock, no I/O
             return self.get(key, default, version)
         return await bridge.run(self.get, key, default, version)
 
@@ -278,70 +262,31 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
         """Set a value; ``timeout`` 0 or negative deletes, ``None`` keeps it forever.
 
         Wins over a regeneration running meanwhile, ends a ``RETRY_AFTER``
-        hold and this process's outage fallback for the key.
+        retry hold and this process's outage fallback for the key.
         """
-        made = self.make_and_validate_key(key, version)
-        fresh_for = self._freshness(timeout)
+        skey = self.binding.store_key(key, version)
+        fresh_for = self.binding.freshness(timeout)
         if fresh_for is not None and fresh_for <= 0:
             self.delete(key, version)
             return
-        record, ttl = self._record(value, fresh_for)
-        self.store  # noqa: B018 - connect
-        with self._pickling(f"the value for key {key!r}"):
-            self._adapter.set(made, record, ttl, made + LOCK_SUFFIX)
-        self._forget(made)
-        if self.options.retry_after and self._adapter.kind != "redis":
-            # (Redis ends it in the same script; without RETRY_AFTER in this
-            # alias's OPTIONS -- the same in every worker -- no hold is ever
-            # left, and no round trip is spent looking)
-            self._adapter.end_hold(made + LOCK_SUFFIX)
+        self.writes.set(key, skey, value, fresh_for)
 
-    async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
-        return await bridge.run(self.set, key, value, timeout, version)
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         """Give a fresh value a new timeout; return False if there is none."""
-        made = self.make_and_validate_key(key, version)
-        fresh_for = self._freshness(timeout)
-        with self._exclusive(key, made):
-            raw = self._adapter.backing.get(made, MISSING)  # not a near copy
-            now = entries.now()
-            if not is_fresh(raw, now):
-                return False
-            if fresh_for is not None and fresh_for <= 0:
-                self.store.delete(made)
-                return True
-            expires = None if fresh_for is None else now + fresh_for
-            self.store.set(
-                made,
-                (raw[0], raw[1], expires, raw[3]),
-                timeout=store_timeout(expires, self.options.grace, now),
-            )
-            return True
+        skey = self.binding.store_key(key, version)
+        return self.writes.touch(key, skey, self.binding.freshness(timeout))
 
-    async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
-        return await bridge.run(self.touch, key, timeout, version)
 
     def delete(self, key: Any, version: int | None = None) -> bool:
         """Remove the key, fresh or stale; return True if it existed.
 
         Wins over a regeneration running meanwhile (its value is not stored
-        after the delete); ends a ``RETRY_AFTER`` hold and this process's
-        outage fallback.
+        after the delete); ends a ``RETRY_AFTER`` retry hold and this
+        process's outage fallback.
         """
-        made = self.make_and_validate_key(key, version)
-        self._forget(made)
-        self.store  # noqa: B018 - connect
-        deleted = self._adapter.delete(made, made + LOCK_SUFFIX)
-        if self.options.retry_after and self._adapter.kind != "redis":
-            # (Redis ends it in the same script; without RETRY_AFTER in this
-            # alias's OPTIONS -- the same in every worker -- no hold is ever
-            # left, and no round trip is spent looking)
-            self._adapter.end_hold(made + LOCK_SUFFIX)
-        return deleted
+        return self.writes.delete(self.binding.store_key(key, version))
 
-    async def adelete(self, key: Any, version: int | None = None) -> bool:
-        return await bridge.run(self.delete, key, version)
 
     def invalidate(self, key: Any, version: int | None = None) -> bool:
         """Make the value stale but keep it servable for ``GRACE`` seconds.
@@ -351,20 +296,7 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
         for every host whatever its clock (the record's expiry becomes the
         epoch).  Return True if there was a value to invalidate.
         """
-        made = self.make_and_validate_key(key, version)
-        with self._exclusive(key, made):
-            raw = self._adapter.backing.get(made, MISSING)  # not a near copy
-            now = entries.now()
-            if not self._live(raw, now):
-                return False
-            if raw[2] is not None and raw[2] <= now:
-                return True  # already stale; keep its grace period
-            self.store.set(
-                made,
-                (raw[0], raw[1], INVALIDATED, raw[3]),
-                timeout=self.options.grace,
-            )
-            return True
+        return self.writes.invalidate(key, self.binding.store_key(key, version))
 
     async def ainvalidate(self, key: Any, version: int | None = None) -> bool:
         return await bridge.run(self.invalidate, key, version)
@@ -384,19 +316,7 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
         store lease), so concurrent increments from several processes do
         not lose updates.
         """
-        made = self.make_and_validate_key(key, version)
-        with self._exclusive(key, made):
-            raw = self._adapter.backing.get(made, MISSING)  # not a near copy
-            now = entries.now()
-            if not is_fresh(raw, now):
-                raise ValueError(f"Key '{key}' not found")
-            value = raw[0] + delta
-            self.store.set(
-                made,
-                (value, raw[1], raw[2], raw[3]),
-                timeout=store_timeout(raw[2], self.options.grace, now),
-            )
-            return value
+        return self.writes.incr(key, self.binding.store_key(key, version), delta)
 
     async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         return await bridge.run(self.incr, key, delta, version)
@@ -405,22 +325,13 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
         """Subtract ``delta``; see :meth:`incr`."""
         return self.incr(key, -delta, version)
 
-    async def adecr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
-        return await bridge.run(self.incr, key, -delta, version)
 
     def incr_version(self, key: Any, delta: int = 1, version: int | None = None) -> int:
         """Move a fresh value to version ``version + delta``; return that."""
         if version is None:
             version = self.version
-        old = self.make_and_validate_key(key, version)
-        self.store  # noqa: B018 - connect
-        raw = self._adapter.backing.get(old, MISSING)  # not a near copy
-        now = entries.now()
-        if not is_fresh(raw, now):
-            raise ValueError(f"Key '{key}' not found")
-        new = self.make_and_validate_key(key, version + delta)
-        self.store.set(new, raw, timeout=store_timeout(raw[2], self.options.grace, now))
-        self.store.delete(old)
+        old = self.binding.store_key(key, version)
+        self.writes.move(key, old, self.binding.store_key(key, version + delta))
         return version + delta
 
     async def aincr_version(self, key: Any, delta: int = 1, version: int | None = None) -> int:
@@ -430,27 +341,59 @@ class DogpileCache(StoreBinding, BulkOperations, Regeneration, BaseCache):
         """Move a fresh value to version ``version - delta``; return that."""
         return self.incr_version(key, -delta, version)
 
-    async def adecr_version(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        return await bridge.run(self.incr_version, key, -delta, version)
+
+    def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        """Return a dict of the fresh values among ``keys``.
+
+        Keys that make the same store key (``1`` and ``"1"``) each get the
+        value, as with Django's backends.
+        """
+        skeys: dict[str, list[Any]] = {}
+        for key in keys:
+            skeys.setdefault(self.binding.store_key(key, version), []).append(key)
+        return self.writes.get_many(skeys)
+
+    async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        self.store  # noqa: B018 - connect
+        if self.binding.adapter.in_process:
+            return self.get_many(keys, version)
+        return await bridge.run(self.get_many, list(keys), version)
+
+    def set_many(self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list[Any]:
+        """Set several values; return the keys that failed to be stored."""
+        fresh_for = self.binding.freshness(timeout)
+        skeys = {self.binding.store_key(key, version): key for key in data}
+        if fresh_for is not None and fresh_for <= 0:
+            self.delete_many(list(data), version)
+            return []
+        return self.writes.set_many(data, skeys, fresh_for)
+
+    async def aset_many(self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list[Any]:
+        return await bridge.run(self.set_many, data, timeout, version)
+
+    def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        """Remove several keys; each wins over a regeneration running meanwhile."""
+        self.writes.delete_many([self.binding.store_key(key, version) for key in keys])
+
+    async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        return await bridge.run(self.delete_many, list(keys), version)
 
     def clear(self) -> None:
         """Clear the *store* (every key of the wrapped alias).
 
         Everything this process remembers about the store is forgotten too
-        (:mod:`django_dogpile.state`): outage fallbacks, retry holds, the
-        page decorator's learnt ``Vary`` names and hit-for-miss marks.
+        (:mod:`django_dogpile.engine.memory`): outage fallbacks, retry holds,
+        the page decorator's learnt ``Vary`` names and hit-for-miss marks.
         """
-        state.forget(self.location)
+        memory.forget(self.location)
         self.store.clear()
 
-    async def aclear(self) -> None:
-        return await bridge.run(self.clear)
 
     def close(self, **kwargs: Any) -> None:
         """Close the store's connections (Django calls this per request)."""
-        if self._store_cache is not None:
-            self._store_cache.close(**kwargs)
+        if self.binding.connected is not None:
+            self.binding.connected.close(**kwargs)
 
     async def aclose(self, **kwargs: Any) -> None:
-        if self._store_cache is not None:
+        if self.binding.connected is not None:
             return await bridge.run(self.close, **kwargs)

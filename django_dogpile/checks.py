@@ -38,25 +38,19 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from .conf import (
+from django_dogpile.cache import DogpileCache
+from django_dogpile.conf import (
     BASECACHE_OPTIONS,
     ConfigError,
     backend_option_errors,
     parse_dogpile_setting,
     parse_timeout,
 )
+from django_dogpile.stores.kinds import EVERY_HOST, ONE_HOST, ONE_PROCESS, kind_of
 
 __all__ = ["check_caches", "check_dogpile_setting", "check_faces_use_dogpile", "check_store_is_shared"]
 
-_LOCAL_STORES = (
-    "django.core.cache.backends.locmem.LocMemCache",
-    "django.core.cache.backends.dummy.DummyCache",
-)
-
-
 def _is_dogpile(backend: Any) -> bool:
-    from .cache import DogpileCache
-
     try:
         cls = import_string(backend)
     except ImportError:
@@ -159,7 +153,7 @@ def check_faces_use_dogpile(app_configs: Any = None, **kwargs: Any) -> list[Warn
     ``cached`` made so far (the URLconf is imported first, so the views'
     decorators have run).
     """
-    from .faces import declared, resolve_alias
+    from django_dogpile.faces.common import declared, resolve_alias
 
     try:
         from django.urls import get_resolver
@@ -195,36 +189,27 @@ def check_faces_use_dogpile(app_configs: Any = None, **kwargs: Any) -> list[Warn
         return []
 
 
-#: stores whose lease is native and reaches every process on every host
-_SHARED_LEASE_STORES = (
-    "django.core.cache.backends.redis.RedisCache",
-    "django.core.cache.backends.memcached.PyMemcacheCache",
-    "django.core.cache.backends.memcached.PyLibMCCache",
-    "django.core.cache.backends.db.DatabaseCache",
-)
-
-
 def _lease_reach(backend: str, lock: str) -> tuple[str, str, str] | None:
     """``(id, problem, hint)`` when a store's lease does not reach every
-    worker of a deployment, or cannot be trusted to; None when it does."""
+    worker of a deployment, or cannot be trusted to; None when it does.
+    How far a lease reaches is the store table's (:data:`~django_dogpile.stores.kinds.KINDS`)."""
     shared = "Use a shared store: Redis (django-redis, django-valkey, Django's RedisCache), memcached or the database cache."
-    if backend in _LOCAL_STORES or lock == "local":
-        what = f"{backend}, which each worker process has to itself" if backend in _LOCAL_STORES else (
+    kind = kind_of(backend)
+    if kind.reach == ONE_PROCESS or lock == "local":
+        what = f"{backend}, which each worker process has to itself" if kind.reach == ONE_PROCESS else (
             f"{backend} with LOCK 'local', a lock inside each process"
         )
         return ("django_dogpile.W001", f"stores its data in {what}: every process regenerates on its own.", shared)
-    if backend == "django.core.cache.backends.filebased.FileBasedCache":
+    if kind.reach == ONE_HOST:
         return (
             "django_dogpile.W004",
-            f"stores its data in {backend}: the lease (a file under flock) holds "
+            f"stores its data in {backend}: the lease ({kind.native}) holds "
             "for the processes of one host; hosts sharing the directory over "
             "NFS or similar cannot rely on flock.",
             "Fine for one host.  " + shared,
         )
-    if backend.startswith(("django_redis.", "django_valkey.")) or backend in _SHARED_LEASE_STORES:
-        return None
-    if lock == "redis":
-        return None  # E009 reports a LOCK 'redis' that cannot hold
+    if kind.reach == EVERY_HOST or lock == "redis":
+        return None  # (E009 reports a LOCK 'redis' that cannot hold)
     return (
         "django_dogpile.W004",
         f"stores its data in {backend}, which django-dogpile does not know: its "
@@ -262,7 +247,7 @@ def check_cluster_stores(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     cluster (this check is for deployments, where the cluster is there)."""
     from django.core.cache import caches
 
-    from .pubsub import is_cluster
+    from django_dogpile.stores.pubsub import is_cluster
 
     found: list[Any] = []
     for alias, conf in _dogpile_aliases():

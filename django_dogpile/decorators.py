@@ -2,7 +2,7 @@
 
 ``dogpile_cache_page(timeout)`` is Django's ``cache_page`` with the dogpile
 cure; its rules (what is never stored, and why) are in
-:mod:`django_dogpile.pages`.
+:mod:`django_dogpile.faces.page`.
 
 ``cached(timeout)`` memoises any function through the same ``get_or_set``.
 """
@@ -18,9 +18,9 @@ from typing import Any, Callable, ParamSpec, Protocol, TypeVar, cast
 
 from asgiref.sync import async_to_sync, sync_to_async
 
-from .conf import get_config
-from .faces import declare, face_cache, safe_key
-from .pages import dogpile_cache_page, uncacheable
+from django_dogpile.conf import get_config
+from django_dogpile.faces.common import declare, face_cache, safe_key
+from django_dogpile.faces.page import dogpile_cache_page, uncacheable
 
 __all__ = ["CachedFunction", "cached", "dogpile_cache_page", "uncacheable"]
 

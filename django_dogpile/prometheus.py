@@ -22,9 +22,9 @@ from typing import Any, Iterator
 
 from django.http import HttpRequest, HttpResponse
 
-from .conf import dogpile_aliases
-from .shared_stats import publish_now, shared_stats
-from .stats import COUNTERS
+from django_dogpile.conf import dogpile_aliases
+from django_dogpile.engine.shared_stats import publish_now, shared_stats
+from django_dogpile.stats import COUNTERS
 
 __all__ = ["DogpileCollector", "metrics_view"]
 

@@ -26,13 +26,13 @@ import time
 from types import TracebackType
 from typing import Any, Callable
 
-from . import entries
+from django_dogpile import records
 
 __all__ = ["Clock", "assert_single_regeneration", "run_concurrently"]
 
 
 class Clock:
-    """Replace :func:`django_dogpile.entries.now` by real time + an offset."""
+    """Replace :func:`django_dogpile.records.now` by real time + an offset."""
 
     def __init__(self) -> None:
         self.offset = 0.0
@@ -46,8 +46,8 @@ class Clock:
         self.offset += seconds
 
     def __enter__(self) -> Clock:
-        self._saved = entries.now
-        entries.now = self
+        self._saved = records.now
+        records.now = self
         return self
 
     def __exit__(
@@ -57,7 +57,7 @@ class Clock:
         tb: TracebackType | None,
     ) -> None:
         if self._saved is not None:
-            entries.now = self._saved
+            records.now = self._saved
             self._saved = None
 
 

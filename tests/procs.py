@@ -229,7 +229,7 @@ def failover_load(configs, keys, threads, timeout, delay, log_path, ready, go, s
     import logging
 
     _setup()
-    from django_dogpile.leases import is_outage
+    from django_dogpile.stores.base import is_outage
 
     warned = collections.Counter()
 
@@ -291,7 +291,7 @@ def fork_after_use(alias, hits, results):
     from django.core.cache import caches
     from django.test import override_settings
 
-    from django_dogpile.shared_stats import shared_stats
+    from django_dogpile.engine.shared_stats import shared_stats
     from django_dogpile.stats import get_stats
 
     with override_settings(DOGPILE={"STATS_INTERVAL": 0.2}):

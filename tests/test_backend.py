@@ -15,7 +15,8 @@ import pytest
 from django.core.cache import CacheKeyWarning, caches
 from django.core.exceptions import ImproperlyConfigured
 
-from django_dogpile import entries, signals
+from django_dogpile import signals
+from django_dogpile import records
 from django_dogpile.cache import DogpileCache
 from django_dogpile.exceptions import UncacheableValue
 from django_dogpile.stats import get_stats, reset_stats
@@ -200,7 +201,7 @@ class ContractTests:
             assert c.invalidate("r")  # waits for the regeneration, then marks "new" stale
             t.join(5)
             record = c.store.get(c.make_and_validate_key("r"))
-            assert record[0] == "new" and record[2] <= entries.now()
+            assert record[0] == "new" and record[2] <= records.now()
             c.set("t", "v1", timeout=10)
             assert c.touch("t", 100)
             clock.advance(50)

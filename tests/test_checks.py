@@ -120,7 +120,7 @@ def test_manage_py_check_reports_instead_of_traceback():
 def test_a_face_on_a_plain_cache_is_a_warning_naming_the_alias_and_the_fix():
     from django_dogpile.checks import check_faces_use_dogpile
     from django_dogpile.decorators import cached, dogpile_cache_page
-    from django_dogpile.faces import declared
+    from django_dogpile.faces.common import declared
 
     saved = set(declared)
     try:
@@ -146,7 +146,7 @@ def test_a_face_on_a_plain_cache_is_a_warning_naming_the_alias_and_the_fix():
 def test_a_face_on_a_plain_cache_logs_once(caplog):
     from django.core.cache import caches
 
-    from django_dogpile import faces
+    from django_dogpile.faces import common as faces
     from django_dogpile.decorators import cached
 
     faces._warned.discard(("cached()", "locmem"))
@@ -155,7 +155,7 @@ def test_a_face_on_a_plain_cache_logs_once(caplog):
     def f():
         return 1
 
-    with caplog.at_level("WARNING", logger="django_dogpile.faces"):
+    with caplog.at_level("WARNING", logger="django_dogpile.faces.common"):
         f(), f()
     caches["locmem"].clear()
     assert [r.message for r in caplog.records].count(

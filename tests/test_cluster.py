@@ -14,7 +14,7 @@ from django.core.cache import caches
 
 from benchmarks.stampede import keys_on_every_primary, run
 from django_dogpile.cache import LOCK_SUFFIX
-from django_dogpile.pubsub import hash_tagged
+from django_dogpile.stores.pubsub import hash_tagged
 from tests.procs import make_cache, near_reader_keys
 
 pytestmark = pytest.mark.cluster
@@ -119,7 +119,7 @@ def test_round_trips_are_those_of_one_node(redis_cluster):
     holder.start()
     assert inside.wait(5)
     other = make_cache("cluster", "trips", LOCK_TIMEOUT=5)
-    from django_dogpile import locks
+    from django_dogpile.engine import locks
 
     saved = locks._registry
     locks._registry = type(saved)(locks.KeyLock)  # as if another process
@@ -226,7 +226,7 @@ def test_operations_on_the_cluster(redis_cluster, capsys):
     """manage.py dogpile stats, inspect and invalidate; the Prometheus export."""
     from django.core.management import call_command
 
-    from django_dogpile.shared_stats import publish_now
+    from django_dogpile.engine.shared_stats import publish_now
 
     cache = caches["dp_cluster"]
     cache.set("report", "v")

@@ -323,7 +323,7 @@ def test_the_near_cache_listener_follows_its_channel_through_a_move_and_a_failov
     then that primary is SIGKILLed: each time the listener resubscribes where
     the slot is served (bypassing the near cache meanwhile), and another
     process's writes are seen within 50 ms once it has."""
-    from django_dogpile.near import NearStore
+    from django_dogpile.stores.near import NearStore
     from tests.procs import near_writer
 
     cluster = own_cluster

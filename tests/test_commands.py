@@ -105,7 +105,7 @@ def test_prometheus_export_sums_the_published_counters():
     from django.test import RequestFactory
 
     from django_dogpile.prometheus import metrics_view
-    from django_dogpile.shared_stats import publish_now
+    from django_dogpile.engine.shared_stats import publish_now
     from django_dogpile.stats import reset_stats
 
     cache = caches["dp_redis"]

@@ -13,7 +13,7 @@ from django.template import Context, Template, TemplateSyntaxError
 from django.test import AsyncClient, Client, override_settings
 
 from django_dogpile.decorators import cached
-from django_dogpile.faces import make_fragment_key
+from django_dogpile.faces.common import make_fragment_key
 from django_dogpile.testing import Clock, run_concurrently
 from tests import urls
 
@@ -145,7 +145,7 @@ def test_stale_page_says_so():
         c.get("/page/")
         clock.advance(61)
         # another request holds the regeneration: this one gets the stale page
-        from django_dogpile.locks import key_lock
+        from django_dogpile.engine.locks import key_lock
 
         keys = [k for k in caches["locmem"]._cache if "dogpile.page" in k and ".GET." in k]
         made = [k.split(":", 2)[2] for k in keys]

@@ -16,8 +16,9 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.core.cache import caches
 
-from django_dogpile import entries, runners
-from django_dogpile.entries import INVALIDATED
+from django_dogpile import records
+from django_dogpile.engine import pool as runners
+from django_dogpile.records import INVALIDATED
 from django_dogpile.testing import Clock, assert_single_regeneration
 from tests.procs import (
     get_or_set_at,
@@ -112,7 +113,7 @@ def test_a_holder_killed_with_sigkill_the_next_holder_stores(location):
     assert started.wait(30)
     os.kill(p.pid, signal.SIGKILL)
     p.join(5)
-    stats_before = dict(cache._stats.snapshot())
+    stats_before = dict(cache.binding.stats.snapshot())
     t0 = time.monotonic()
     assert cache.get_or_set("key", lambda: "recovered") == "recovered"
     took = time.monotonic() - t0
@@ -120,7 +121,7 @@ def test_a_holder_killed_with_sigkill_the_next_holder_stores(location):
     # is rounded up plus one second of its clock, so the lease lasts 1-2 s)
     assert took < (2.6 if location == "memcached" else 1.6), took
     assert cache.get("key") == "recovered"  # stored by the next holder
-    after = cache._stats.snapshot()
+    after = cache.binding.stats.snapshot()
     assert after.get("WAIT_TIMEOUTS", 0) == stats_before.get("WAIT_TIMEOUTS", 0)
 
 
@@ -223,7 +224,7 @@ def test_an_expired_holder_finishing_first_does_not_beat_the_running_successor(w
     assert a_in.wait(10)
     time.sleep(0.6)  # A's lease has run out
     # B: as another process would (its own in-process lock registry)
-    from django_dogpile import locks
+    from django_dogpile.engine import locks
 
     saved = locks._registry
     locks._registry = type(saved)(locks.KeyLock)
@@ -270,7 +271,7 @@ def test_the_winner_re_checks_and_does_not_regenerate_what_just_landed(location)
     seen = cache.store.get(made)  # the stale record, as our caller read it
     assert cache.get_or_set("k", lambda: "first", 60) == "first"  # someone else
     calls = []
-    value, status = cache._dogpile("k", made, seen, lambda: calls.append(1) or "second", 60)
+    value, status = cache.regeneration.run("k", made, seen, lambda: calls.append(1) or "second", 60)
     assert (value, status, calls) == ("first", "HIT", [])
 
 
@@ -520,7 +521,7 @@ def test_background_queue_is_bounded_and_a_refused_job_releases_its_lock():
     bound = 1 * runners.QUEUE_PER_WORKER
     refused = keys[bound:]
     # a refused job held no lock: another caller can take it at once
-    mutex = cache._mutex(cache.make_and_validate_key(refused[0]))
+    mutex = cache.binding.mutex(cache.make_and_validate_key(refused[0]))
     assert mutex.acquire(False)
     mutex.release()
     gate.set()
@@ -543,7 +544,7 @@ def test_a_queued_job_re_reads_the_store_before_regenerating():
     cache.get_or_set("k", lambda: calls.append(1) or "from the job", 60)  # queued
     # meanwhile another host regenerates k (a record with a new creation time)
     made = cache.make_and_validate_key("k")
-    now = entries.now()
+    now = records.now()
     cache.store.set(made, ("from another host", now, now + 60, 0.0), 600)
     gate.set()
     time.sleep(0.3)

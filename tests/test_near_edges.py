@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.test import override_settings
 
-from django_dogpile.near import PING_INTERVAL, PONG_WITHIN, NearStore
+from django_dogpile.stores.near import PING_INTERVAL, PONG_WITHIN, NearStore
 from tests.proxy import Proxy
 
 NEAR = {"MAX_ENTRIES": 100, "MAX_BYTES": 1 << 20, "MAX_AGE": 30}

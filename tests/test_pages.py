@@ -21,9 +21,9 @@ from django.template import Context, Template
 from django.test import AsyncClient, Client, override_settings
 from django.utils import timezone
 
-from django_dogpile import state
+from django_dogpile.engine import memory
 from django_dogpile.decorators import dogpile_cache_page
-from django_dogpile.faces import make_fragment_key, safe_key
+from django_dogpile.faces.common import make_fragment_key, safe_key
 from django_dogpile.testing import Clock, run_concurrently
 from tests import page_urls
 from tests.page_urls import CALLS
@@ -343,7 +343,7 @@ def test_the_vary_record_expires_with_the_page(face):
     ours = caches[STORES[face][0]]
     with Clock() as clock:
         Client().get(f"/{face}/varies/", headers={"accept-language": "fr"})
-        (memo,) = state.pages(ours.location).vary  # keyed as the store keys it
+        (memo,) = memory.pages(ours.location).vary  # keyed as the store keys it
         url_key = safe_key("dogpile.page", "", hashlib.md5(
             f"http://testserver/{face}/varies/".encode(), usedforsecurity=False).hexdigest())
         assert memo == ours.store_key(url_key)
@@ -425,7 +425,7 @@ def test_clear_forgets_the_page_memos(face):
     ours = caches[STORES[face][0]]
     Client().get(f"/{face}/varies/", headers={"accept-language": "fr"})
     Client().get(f"/{face}/directive/", {"cc": "private"})
-    memos = state.pages(ours.location)
+    memos = memory.pages(ours.location)
     assert memos.vary and memos.passes._until
     ours.clear()
     assert not memos.vary and not memos.passes._until

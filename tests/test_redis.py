@@ -115,7 +115,7 @@ def test_redis_commands_per_operation(monitor, store):
         # a caller in *another process* would skip the in-process lock: use a
         # second backend whose in-process lock is separate (other location alias)
         other = make_cache(store, "count", timeout=10, LOCK_TIMEOUT=5)
-        from django_dogpile import locks
+        from django_dogpile.engine import locks
 
         saved = locks._registry
         locks._registry = type(saved)(locks.KeyLock)
@@ -135,7 +135,7 @@ def test_redis_commands_per_operation(monitor, store):
 @pytest.mark.parametrize("store", CLIENTS)
 def test_cold_waiter_in_another_process_takes_no_lock(monitor, store):
     """A waiter woken by the holder's PUBLISH gets the value, not the lease."""
-    from django_dogpile import locks
+    from django_dogpile.engine import locks
 
     flush()
     cache = make_cache(store, "cold", timeout=10, LOCK_TIMEOUT=5)
@@ -311,7 +311,7 @@ def test_outage_sequential_callers_reuse_one_computation(redis_server):
 @pytest.mark.parametrize("alias", ["dp_redis_ignore", "dp_redis"])
 def test_outage_while_waiting_on_the_channel(redis_server, alias):
     """Redis dies while a caller waits for another process's lease."""
-    from django_dogpile import locks
+    from django_dogpile.engine import locks
 
     cache = caches[alias]
     flush_alias = cache.store.client.get_client(write=True)
@@ -431,7 +431,7 @@ def test_cold_threads_of_one_process_cost_one_lease(monitor):
 def test_retry_after_keeps_other_processes_off_with_the_lease(monitor):
     """A failed holder releases its lease and leaves a RETRY_AFTER hold that
     only the stale path of every process respects."""
-    from django_dogpile import locks
+    from django_dogpile.engine import locks
 
     flush()
     cache = make_cache("redis", "retry", timeout=10, LOCK_TIMEOUT=5, RETRY_AFTER=0.5)

@@ -10,7 +10,7 @@ import pytest
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
 
-from django_dogpile import locks
+from django_dogpile.engine import locks
 from django_dogpile.testing import Clock
 from tests.procs import make_cache
 

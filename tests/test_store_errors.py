@@ -14,7 +14,7 @@ from django.core.cache import caches
 from django.test import override_settings
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
-from django_dogpile.leases import is_outage
+from django_dogpile.stores.base import is_outage
 from tests.procs import make_cache
 from tests.redis_server import RedisServer, free_port
 

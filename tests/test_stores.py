@@ -70,7 +70,7 @@ def test_memcached_timeouts_are_rounded_up_for_the_store_only(memcached_server):
 
     cache = make_cache("memcached", "round", LOCK_TIMEOUT=0.5)
     cache.store  # noqa: B018 - connect
-    store = cache._adapter.backing  # (cache.store also evicts near caches on writes)
+    store = cache.binding.adapter.backing  # (cache.store also evicts near caches on writes)
     assert isinstance(store, MemcachedStore)
     assert store.add("lease", "token", timeout=0.5)  # Django alone: expired at once
     assert store.get("lease") == "token"
@@ -165,8 +165,8 @@ def test_django_rediscache_with_replicas_runs_the_lease_on_the_primary(redis_ser
     }
     with override_settings(CACHES=caches):
         cache = DogpileCache("replicated", {"TIMEOUT": 10, "KEY_PREFIX": "repl", "OPTIONS": {"LOCK_TIMEOUT": 5}})
-        assert isinstance(cache._adapter if cache.store else None, RedisAdapter)
-        adapter = cache._adapter
+        assert isinstance(cache.binding.adapter if cache.store else None, RedisAdapter)
+        adapter = cache.binding.adapter
         assert adapter.access.name == "Django's RedisCache"
         primary_port = adapter.client_for("x").connection_pool.connection_kwargs["port"]
         assert primary_port == redis_server.port

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.test import Client, override_settings
 
-from django_dogpile.faces import make_fragment_key
+from django_dogpile.faces.common import make_fragment_key
 
 
 @pytest.fixture

@@ -41,8 +41,8 @@ from django.template.base import FilterExpression, NodeList, Parser, Token
 from django.template.context_processors import csrf
 from django.utils.safestring import mark_safe
 
-from ..faces import face_cache, make_fragment_key
-from ..pages import own_csrf_flag
+from django_dogpile.faces.common import face_cache, make_fragment_key
+from django_dogpile.faces.visitors import own_csrf_flag
 
 __all__ = ["DogpileCacheNode", "detached_request", "do_dogpile_cache", "snapshot"]
 

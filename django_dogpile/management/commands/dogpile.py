@@ -29,10 +29,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_dogpile.cache import LOCK_SUFFIX, DogpileCache
 from django_dogpile.conf import dogpile_aliases
-from django_dogpile.entries import INVALIDATED, is_entry
-from django_dogpile.locks import MISSING
-from django_dogpile.shared_stats import publish_now, shared_stats
+from django_dogpile.records import INVALIDATED, is_record
+from django_dogpile.records import MISSING
+from django_dogpile.engine.shared_stats import publish_now, shared_stats
 from django_dogpile.stores import RedisAdapter
+from django_dogpile.stores.kinds import kind_of
 
 
 class Command(BaseCommand):
@@ -174,7 +175,7 @@ def inspect_key(cache: DogpileCache, key: str, version: int | None = None) -> li
     raw = cache.store.get(made, MISSING)
     now = time.time()
     lines = [f"key       {key!r} (in the store: {made!r})"]
-    if not is_entry(raw):
+    if not is_record(raw):
         lines.append("state     missing" if raw is MISSING else "state     not a DogpileCache record")
     else:
         _value, created, expires, cost = raw
@@ -187,6 +188,8 @@ def inspect_key(cache: DogpileCache, key: str, version: int | None = None) -> li
         else:
             state = f"stale since {now - expires:.1f}s (servable for GRACE {cache.options.grace:g}s)"
         lines += [f"state     {state}", f"age       {now - created:.1f}s", f"cost      {cost:.3f}s to make"]
+    kind = kind_of(caches[cache.location])
+    lines.append(f"store     {kind.name}: lease {kind.native}, reaching {kind.reach}")
     slot = _slot(cache, made)
     if slot:
         lines.append(f"slot      {slot}")
@@ -197,7 +200,7 @@ def inspect_key(cache: DogpileCache, key: str, version: int | None = None) -> li
 
 def _redis(cache: DogpileCache, made: str) -> Any:
     """The client of the Redis server holding ``made`` (and its lease), or None."""
-    adapter = cache._adapter
+    adapter = cache.binding.adapter
     if not isinstance(adapter, RedisAdapter):
         return None
     return adapter.client_for(adapter.raw_key(made))
@@ -206,7 +209,7 @@ def _redis(cache: DogpileCache, made: str) -> Any:
 def _slot(cache: DogpileCache, made: str) -> str | None:
     """On a Redis Cluster: the record's slot and the primary serving it."""
     client = _redis(cache, made)
-    if client is None or not getattr(cache._adapter, "cluster", False):
+    if client is None or not getattr(cache.binding.adapter, "cluster", False):
         return None
     raw = str(cache.store.make_key(made))
     return f"{client.keyslot(raw)} on {client.get_node_from_key(raw).name} (with its lease and hold)"
@@ -229,9 +232,9 @@ def _lease(cache: DogpileCache, made: str) -> str:
         hold = client.pttl(raw_key + ":retry")
         text = "free" if holder is None else f"held by token {holder.decode()[:8]}… for {pttl / 1000:.1f}s more"
         return text + (f"; RETRY_AFTER hold for {hold / 1000:.1f}s more" if hold > 0 else "")
-    if cache._adapter.lease is None:
+    if cache.binding.adapter.lease is None:
         return "in-process only (locmem): nothing shared to show"
-    lease = cache._adapter.lease(lock_key, made)
+    lease = cache.binding.adapter.lease(lock_key, made)
     holder = lease._holder() if hasattr(lease, "_holder") else cache.store.get(lock_key)
     if hasattr(lease, "_read"):  # the file lease
         current = lease._read()

@@ -7,10 +7,10 @@ A :class:`KeyMutex` for one store key is two locks taken in order:
    lives in a module-level :class:`~django_dogpile.core.NameRegistry`);
    threads of one process contend here and never reach the store;
 2. a *lease* in the shared store, when there is one: on django-redis
-   Lua scripts with pub/sub wake-up (:mod:`django_dogpile.redis_lease`);
+   Lua scripts with pub/sub wake-up (:mod:`django_dogpile.stores.redis_lease`);
    elsewhere a lease file under ``flock`` on the file cache, a lease row on
    the database cache, ``cache.add()`` on the others
-   (:mod:`django_dogpile.leases`); none on locmem, where the in-process lock
+   (:mod:`django_dogpile.stores.base`); none on locmem, where the in-process lock
    is enough.
 
 A lease always runs out after ``LOCK_TIMEOUT``, so a holder killed with
@@ -28,7 +28,7 @@ lock.  A holder whose regeneration failed may leave a ``RETRY_AFTER`` hold
 that only the stale path's non-blocking ``acquire`` respects
 (:meth:`KeyMutex.hold_on_release`).  Values computed while the lease's store
 is unreachable are kept per process in
-:data:`~django_dogpile.state.fallbacks`.
+:data:`~django_dogpile.engine.memory.fallbacks`.
 """
 
 from __future__ import annotations
@@ -39,29 +39,13 @@ import threading
 import time
 from typing import Any, Callable
 
-from .core import NameRegistry
-from .exceptions import WaitTimeout
-from .leases import (  # noqa: F401 (the leases are re-exported here)
-    LANDED,
-    CacheLease,
-    DatabaseLease,
-    FileLease,
-    Lease,
-    LeaseUnavailable,
-)
-from .redis_lease import RedisLease, RedisScripts  # noqa: F401 (re-exported)
-from .state import MISSING, Deadlines, Fallbacks, fallbacks, retry_after  # noqa: F401 (re-exported)
+from django_dogpile.core import NameRegistry
+from django_dogpile.exceptions import WaitTimeout
+from django_dogpile.stores.base import LANDED, Lease, LeaseUnavailable
+from django_dogpile.engine.memory import retry_after
+from django_dogpile.records import MISSING
 
-__all__ = [
-    "CacheLease",
-    "FileLease",
-    "KeyLock",
-    "KeyMutex",
-    "LeaseUnavailable",
-    "MISSING",
-    "RedisLease",
-    "key_lock",
-]
+__all__ = ["KeyLock", "KeyMutex", "key_lock"]
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +106,13 @@ class KeyMutex:
     """
 
     __slots__ = (
-        "local", "lease", "wait_timeout", "usable", "may_land", "waited", "degraded",
+        "key_lock", "lease", "wait_timeout", "usable", "may_land", "waited", "degraded",
         "landed", "keep_for", "released", "acquired_at",
     )
 
     def __init__(
         self,
-        local: KeyLock,
+        key_lock: KeyLock,
         lease: Lease | None,
         wait_timeout: float,
         usable: Callable[[Any], bool] | None = None,
@@ -138,7 +122,7 @@ class KeyMutex:
         Without ``usable`` a blocking ``acquire`` always takes the lock:
         what a read-modify-write (``incr``, ``touch``...) needs.
         """
-        self.local = local
+        self.key_lock = key_lock
         self.usable = usable
         self.may_land = usable is not None
         self.lease = lease
@@ -154,9 +138,9 @@ class KeyMutex:
         self.acquired_at = 0.0
 
     def acquire(self, wait: bool = True) -> bool:
-        lock = self.local.lock
+        lock = self.key_lock.lock
         if not wait:
-            if (self.lease is None or self.degraded) and retry_after.holding(self.local.ident):
+            if (self.lease is None or self.degraded) and retry_after.holding(self.key_lock.ident):
                 # a regeneration just failed: serve stale a while (with a
                 # shared lease the hold lives in the store, which set() and
                 # delete() in any process end)
@@ -171,13 +155,13 @@ class KeyMutex:
         deadline = time.monotonic() + self.wait_timeout
         if not lock.acquire(False):
             self.waited = True
-            local = self.local
-            seen = local.seq
+            here = self.key_lock
+            seen = here.seq
             if not lock.acquire(timeout=self.wait_timeout):
                 raise WaitTimeout(f"in-process lock busy for {self.wait_timeout}s")
-            if self.may_land and local.seq != seen and local.landed is not None:
+            if self.may_land and here.seq != seen and here.landed is not None:
                 # the thread we waited for made (or was handed) the value
-                record = pickle.loads(local.landed)
+                record = pickle.loads(here.landed)
                 if self.usable(record):  # type: ignore[misc]
                     lock.release()
                     self.landed = record
@@ -185,7 +169,7 @@ class KeyMutex:
         got = self._lease(True, deadline)
         if got is LANDED:
             self.landed = self.lease.snapshot()  # type: ignore[union-attr]
-            self.local.publish(self.landed)
+            self.key_lock.publish(self.landed)
             lock.release()
             return True
         if not got:
@@ -208,7 +192,7 @@ class KeyMutex:
             self.degraded = True
             return True
         except BaseException:
-            self.local.lock.release()
+            self.key_lock.lock.release()
             raise
 
     def snapshot(self) -> Any:
@@ -275,10 +259,10 @@ class KeyMutex:
                 if self.leased:
                     self.lease.hold(self.keep_for)  # type: ignore[union-attr]
                 else:
-                    retry_after.hold(self.local.ident, self.keep_for)
+                    retry_after.hold(self.key_lock.ident, self.keep_for)
             elif self.leased and not self.released:
                 self.lease.release()  # type: ignore[union-attr]
         except Exception:  # the lease runs out by itself; never leak the local lock
             log.warning("could not release the lease; it will expire", exc_info=True)
         finally:
-            self.local.lock.release()
+            self.key_lock.lock.release()

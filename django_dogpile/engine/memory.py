@@ -24,9 +24,14 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from django_dogpile.records import MISSING
+from django_dogpile.stores import near
+
 
 __all__ = [
-    "MISSING",
     "Deadlines",
     "Fallbacks",
     "PageMemos",
@@ -37,8 +42,6 @@ __all__ = [
 ]
 
 
-#: "No value": absent from the store, not read, nothing kept.
-MISSING: Any = object()
 
 
 class Fallbacks:
@@ -48,7 +51,7 @@ class Fallbacks:
     value one caller computed is kept here (pickled, bounded, until its
     freshness ends) and served to the callers of this process, one
     computation per key per freshness period, until the store is back.
-    A :class:`~django_dogpile.locks.KeyLock` cannot hold it: it lives only
+    A :class:`~django_dogpile.engine.locks.KeyLock` cannot hold it: it lives only
     while callers use it.
     """
 
@@ -206,3 +209,12 @@ def forget(store: str) -> None:
     memos = _pages.get(store)
     if memos is not None:
         memos.clear()
+
+
+@receiver(setting_changed)
+def _caches_changed(*, setting: str, **kwargs: Any) -> None:
+    """What this process remembers of the old stores is not about the new
+    ones, even under the same alias names."""
+    if setting == "CACHES":
+        near.reset()
+        forget_all()

@@ -16,9 +16,9 @@ import time
 import uuid
 from typing import Any, Callable
 
-from .leases import LANDED, LeaseUnavailable, is_outage
-from .pubsub import Subscription, is_cluster
-from .state import MISSING
+from django_dogpile.stores.base import LANDED, LeaseUnavailable, is_outage
+from django_dogpile.stores.pubsub import Subscription, is_cluster
+from django_dogpile.records import MISSING
 
 __all__ = ["RedisLease", "RedisScripts"]
 
@@ -149,7 +149,7 @@ class RedisScripts:
 
     On a cluster the wake-up is ``SPUBLISH`` on the lock key: a sharded
     channel in the lock's (and the record's) slot, so each script touches
-    one slot only (:mod:`django_dogpile.pubsub`).
+    one slot only (:mod:`django_dogpile.stores.pubsub`).
     """
 
     def __init__(self, client: Any) -> None:

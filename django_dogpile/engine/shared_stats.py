@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any
 
-from .stats import COUNTERS, stats_for
+from django_dogpile.stats import COUNTERS, stats_for
 
 __all__ = ["publish_now", "shared_stats", "start_publishing"]
 
@@ -40,7 +40,7 @@ _KEEP = 6  # intervals a process's record outlives its last publish
 
 
 def _interval() -> float:
-    from .conf import get_config
+    from django_dogpile.conf import get_config
 
     return float(get_config()["STATS_INTERVAL"])
 
@@ -71,7 +71,7 @@ def start_publishing(alias: str) -> None:
 def _after_fork_in_child() -> None:
     """A forked child: zero counters of its own, its own publisher."""
     global _thread, _lock
-    from .stats import forked
+    from django_dogpile.stats import forked
 
     _lock = threading.Lock()  # another thread may have held it at the fork
     forked()

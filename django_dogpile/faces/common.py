@@ -9,7 +9,7 @@ from typing import Any, Iterable
 from django.conf import settings
 from django.core.cache import caches
 
-from .conf import get_config
+from django_dogpile.conf import get_config
 
 __all__ = ["declare", "face_cache", "make_fragment_key", "resolve_alias", "safe_key"]
 

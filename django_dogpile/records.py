@@ -16,8 +16,8 @@ Clocks: ``expires`` is written by the host that stores the record and
 compared with each reader's clock, so hosts whose clocks differ by *s*
 seconds see a value go stale up to *s* seconds apart (and ``Age`` is off by
 as much); keep hosts on NTP (skew well under a second) and freshness well
-above the skew.  An invalidation does not depend on any clock.  A tuple pickles smaller and faster than any
-class would.
+above the skew.  An invalidation does not depend on any clock.  A tuple pickles smaller and
+faster than any class would.
 """
 
 from __future__ import annotations
@@ -25,11 +25,30 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple
 
-__all__ = ["INVALIDATED", "Entry", "is_entry", "is_fresh", "now", "store_timeout", "wall_clock"]
+__all__ = [
+    "COST",
+    "CREATED",
+    "EXPIRES",
+    "INVALIDATED",
+    "MISSING",
+    "VALUE",
+    "Record",
+    "is_fresh",
+    "is_record",
+    "now",
+    "store_timeout",
+    "wall_clock",
+]
+
+#: "No value": absent from the store, not read, nothing kept.
+MISSING: Any = object()
+
+#: The record's fields by position (records are plain tuples in the store).
+VALUE, CREATED, EXPIRES, COST = 0, 1, 2, 3
 
 #: The clock for freshness decisions (``time.time``, bound once: it is on
 #: the hot path).  ``django_dogpile.testing.Clock`` replaces it to move time
-#: forward without sleeping; call it through the module (``entries.now()``)
+#: forward without sleeping; call it through the module (``records.now()``)
 #: so the replacement is seen.
 now = time.time
 _REAL_NOW = now
@@ -48,21 +67,23 @@ def wall_clock() -> float:
 INVALIDATED = 0.0
 
 
-class Entry(NamedTuple):
+class Record(NamedTuple):
+    """A record's fields by name; stored as ``tuple(Record(...))``."""
+
     value: Any
     created: float
     expires: float | None
     cost: float = 0.0
 
 
-def is_entry(raw: Any) -> bool:
+def is_record(raw: Any) -> bool:
     """Return True if ``raw`` read from the store is one of our records."""
-    return type(raw) is tuple and len(raw) == 4 or type(raw) is Entry
+    return type(raw) is tuple and len(raw) == 4 or type(raw) is Record
 
 
 def is_fresh(raw: Any, at: float) -> bool:
     """Return True if ``raw`` is one of our records and fresh at ``at``."""
-    return is_entry(raw) and (raw[2] is None or at < raw[2])
+    return is_record(raw) and (raw[EXPIRES] is None or at < raw[EXPIRES])
 
 
 def store_timeout(expires: float | None, grace: float, at: float) -> float | None:

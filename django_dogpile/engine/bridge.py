@@ -28,8 +28,8 @@ from typing import Any, Callable
 
 from asgiref.sync import async_to_sync, sync_to_async
 
-from . import entries
-from .locks import MISSING
+from django_dogpile import records
+from django_dogpile.records import MISSING
 
 __all__ = ["aget_or_set_status", "run"]
 
@@ -88,23 +88,23 @@ def _copy_of(value: Any) -> bytes | None:
         return None
 
 
-async def _read(cache: Any, made: str) -> Any:
+async def _read(cache: Any, skey: str) -> Any:
     store = cache.store
-    if cache._adapter.local:
-        return store.get(made, MISSING)
-    return await sync_to_async(store.get)(made, MISSING)
+    if cache.binding.adapter.in_process:
+        return store.get(skey, MISSING)
+    return await sync_to_async(store.get)(skey, MISSING)
 
 
-async def aget_or_set_status(cache: Any, key: Any, made: str, default: Any, timeout: Any) -> tuple[Any, str]:
+async def aget_or_set_status(cache: Any, key: Any, skey: str, default: Any, timeout: Any) -> tuple[Any, str]:
     """The body of ``DogpileCache.aget_or_set_status`` (see the module docstring)."""
-    raw = await _read(cache, made)
-    if cache._fresh_hit(key, raw):
+    raw = await _read(cache, skey)
+    if cache.binding.fresh_hit(key, raw):
         return raw[0], "HIT"
-    ident = cache.ident(made)
+    ident = cache.binding.ident(skey)
     inflight = _inflight()
     while (pending := inflight.get(ident)) is not None:
-        if cache._live(raw, entries.now()):
-            cache._count("UPDATING", key)
+        if cache.binding.live(raw, records.now()):
+            cache.binding.count("UPDATING", key)
             return raw[0], "UPDATING"
         future, waiting = pending
         waiting.append(1)
@@ -116,16 +116,16 @@ async def aget_or_set_status(cache: Any, key: Any, made: str, default: Any, time
             blob = None  # the leader failed: take our own turn
         if blob is not None:
             # each caller its own object, as if read from the store
-            cache._count("MISS", key)
+            cache.binding.count("MISS", key)
             return pickle.loads(blob), "MISS"
-        raw = await _read(cache, made)
-        if cache._fresh_hit(key, raw):
+        raw = await _read(cache, skey)
+        if cache.binding.fresh_hit(key, raw):
             return raw[0], "HIT"
     future = asyncio.get_running_loop().create_future()
     followers: list[int] = []
     inflight[ident] = (future, followers)
     try:
-        result = await sync_to_async(cache._dogpile)(key, made, raw, _syncify(default), timeout)
+        result = await sync_to_async(cache.regeneration.run)(key, skey, raw, _syncify(default), timeout)
     except BaseException as exc:
         future.set_exception(exc)
         future.exception()  # retrieved: followers may be none

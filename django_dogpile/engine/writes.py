@@ -1,0 +1,208 @@
+"""The writes of :class:`~django_dogpile.cache.DogpileCache`: Django's
+``BaseCache`` semantics over records.
+
+Every write makes a record (:mod:`django_dogpile.records`) the store keeps
+for its freshness plus ``GRACE``; an explicit write or delete wins over a
+regeneration running meanwhile (on Redis the adapter's script revokes the
+regeneration's lease; elsewhere the regeneration's fence sees the new
+record), ends a ``RETRY_AFTER`` retry hold and this process's outage
+fallback for the key.  A read-modify-write (``add`` over a stale record,
+``touch``, ``incr``, ``invalidate``, ``incr_version``) holds the key's lock
+(:meth:`~django_dogpile.engine.binding.Binding.exclusive`), so it never
+interleaves with a regeneration, in any process.  Each key of the
+``*_many`` methods counts a stale record as Django counts an expired one:
+a miss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django_dogpile import records
+from django_dogpile.engine.binding import LOCK_SUFFIX, Binding
+from django_dogpile.engine.memory import fallbacks, retry_after
+from django_dogpile.records import (
+    CREATED,
+    EXPIRES,
+    INVALIDATED,
+    MISSING,
+    VALUE,
+    Record,
+    is_fresh,
+    store_timeout,
+)
+
+__all__ = ["Writes"]
+
+
+class Writes:
+    """The writes of one backend (see the module docstring); keys are store keys."""
+
+    def __init__(self, binding: Binding) -> None:
+        self.binding = binding
+
+    def record(self, value: Any, fresh_for: float | None) -> tuple[tuple[Any, ...], float | None]:
+        """A new record for ``value`` and the store timeout that keeps it."""
+        now = records.now()
+        expires = None if fresh_for is None else now + fresh_for
+        return tuple(Record(value, now, expires, 0.0)), store_timeout(
+            expires, self.binding.options.grace, now
+        )
+
+    def forget(self, skey: str) -> None:
+        """An explicit write or delete ends this process's memory of the key."""
+        ident = self.binding.ident(skey)
+        fallbacks.discard(ident)
+        retry_after.forget(ident)
+
+    def _end_retry_hold(self, skey: str) -> None:
+        b = self.binding
+        if b.options.retry_after and b.adapter.kind != "redis":
+            # (Redis ends it in the same script; without RETRY_AFTER in this
+            # alias's OPTIONS -- the same in every worker -- no retry hold is
+            # ever left, and no round trip is spent looking)
+            b.adapter.end_hold(skey + LOCK_SUFFIX)
+
+    # --- one key --------------------------------------------------------------
+
+    def set(self, key: Any, skey: str, value: Any, fresh_for: float | None) -> None:
+        b = self.binding
+        record, ttl = self.record(value, fresh_for)
+        b.store  # noqa: B018 - connect
+        with b.pickling(f"the value for key {key!r}"):
+            b.adapter.set(skey, record, ttl, skey + LOCK_SUFFIX)
+        self.forget(skey)
+        self._end_retry_hold(skey)
+
+    def add(self, key: Any, skey: str, value: Any, fresh_for: float | None) -> bool:
+        b = self.binding
+        record, ttl = self.record(value, fresh_for)
+        b.store  # noqa: B018 - connect
+        with b.pickling(f"the value for key {key!r}"):
+            added = b.adapter.add(skey, record, ttl, skey + LOCK_SUFFIX)
+        if added:
+            self.forget(skey)
+            return True
+        with b.exclusive(key, skey):
+            raw = b.adapter.backing.get(skey, MISSING)  # not a near copy
+            if is_fresh(raw, records.now()):
+                return False
+            record, ttl = self.record(value, fresh_for)
+            with b.pickling(f"the value for key {key!r}"):
+                b.store.set(skey, record, timeout=ttl)
+            self.forget(skey)
+            return True
+
+    def delete(self, skey: str) -> bool:
+        b = self.binding
+        self.forget(skey)
+        b.store  # noqa: B018 - connect
+        deleted = b.adapter.delete(skey, skey + LOCK_SUFFIX)
+        self._end_retry_hold(skey)
+        return deleted
+
+    def touch(self, key: Any, skey: str, fresh_for: float | None) -> bool:
+        b = self.binding
+        with b.exclusive(key, skey):
+            raw = b.adapter.backing.get(skey, MISSING)  # not a near copy
+            now = records.now()
+            if not is_fresh(raw, now):
+                return False
+            if fresh_for is not None and fresh_for <= 0:
+                b.store.delete(skey)
+                return True
+            expires = None if fresh_for is None else now + fresh_for
+            b.store.set(
+                skey,
+                (raw[VALUE], raw[CREATED], expires, raw[records.COST]),
+                timeout=store_timeout(expires, b.options.grace, now),
+            )
+            return True
+
+    def invalidate(self, key: Any, skey: str) -> bool:
+        b = self.binding
+        with b.exclusive(key, skey):
+            raw = b.adapter.backing.get(skey, MISSING)  # not a near copy
+            now = records.now()
+            if not b.live(raw, now):
+                return False
+            if raw[EXPIRES] is not None and raw[EXPIRES] <= now:
+                return True  # already stale; keep its grace period
+            b.store.set(
+                skey,
+                (raw[VALUE], raw[CREATED], INVALIDATED, raw[records.COST]),
+                timeout=b.options.grace,
+            )
+            return True
+
+    def incr(self, key: Any, skey: str, delta: int) -> Any:
+        b = self.binding
+        with b.exclusive(key, skey):
+            raw = b.adapter.backing.get(skey, MISSING)  # not a near copy
+            now = records.now()
+            if not is_fresh(raw, now):
+                raise ValueError(f"Key '{key}' not found")
+            value = raw[VALUE] + delta
+            b.store.set(
+                skey,
+                (value, raw[CREATED], raw[EXPIRES], raw[records.COST]),
+                timeout=store_timeout(raw[EXPIRES], b.options.grace, now),
+            )
+            return value
+
+    def move(self, key: Any, old: str, new: str) -> None:
+        """``incr_version``: the fresh record of ``old`` moves to ``new``."""
+        b = self.binding
+        b.store  # noqa: B018 - connect
+        raw = b.adapter.backing.get(old, MISSING)  # not a near copy
+        now = records.now()
+        if not is_fresh(raw, now):
+            raise ValueError(f"Key '{key}' not found")
+        b.store.set(new, raw, timeout=store_timeout(raw[EXPIRES], b.options.grace, now))
+        b.store.delete(old)
+
+    # --- several keys ---------------------------------------------------------
+
+    def get_many(self, skeys: dict[str, list[Any]]) -> dict[Any, Any]:
+        """The fresh values of ``skeys`` (store key -> the user keys making it)."""
+        if not skeys:
+            return {}
+        now = records.now()
+        found = {}
+        for skey, raw in self.binding.store.get_many(list(skeys)).items():
+            if is_fresh(raw, now):
+                for key in skeys[skey]:
+                    found[key] = raw[VALUE]
+        return found
+
+    def set_many(self, data: dict[Any, Any], skeys: dict[str, Any], fresh_for: float | None) -> list[Any]:
+        """Set ``data`` (user key -> value; ``skeys``: store key -> user key);
+        return the user keys that failed to be stored."""
+        b = self.binding
+        b.store  # noqa: B018 - connect
+        failed = []
+        if b.adapter.kind == "redis":
+            # one script per key: each revokes a regeneration in flight
+            with b.pickling(f"a value among keys {list(data)!r}"):
+                for skey, key in skeys.items():
+                    record, ttl = self.record(data[key], fresh_for)
+                    if not b.adapter.set(skey, record, ttl, skey + LOCK_SUFFIX):
+                        failed.append(key)
+        else:
+            ttl = None
+            made = {}
+            for skey, key in skeys.items():
+                made[skey], ttl = self.record(data[key], fresh_for)
+            with b.pickling(f"a value among keys {list(data)!r}"):
+                failed = [skeys.get(s, s) for s in b.store.set_many(made, timeout=ttl) or []]
+        for skey in skeys:
+            self.forget(skey)
+        return failed
+
+    def delete_many(self, skeys: list[str]) -> None:
+        for skey in skeys:
+            self.forget(skey)
+        if skeys:
+            b = self.binding
+            b.store  # noqa: B018 - connect
+            b.adapter.delete_many(skeys, [s + LOCK_SUFFIX for s in skeys])

@@ -1,0 +1,397 @@
+"""``dogpile_cache_page``: Django's ``cache_page`` that never stampedes, and
+never serves one visitor's page to another.
+
+The rules, in the order they are applied:
+
+* Only GET and HEAD requests are looked at; any other method goes straight
+  to the view, before any key is made.
+* The key is Django's: the absolute URL, the method, the values of the
+  request headers the page varies on (an absent header never shares a key
+  with an empty one), the active language when ``USE_I18N`` and the
+  current time zone when ``USE_TZ``.
+* A HEAD request is served the fresh GET page when there is one, and
+  otherwise goes through the same single flight under its own key (as
+  Django stores HEAD responses).
+* A response is stored only if :func:`uncacheable` finds no reason against
+  it, *when the view returns* -- before the middleware's response phase,
+  so the rules cover what that phase will do with the request:
+
+  ========== ============================================================
+  word       the response is not stored when
+  ========== ============================================================
+  streaming  it is a streaming response
+  status     its status is not 200 (a 304 included)
+  private    ``Cache-Control`` has ``private``, ``no-cache`` or
+             ``no-store`` (parsed as directives, not substrings)
+  vary-star  it varies on ``*``
+  cookie     it sets a cookie
+  csrf       the view used the CSRF token (``{% csrf_token %}``,
+             ``get_token``): the page holds a per-visitor token and
+             ``CsrfViewMiddleware`` will set the cookie.  A cookie the
+             middleware renews on its own (a visitor's missing or
+             malformed one) does not count
+  session    the session was modified, or is saved on every request
+             (``SESSION_SAVE_EVERY_REQUEST``) and was used: the page was
+             made from this visitor's session and ``SessionMiddleware``
+             will send its cookie
+  messages   some ``django.contrib.messages`` were read (shown, counted):
+             the page shows this visitor's messages
+  ========== ============================================================
+
+  The word is logged (DEBUG, ``django_dogpile.faces.page``) and sent in the
+  status header: ``X-Dogpile-Cache: MISS; uncacheable=session``.
+* A page that used the session varies on ``Cookie`` (as
+  ``SessionMiddleware`` will make it), and so does every page made for a
+  visitor who has a session cookie (``request.session.session_key`` is
+  read without marking the session accessed); a request with ``Authorization``
+  and no ``public`` directive varies on ``Authorization``; a stored page
+  gets ``Expires`` and ``Cache-Control: max-age`` as ``cache_page`` sets
+  them (a 304 too).
+* ``Vary`` is learnt per URL: the header names are kept in the process
+  and in the store (for ``TIMEOUT + GRACE``), and only ever grow until that
+  record expires, so a URL whose responses vary on different headers
+  (anonymous and ``Authorization`` requests) settles on one key scheme.  The
+  first response is stored under the key its own ``Vary`` gives.
+* Hit-for-miss: a page that refused caching *by its own nature*
+  (``streaming``, ``private``, ``vary-star``, ``cookie``, ``csrf``) is run
+  uncached, side by side, for ``min(120 s, timeout)`` -- requests do not
+  queue on its lock.  A refusal for one visitor's state (``session``,
+  ``messages``) or a ``status`` only releases the requests queued behind it
+  (they run the view themselves); the next request tries again.
+* A non-200 while a stale page exists is a failed regeneration: with
+  ``SERVE_STALE_ON_ERROR`` the stale page is served, with ``RETRY_AFTER``
+  the next attempt waits; protection stays on.
+* Every caller gets its own response object.  With ``BACKGROUND`` a page is
+  still regenerated in the request that found it stale (never by re-running
+  the view on a request object that another thread is using); the other
+  requests get the stale page.
+* ``Age`` is sent on pages served from the store (``HIT``, ``UPDATING``,
+  ``STALE``); Django's ``cache_page`` sends none.  A stale page is visibly
+  stale: ``Age`` beyond ``max-age``.
+* A hit is one store read.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponseBase
+from django.utils.cache import get_max_age, patch_response_headers, patch_vary_headers
+
+from django_dogpile import records
+from django_dogpile.engine import memory
+from django_dogpile.conf import get_config
+from django_dogpile.faces.common import declare, face_cache
+from django_dogpile.faces.page_keys import page_key, url_key, vary_of
+from django_dogpile.faces.visitors import PAGE_REFUSES, REASONS, directives, own_csrf_flag, per_visitor, uncacheable
+
+__all__ = ["REASONS", "dogpile_cache_page", "own_csrf_flag", "per_visitor", "uncacheable"]
+
+log = logging.getLogger(__name__)
+
+_PASS_TTL = 120.0  # seconds a page that refused by its nature runs uncached
+
+class _Refused(BaseException):
+    """A response that is not stored under the key being regenerated.
+
+    A BaseException, so that no ``except Exception`` on the way
+    (``SERVE_STALE_ON_ERROR``) mistakes it for a failure.
+    """
+
+    def __init__(self, response: HttpResponseBase, reason: str | None) -> None:
+        self.response = response
+        self.reason = reason
+
+
+class _Relearn(BaseException):
+    """Another request learnt more ``Vary`` names while this one waited."""
+
+
+class _Bypass(BaseException):
+    """The request this one queued behind was refused: run the view unlocked."""
+
+
+class _FailedPage(Exception):
+    """A non-200 from the view: a failed regeneration, as a raising creator."""
+
+    def __init__(self, response: HttpResponseBase) -> None:
+        super().__init__(f"the view answered {response.status_code}; not stored")
+        self.response = response
+
+
+def dogpile_cache_page(
+    timeout: float | None, *, cache: str | None = None, key_prefix: str | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Cache a view's page; one request regenerates it when it goes stale.
+
+    :param timeout: seconds the page stays fresh (as ``cache_page``'s);
+     ``None`` uses ``DOGPILE["TIMEOUT"]``, then the cache's default.
+    :param cache: the cache alias (default: ``DOGPILE["CACHE_ALIAS"]`` or
+     ``"default"``), best a :class:`~django_dogpile.cache.DogpileCache`.
+    :param key_prefix: distinguishes pages of different decorators on the
+     same URL.
+
+    See the module docstring for what is never stored.
+    """
+
+    declare("dogpile_cache_page", cache)
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                if request.method not in ("GET", "HEAD"):
+                    return await view(request, *args, **kwargs)
+                page = _Page(request, timeout, cache, key_prefix)
+                if not page.usable:
+                    return await view(request, *args, **kwargs)
+                return await page.aserve(lambda: view(request, *args, **kwargs))
+
+            return async_wrapper
+
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            if request.method not in ("GET", "HEAD"):
+                return view(request, *args, **kwargs)
+            page = _Page(request, timeout, cache, key_prefix)
+            if not page.usable:
+                return view(request, *args, **kwargs)
+            return page.serve(lambda: view(request, *args, **kwargs))
+
+        return wrapper
+
+    return decorator
+
+
+class _Regenerate:
+    """The creator ``get_or_set`` calls: run the view in *this* request."""
+
+    #: ``BACKGROUND`` asks a creator for a copy it can run in a pool thread;
+    #: a page has none (its view would run on a request this thread uses).
+    detach = None
+
+    def __init__(self, page: _Page, key: str, run: Callable[[], Any]) -> None:
+        self.page, self.key, self.run = page, key, run
+
+    def check(self) -> None:
+        page = self.page
+        if page.memos.refused_since(page.memo_key(self.key), page.started):
+            raise _Bypass()
+        learnt = page.memos.vary.get(page.url_memo)
+        if learnt is not None and not set(learnt) <= set(page.vary):
+            raise _Relearn()
+
+    def __call__(self) -> Any:
+        self.check()
+        with own_csrf_flag(self.page.request):
+            return self.page.finish(self.key, self.run())
+
+
+class _ARegenerate(_Regenerate):
+    async def __call__(self) -> Any:  # type: ignore[override]
+        self.check()
+        with own_csrf_flag(self.page.request):
+            response = await self.run()
+            # where Django's handler renders a response: a thread-sensitive thread
+            return await sync_to_async(self.page.finish)(self.key, response)
+
+
+class _Page:
+    """One GET or HEAD request through ``dogpile_cache_page``."""
+
+    def __init__(self, request: HttpRequest, timeout: Any, alias: str | None, prefix: str | None) -> None:
+        self.request = request
+        self.started = time.monotonic()
+        config = get_config()
+        self.cache = cache = face_cache(alias, face="dogpile_cache_page")
+        if timeout is None:
+            timeout = config["TIMEOUT"]
+        if timeout is None:
+            timeout = cache.default_timeout
+        self.timeout = timeout
+        # None: the cache's own forever, as with cache_page; 0 or less: off
+        self.usable = timeout is None or timeout > 0
+        self.status_header = config["STATUS_HEADER"]
+        self.method = request.method or "GET"
+        options = getattr(cache, "options", None)
+        self.grace = getattr(options, "grace", 0) or 0
+        self.memos = memory.pages(getattr(cache, "location", None) or f"alias:{alias}")
+        self.url_key = url_key(request, prefix)
+        # The memos are keyed as the store keys the page (a KEY_FUNCTION may
+        # put this request's tenant in it): one tenant's learnt Vary or
+        # refusal is never another's.
+        store_key = getattr(cache, "store_key", None)
+        self.memo_key: Callable[[str], str] = store_key if store_key is not None else cache.make_key
+        self.url_memo = self.memo_key(self.url_key)
+        self.vary: tuple[str, ...] = ()
+
+    # --- keys ---------------------------------------------------------------
+
+    def key(self, method: str) -> str:
+        """The page key, as Django's ``cache_page`` makes it."""
+        return page_key(self.request, self.url_key, self.vary, method)
+
+    def _learn_from_store(self) -> tuple[str, ...]:
+        vary = tuple(self.cache.get(self.url_key + ".vary") or ())
+        self.memos.learnt(self.url_memo, vary)
+        return vary
+
+    def _remember(self, vary: tuple[str, ...]) -> None:
+        self.memos.learnt(self.url_memo, vary)
+        timeout = None if self.timeout is None else self.timeout + self.grace
+        self.cache.set(self.url_key + ".vary", list(vary), timeout)
+        self.vary = vary
+
+    # --- the response -----------------------------------------------------
+
+    def finish(self, key: str, response: HttpResponseBase) -> tuple[HttpResponseBase, float]:
+        """Turn the view's response into what is stored, or refuse it."""
+        if hasattr(response, "render") and callable(response.render):
+            response = response.render()
+        reason = uncacheable(self.request, response)
+        if reason == "status":
+            if response.status_code == 304:
+                patch_response_headers(response, self.timeout)  # as cache_page
+            raise _FailedPage(response)
+        if reason is not None:
+            raise _Refused(response, reason)
+        session = getattr(self.request, "session", None)
+        if session is not None and (
+            getattr(session, "accessed", False)
+            or settings.SESSION_COOKIE_NAME in self.request.COOKIES
+        ):
+            # as SessionMiddleware will; and for any visitor with a session,
+            # whose key a view may read without marking the session accessed
+            patch_vary_headers(response, ("Cookie",))
+        patch_response_headers(response, self.timeout)
+        if self.request.headers.get("Authorization") and "public" not in directives(response):
+            patch_vary_headers(response, ("Authorization",))
+        vary = vary_of(response)
+        if not set(vary) <= set(self.vary):
+            # The key was made with fewer Vary names: learn them, and store
+            # this page under the key they give.
+            self._remember(tuple(sorted(set(vary) | set(self.vary))))
+            self.cache.set(self.key(self.method), (response, records.wall_clock()), self.timeout)
+            raise _Refused(response, None)
+        return response, records.wall_clock()
+
+    def _refused(self, key: str, response: HttpResponseBase, reason: str | None) -> HttpResponseBase:
+        if reason is None:
+            return self._mark(response, "MISS")
+        log.debug("page %s not stored: %s", self.request.path, reason)
+        self.memos.refuse(self.memo_key(key))
+        if reason in PAGE_REFUSES:
+            self.memos.passes.hold(self.memo_key(key), _PASS_TTL if self.timeout is None else min(_PASS_TTL, self.timeout))
+        return self._mark(response, f"MISS; uncacheable={reason}")
+
+    def _store(self, key: str, stored: tuple[HttpResponseBase, float]) -> HttpResponseBase:
+        self.cache.set(key, stored, self.timeout)  # cacheable again
+        self.memos.passes.forget(self.memo_key(key))
+        return self._deliver(stored, "MISS")
+
+    def _deliver(self, stored: tuple[HttpResponseBase, float], status: str | None) -> HttpResponseBase:
+        response, created = stored
+        if status in ("HIT", "UPDATING", "STALE") and get_max_age(response) is not None:
+            response["Age"] = str(max(0, int(records.wall_clock() - created)))
+        return self._mark(response, status)
+
+    def _mark(self, response: HttpResponseBase, status: str | None) -> HttpResponseBase:
+        if self.status_header and status:
+            response[self.status_header] = status
+        return response
+
+    # --- sync ---------------------------------------------------------------
+
+    def serve(self, run: Callable[[], Any]) -> HttpResponseBase:
+        vary = self.memos.vary.get(self.url_memo)
+        self.vary = self._learn_from_store() if vary is None else vary
+        if self.method == "HEAD":
+            stored = self.cache.get(self.key("GET"))
+            if stored is not None:
+                return self._deliver(stored, "HIT")
+        getter = getattr(self.cache, "get_or_set_status", None)
+        for _ in range(3):
+            key = self.key(self.method)
+            if self.memos.passes.holding(self.memo_key(key)):
+                return self._bypass(key, run)
+            try:
+                if getter is not None:
+                    stored, status = getter(key, _Regenerate(self, key, run), self.timeout)
+                else:
+                    stored, status = self.cache.get_or_set(key, _Regenerate(self, key, run), self.timeout), None
+            except _Relearn:
+                self.vary = self.memos.vary.get(self.url_memo) or self.vary
+                continue
+            except _Bypass:
+                return self._bypass(key, run)
+            except _Refused as refused:
+                return self._refused(key, refused.response, refused.reason)
+            except _FailedPage as failed:
+                return self._refused(key, failed.response, "status")
+            return self._deliver(stored, status)
+        return self._bypass(self.key(self.method), run)
+
+    def _bypass(self, key: str, run: Callable[[], Any]) -> HttpResponseBase:
+        try:
+            with own_csrf_flag(self.request):
+                stored = self.finish(key, run())
+            return self._store(key, stored)
+        except _Refused as refused:
+            return self._refused(key, refused.response, refused.reason)
+        except _FailedPage as failed:
+            return self._refused(key, failed.response, "status")
+
+    # --- async --------------------------------------------------------------
+
+    async def aserve(self, run: Callable[[], Awaitable[Any]]) -> HttpResponseBase:
+        vary = self.memos.vary.get(self.url_memo)
+        if vary is None:
+            vary = await self.cache.aget(self.url_key + ".vary")
+            vary = tuple(vary or ())
+            self.memos.learnt(self.url_memo, vary)
+        self.vary = vary
+        if self.method == "HEAD":
+            stored = await self.cache.aget(self.key("GET"))
+            if stored is not None:
+                return self._deliver(stored, "HIT")
+        getter = getattr(self.cache, "aget_or_set_status", None)
+        for _ in range(3):
+            key = self.key(self.method)
+            if self.memos.passes.holding(self.memo_key(key)):
+                return await self._abypass(key, run)
+            try:
+                creator = _ARegenerate(self, key, run)
+                if getter is not None:
+                    stored, status = await getter(key, creator, self.timeout)
+                else:
+                    stored, status = await self.cache.aget_or_set(key, creator, self.timeout), None
+            except _Relearn:
+                self.vary = self.memos.vary.get(self.url_memo) or self.vary
+                continue
+            except _Bypass:
+                return await self._abypass(key, run)
+            except _Refused as refused:
+                return self._refused(key, refused.response, refused.reason)
+            except _FailedPage as failed:
+                return self._refused(key, failed.response, "status")
+            return self._deliver(stored, status)
+        return await self._abypass(self.key(self.method), run)
+
+    async def _abypass(self, key: str, run: Callable[[], Awaitable[Any]]) -> HttpResponseBase:
+        try:
+            with own_csrf_flag(self.request):
+                stored = await sync_to_async(self.finish)(key, await run())
+        except _Refused as refused:
+            return self._refused(key, refused.response, refused.reason)
+        except _FailedPage as failed:
+            return self._refused(key, failed.response, "status")
+        await self.cache.aset(key, stored, self.timeout)
+        self.memos.passes.forget(self.memo_key(key))
+        return self._deliver(stored, "MISS")
