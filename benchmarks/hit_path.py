@@ -16,7 +16,7 @@ import timeit
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.redis_server import RedisServer
 
 
 def main() -> None:
@@ -32,10 +32,14 @@ def main() -> None:
     from django_dogpile.cache import DogpileCache
 
     # the near cache over the same Redis (a hot hit: no round trip)
-    near = DogpileCache("redis", {
-        "TIMEOUT": 300, "KEY_PREFIX": "near",
-        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5, "NEAR_CACHE": True},
-    })
+    near = DogpileCache(
+        "redis",
+        {
+            "TIMEOUT": 300,
+            "KEY_PREFIX": "near",
+            "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5, "NEAR_CACHE": True},
+        },
+    )
 
     values = {
         "100 B str": "x" * 100,
@@ -63,10 +67,11 @@ def main() -> None:
                 if store == "redis":
                     near.set("bench:page", value)
                     near.get_or_set("bench:page", "y")  # hot: in the near cache
+                # (each lambda runs within its own iteration)
                 for _ in range(15):  # interleaved rounds: noise hits both sides
-                    a = timeit.timeit(lambda: raw.get("bench:page"), number=n) / n
-                    b = timeit.timeit(lambda: cache.get_or_set("bench:page", "y"), number=n) / n
-                    f = timeit.timeit(lambda: raw.get(made), number=n) / n
+                    a = timeit.timeit(lambda: raw.get("bench:page"), number=n) / n  # noqa: B023
+                    b = timeit.timeit(lambda: cache.get_or_set("bench:page", "y"), number=n) / n  # noqa: B023
+                    f = timeit.timeit(lambda: raw.get(made), number=n) / n  # noqa: B023
                     raws.append(a)
                     hits.append(b)
                     floors.append(f)
@@ -80,8 +85,7 @@ def main() -> None:
                 near_cells = f"  {med(nears) * 1e6:11.2f} {med(speedups):8.1f}x" if nears else ""
                 print(
                     f"{store:7} {label:12} {med(raws) * 1e6:11.2f} {med(hits) * 1e6:15.2f} "
-                    f"{med(ratios):6.2f}  {med(floors) * 1e6:9.2f} {med(floor_ratios):11.2f}"
-                    + near_cells
+                    f"{med(ratios):6.2f}  {med(floors) * 1e6:9.2f} {med(floor_ratios):11.2f}" + near_cells
                 )
     finally:
         server.cleanup()

@@ -150,7 +150,7 @@ def cpu_seconds(pids: list[int]) -> float:
 def commandstats(client: redis.Redis) -> dict[str, int]:
     """Calls per command since the server started (``INFO commandstats``)."""
     info = client.info("commandstats")
-    return {name[len("cmdstat_"):]: int(row["calls"]) for name, row in info.items()}
+    return {name[len("cmdstat_") :]: int(row["calls"]) for name, row in info.items()}
 
 
 def view_runs(server: soak.Server, face: Face) -> int:
@@ -163,11 +163,23 @@ def wrk(port: int, face: Face, seconds: float, config: Config) -> dict[str, Any]
     """One wrk run; its summary (``benchmarks/wrk_summary.lua``)."""
     out = subprocess.run(
         [
-            "wrk", "-t", str(config.threads), "-c", str(config.connections),
-            "-d", f"{seconds:g}s", "--timeout", "10s", "-s", WRK_SCRIPT,
+            "wrk",
+            "-t",
+            str(config.threads),
+            "-c",
+            str(config.connections),
+            "-d",
+            f"{seconds:g}s",
+            "--timeout",
+            "10s",
+            "-s",
+            WRK_SCRIPT,
             f"http://127.0.0.1:{port}{face.path}",
         ],
-        capture_output=True, text=True, timeout=seconds + 60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
     ).stdout
     match = re.search(r"^WRK_SUMMARY (\{.*\})$", out, re.M)
     if match is None:
@@ -181,19 +193,21 @@ def wrk(port: int, face: Face, seconds: float, config: Config) -> dict[str, Any]
 class PageServer(soak.Server):
     """The demo under gunicorn (benchmarks/soak's), counting what it served."""
 
-    def __init__(self, config: Config, redis_url: str, workdir: str, *, near: bool,
-                 timeout: int) -> None:
+    def __init__(self, config: Config, redis_url: str, workdir: str, *, near: bool, timeout: int) -> None:
         os.makedirs(workdir)
-        soak_config = soak.Config(workers=config.workers, worker_class="sync",
-                                  timeout=timeout, creator=config.slow)
+        soak_config = soak.Config(
+            workers=config.workers, worker_class="sync", timeout=timeout, creator=config.slow
+        )
         super().__init__(soak_config, redis_url, workdir, gunicorn_args=("-c", GUNICORN_CONFIG))
         self.served_dir = os.path.join(workdir, "served")
         os.makedirs(self.served_dir)
-        self.env.update({
-            "PAGES_SERVED_DIR": self.served_dir,
-            "DEMO_STATS_INTERVAL": "0",
-            "DEMO_NEAR_CACHE": "1" if near else "0",
-        })
+        self.env.update(
+            {
+                "PAGES_SERVED_DIR": self.served_dir,
+                "DEMO_STATS_INTERVAL": "0",
+                "DEMO_NEAR_CACHE": "1" if near else "0",
+            }
+        )
 
     def worker_pids(self) -> list[int]:
         """The workers (each names its counting file after its pid)."""
@@ -202,8 +216,12 @@ class PageServer(soak.Server):
     def check(self) -> str | None:
         """``manage.py check`` on this server's settings: None, or its errors."""
         done = subprocess.run(
-            [sys.executable, "manage.py", "check"], cwd=ROOT, env=self.env,
-            capture_output=True, text=True, timeout=120,
+            [sys.executable, "manage.py", "check"],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         return None if done.returncode == 0 else (done.stderr + done.stdout).strip()
 
@@ -243,8 +261,9 @@ def warm_and_check(server: PageServer, face: Face, config: Config) -> None:
         raise BenchmarkError(f"{face.name}: the view ran after the warm-up (not a hit)")
 
 
-def one_round(server: PageServer, face: Face, config: Config,
-              client: redis.Redis, redis_pid: int) -> dict[str, Any]:
+def one_round(
+    server: PageServer, face: Face, config: Config, client: redis.Redis, redis_pid: int
+) -> dict[str, Any]:
     runs = view_runs(server, face)
     workers = server.worker_pids()
     served0, bad0 = quiet_served(server.served_dir)
@@ -306,9 +325,7 @@ def machine(client: redis.Redis) -> dict[str, str]:
     model = "?"
     try:
         with open("/proc/cpuinfo") as f:
-            model = next(
-                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?"
-            )
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
     except OSError:
         pass
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
@@ -347,11 +364,11 @@ def run(config: Config, log: Any = None) -> dict[str, Any]:
         store.start()
         client = redis.Redis.from_url(store.url)
         result["machine"] = machine(client)
-        servers[False] = PageServer(config, store.url, os.path.join(workdir, "plain"),
-                                    near=False, timeout=timeout)
+        servers[False] = PageServer(
+            config, store.url, os.path.join(workdir, "plain"), near=False, timeout=timeout
+        )
         if config.near:
-            near = PageServer(config, store.url, os.path.join(workdir, "near"),
-                              near=True, timeout=timeout)
+            near = PageServer(config, store.url, os.path.join(workdir, "near"), near=True, timeout=timeout)
             why = near_unavailable(near)
             if why is None:
                 servers[True] = near
@@ -412,19 +429,21 @@ def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
         if not rows:
             continue
         commands = sorted({c for row in rows for c in row["commands"]})
-        out.append({
-            "face": face,
-            "rps": med(r["rps"] for r in rows),
-            "p50_ms": med(r["p50_ms"] for r in rows),
-            "p99_ms": med(r["p99_ms"] for r in rows),
-            "redis": med(per_request(r) for r in rows),
-            "by_command": {c: med(per_request(r, c) for r in rows) for c in commands},
-            "worker_cpu_us": med(r["worker_cpu_us"] for r in rows),
-            "redis_cpu_us": med(r["redis_cpu_us"] for r in rows),
-            "ratio": med(r["rps"] / b["rps"] for r, b in zip(rows, base)),
-            "served": sum(r["served"] for r in rows),
-            "socket_errors": sum(r["socket_errors"] for r in rows),
-        })
+        out.append(
+            {
+                "face": face,
+                "rps": med(r["rps"] for r in rows),
+                "p50_ms": med(r["p50_ms"] for r in rows),
+                "p99_ms": med(r["p99_ms"] for r in rows),
+                "redis": med(per_request(r) for r in rows),
+                "by_command": {c: med(per_request(r, c) for r in rows) for c in commands},
+                "worker_cpu_us": med(r["worker_cpu_us"] for r in rows),
+                "redis_cpu_us": med(r["redis_cpu_us"] for r in rows),
+                "ratio": med(r["rps"] / b["rps"] for r, b in zip(rows, base)),
+                "served": sum(r["served"] for r in rows),
+                "socket_errors": sum(r["socket_errors"] for r in rows),
+            }
+        )
     return out
 
 
@@ -449,8 +468,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {s['worker_cpu_us']:.0f} µs | {s['redis_cpu_us']:.0f} µs | {s['ratio']:.2f}x |"
         )
     if result["near_unavailable"]:
-        lines.append(f"| {FACES[2].label} | unavailable: {result['near_unavailable']} "
-                     "| | | | | | | |")
+        lines.append(f"| {FACES[2].label} | unavailable: {result['near_unavailable']} | | | | | | | |")
     sizes = result.get("sizes", {})
     lines += [
         "",
@@ -474,8 +492,9 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--near", action="store_true",
-                        help="add dogpile_cache_page with OPTIONS['NEAR_CACHE']")
+    parser.add_argument(
+        "--near", action="store_true", help="add dogpile_cache_page with OPTIONS['NEAR_CACHE']"
+    )
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0, help="per face per round")
@@ -484,9 +503,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="wrk's")
     parser.add_argument("--json", help="also write every round to this file")
     opts = parser.parse_args()
-    config = Config(workers=opts.workers, rounds=opts.rounds, seconds=opts.seconds,
-                    warmup=opts.warmup, connections=opts.connections, threads=opts.threads,
-                    near=opts.near)
+    config = Config(
+        workers=opts.workers,
+        rounds=opts.rounds,
+        seconds=opts.seconds,
+        warmup=opts.warmup,
+        connections=opts.connections,
+        threads=opts.threads,
+        near=opts.near,
+    )
     result = run(config, log=sys.stderr)
     if opts.json:
         with open(opts.json, "w") as f:

@@ -103,8 +103,9 @@ class Window:
 class Server:
     """gunicorn serving testproject, with its event log and fail switch."""
 
-    def __init__(self, config: Config, redis_url: str, workdir: str,
-                 gunicorn_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, config: Config, redis_url: str, workdir: str, gunicorn_args: tuple[str, ...] = ()
+    ) -> None:
         self.config = config
         self.gunicorn_args = gunicorn_args  # benchmarks/pages: its counting hooks
         self.port = free_port()
@@ -128,20 +129,34 @@ class Server:
     def start(self) -> None:
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT, env=self.env, check=True, timeout=120,
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            timeout=120,
         )
         c = self.config
         cmd = [
-            sys.executable, "-m", "gunicorn", "testproject.wsgi:application",
-            "--bind", f"127.0.0.1:{self.port}", "--workers", str(c.workers),
-            "--worker-class", c.worker_class, "--timeout", "60",
-            "--graceful-timeout", "2", "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "testproject.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(c.workers),
+            "--worker-class",
+            c.worker_class,
+            "--timeout",
+            "60",
+            "--graceful-timeout",
+            "2",
+            "--log-level",
+            "warning",
         ]
         if c.worker_class == "gthread":
             cmd += ["--threads", str(c.threads)]
         cmd += self.gunicorn_args
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -196,8 +211,9 @@ def get(port: int, path: str, timeout: float = 30) -> tuple[int, str | None]:
 # --- the load ---------------------------------------------------------------
 
 
-def load(port: int, paths: list[str], clients: int, start_at: float, duration: float,
-         think: float, queue: Any) -> None:
+def load(
+    port: int, paths: list[str], clients: int, start_at: float, duration: float, think: float, queue: Any
+) -> None:
     """Run in a separate process: ``clients`` threads, one request at a time each.
 
     Puts a list of (start, seconds, path, status, X-Dogpile-Cache) on ``queue``;
@@ -260,8 +276,7 @@ def kill_regenerating_worker(server: Server, face: str, wait: float) -> Window |
     return None
 
 
-def inject(server: Server, redis: RedisServer, kind: str, start_at: float,
-           windows: list[Window]) -> None:
+def inject(server: Server, redis: RedisServer, kind: str, start_at: float, windows: list[Window]) -> None:
     """The fault schedule, in the main process, while the load runs."""
     c = server.config
     face = PAGES[kind]["page"][1]
@@ -308,8 +323,7 @@ def run(kind: str, config: Config) -> dict[str, Any]:
         queue = ctx.Queue()
         loader = ctx.Process(
             target=load,
-            args=(server.port, paths, config.clients, start_at, config.duration,
-                  config.think, queue),
+            args=(server.port, paths, config.clients, start_at, config.duration, config.think, queue),
         )
         loader.start()
         windows: list[Window] = []
@@ -344,9 +358,14 @@ def max_in_window(times: list[float], width: float) -> int:
     return best
 
 
-def analyse(kind: str, c: Config, records: list[tuple[float, float, str, int, str | None]],
-            events: list[tuple[float, int, str, str]], windows: list[Window],
-            start_at: float) -> dict[str, Any]:
+def analyse(
+    kind: str,
+    c: Config,
+    records: list[tuple[float, float, str, int, str | None]],
+    events: list[tuple[float, int, str, str]],
+    windows: list[Window],
+    start_at: float,
+) -> dict[str, Any]:
     def in_fault(t: float) -> bool:
         return any(t in w for w in windows)
 
@@ -375,9 +394,7 @@ def analyse(kind: str, c: Config, records: list[tuple[float, float, str, int, st
         report[f"{role}: regenerations"] = len(done)
         report[f"{role}: per expiry period"] = len(done) / periods
         report[f"{role}: max per period, calm"] = max_in_window(calm_done, c.timeout)
-        report[f"{role}: max per period, faults"] = max_in_window(
-            [t for t in done if in_fault(t)], c.timeout
-        )
+        report[f"{role}: max per period, faults"] = max_in_window([t for t in done if in_fault(t)], c.timeout)
         report[f"{role}: failed attempts"] = len(failed)
     faces = {face for _, face in PAGES[kind].values()}
     first_face = PAGES[kind]["page"][1]
@@ -391,13 +408,20 @@ def analyse(kind: str, c: Config, records: list[tuple[float, float, str, int, st
         regenerated = [t for t, _, what, f in events if what == "end" and t in w and f in faces]
         report[f"{prefix}: regenerations"] = len(regenerated)
         report[f"{prefix}: max per page per period"] = max(
-            (max_in_window([t for t, _, what, f in events if what == "end" and t in w and f == face],
-                           c.timeout) for face in faces),
+            (
+                max_in_window(
+                    [t for t, _, what, f in events if what == "end" and t in w and f == face], c.timeout
+                )
+                for face in faces
+            ),
             default=0,
         )
         if w.fault == "kill":
-            after = [t for t, pid, what, f in events
-                     if f == first_face and what == "end" and t > w.start and pid != w.detail["pid"]]
+            after = [
+                t
+                for t, pid, what, f in events
+                if f == first_face and what == "end" and t > w.start and pid != w.detail["pid"]
+            ]
             report[f"{prefix}: next regeneration after s"] = (min(after) - w.start) if after else None
     report["faults injected"] = ",".join(w.fault for w in windows)
     return report
@@ -451,9 +475,15 @@ def main() -> None:
     for worker_class in classes:
         for kind in ("plain", "dogpile"):
             config = Config(
-                workers=opts.workers, worker_class=worker_class, duration=opts.duration,
-                clients=opts.clients, timeout=opts.timeout, creator=opts.creator,
-                lock_timeout=opts.lock_timeout, outage=opts.outage, faults=faults,
+                workers=opts.workers,
+                worker_class=worker_class,
+                duration=opts.duration,
+                clients=opts.clients,
+                timeout=opts.timeout,
+                creator=opts.creator,
+                lock_timeout=opts.lock_timeout,
+                outage=opts.outage,
+                faults=faults,
             )
             label = f"{'cache_page' if kind == 'plain' else 'dogpile'} {worker_class}"
             print(f"running {label}...", file=sys.stderr, flush=True)

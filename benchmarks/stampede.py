@@ -46,6 +46,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+
 @dataclass
 class Result:
     """What one scenario measured (times in seconds)."""
@@ -77,9 +78,7 @@ class Result:
         first_landed = min((end for _, end, _ in creators), default=float("inf"))
         latencies = sorted(end - start for start, end in self.calls)
         slow = sum(
-            1
-            for start, end in self.calls
-            if start >= first_landed and end - start >= creator_time * 0.95
+            1 for start, end in self.calls if start >= first_landed and end - start >= creator_time * 0.95
         )
         cold = [end - start for start, end in self.calls if start < first_landed]
         return {
@@ -314,8 +313,16 @@ def run(
 
 
 COLUMNS = (
-    "requests", "creator calls", "max at once", "while fresh", "slow calls",
-    "cold wait ms", "p50 ms", "p99 ms", "max ms", "errors",
+    "requests",
+    "creator calls",
+    "max at once",
+    "while fresh",
+    "slow calls",
+    "cold wait ms",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "errors",
 )
 
 
@@ -328,7 +335,10 @@ def main() -> None:
     parser.add_argument("--think", type=float, default=0.005, help="pause between calls, s")
     parser.add_argument("--near", action="store_true", help="NEAR_CACHE on for dogpile and background")
     parser.add_argument(
-        "--store", "--stores", dest="stores", default="locmem,redis",
+        "--store",
+        "--stores",
+        dest="stores",
+        default="locmem,redis",
         help=f"comma-separated, or 'all': {','.join(STORES)}",
     )
     opts = parser.parse_args()
@@ -356,7 +366,8 @@ def main() -> None:
             f"{opts.duration:g} s per run, timeout {opts.timeout:g} s, creator "
             f"{opts.creator * 1000:g} ms, {opts.think * 1000:g} ms between calls; "
             f"python {sys.version.split()[0]}, {os.cpu_count()} cpus"
-            + (", NEAR_CACHE on" if opts.near else "") + "\n"
+            + (", NEAR_CACHE on" if opts.near else "")
+            + "\n"
         )
         header = f"{'scenario':28} {'':8}" + "".join(f"{c:>14}" for c in COLUMNS)
         print(header)
@@ -365,15 +376,19 @@ def main() -> None:
             label = f"{store} {processes}x{threads}" if processes > 1 else f"{store} {threads} threads"
             for kind in KINDS:
                 result = run(
-                    kind, store, threads=threads, processes=processes,
-                    duration=opts.duration, timeout=opts.timeout,
-                    creator_time=opts.creator, think=opts.think,
+                    kind,
+                    store,
+                    threads=threads,
+                    processes=processes,
+                    duration=opts.duration,
+                    timeout=opts.timeout,
+                    creator_time=opts.creator,
+                    think=opts.think,
                     redis_url=os.environ["DOGPILE_TEST_REDIS_URL"],
                 )
                 row = result.summary(opts.creator)
                 cells = "".join(
-                    f"{row[c]:>14.1f}" if isinstance(row[c], float) else f"{row[c]:>14}"
-                    for c in COLUMNS
+                    f"{row[c]:>14.1f}" if isinstance(row[c], float) else f"{row[c]:>14}" for c in COLUMNS
                 )
                 print(f"{label:28} {kind:8}{cells}", flush=True)
             if store == "cluster" and processes > 1:
@@ -384,10 +399,16 @@ def main() -> None:
             print(f"\n{store} {processes}x{threads}, {len(keys)} keys over every primary:")
             for kind in KINDS:
                 result = run(
-                    kind, store, threads=threads, processes=processes,
-                    duration=opts.duration, timeout=opts.timeout,
-                    creator_time=opts.creator, think=opts.think,
-                    redis_url=os.environ["DOGPILE_TEST_REDIS_URL"], keys=keys,
+                    kind,
+                    store,
+                    threads=threads,
+                    processes=processes,
+                    duration=opts.duration,
+                    timeout=opts.timeout,
+                    creator_time=opts.creator,
+                    think=opts.think,
+                    redis_url=os.environ["DOGPILE_TEST_REDIS_URL"],
+                    keys=keys,
                 )
                 print(f"  {kind:10} {result.per_key_summary()}  errors {result.errors}", flush=True)
     finally:

@@ -38,7 +38,8 @@ leases and the table of kinds: :mod:`django_dogpile.stores`.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
@@ -136,7 +137,6 @@ class DogpileCache(BaseCache):
         """The key the store itself uses for ``key`` (both aliases' prefix,
         version and key function applied)."""
         return str(self.store.make_key(self.binding.store_key(key, version)))
-
 
     # --- the fresh hit ------------------------------------------------------
 
@@ -242,7 +242,6 @@ class DogpileCache(BaseCache):
             return not self.has_key(key, version)
         return self.writes.add(key, skey, value, fresh_for)
 
-
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         """Return the value if it is fresh, else ``default`` (stale is a miss)."""
         raw = self.store.get(self.binding.store_key(key, version), MISSING)
@@ -271,12 +270,10 @@ class DogpileCache(BaseCache):
             return
         self.writes.set(key, skey, value, fresh_for)
 
-
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         """Give a fresh value a new timeout; return False if there is none."""
         skey = self.binding.store_key(key, version)
         return self.writes.touch(key, skey, self.binding.freshness(timeout))
-
 
     def delete(self, key: Any, version: int | None = None) -> bool:
         """Remove the key, fresh or stale; return True if it existed.
@@ -286,7 +283,6 @@ class DogpileCache(BaseCache):
         process's outage fallback.
         """
         return self.writes.delete(self.binding.store_key(key, version))
-
 
     def invalidate(self, key: Any, version: int | None = None) -> bool:
         """Make the value stale but keep it servable for ``GRACE`` seconds.
@@ -325,7 +321,6 @@ class DogpileCache(BaseCache):
         """Subtract ``delta``; see :meth:`incr`."""
         return self.incr(key, -delta, version)
 
-
     def incr_version(self, key: Any, delta: int = 1, version: int | None = None) -> int:
         """Move a fresh value to version ``version + delta``; return that."""
         if version is None:
@@ -340,7 +335,6 @@ class DogpileCache(BaseCache):
     def decr_version(self, key: Any, delta: int = 1, version: int | None = None) -> int:
         """Move a fresh value to version ``version - delta``; return that."""
         return self.incr_version(key, -delta, version)
-
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         """Return a dict of the fresh values among ``keys``.
@@ -359,7 +353,9 @@ class DogpileCache(BaseCache):
             return self.get_many(keys, version)
         return await bridge.run(self.get_many, list(keys), version)
 
-    def set_many(self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list[Any]:
+    def set_many(
+        self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> list[Any]:
         """Set several values; return the keys that failed to be stored."""
         fresh_for = self.binding.freshness(timeout)
         skeys = {self.binding.store_key(key, version): key for key in data}
@@ -368,7 +364,9 @@ class DogpileCache(BaseCache):
             return []
         return self.writes.set_many(data, skeys, fresh_for)
 
-    async def aset_many(self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list[Any]:
+    async def aset_many(
+        self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> list[Any]:
         return await bridge.run(self.set_many, data, timeout, version)
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
@@ -387,7 +385,6 @@ class DogpileCache(BaseCache):
         """
         memory.forget(self.location)
         self.store.clear()
-
 
     def close(self, **kwargs: Any) -> None:
         """Close the store's connections (Django calls this per request)."""

@@ -50,6 +50,7 @@ from django_dogpile.stores.kinds import EVERY_HOST, ONE_HOST, ONE_PROCESS, kind_
 
 __all__ = ["check_caches", "check_dogpile_setting", "check_faces_use_dogpile", "check_store_is_shared"]
 
+
 def _is_dogpile(backend: Any) -> bool:
     try:
         cls = import_string(backend)
@@ -59,11 +60,7 @@ def _is_dogpile(backend: Any) -> bool:
 
 
 def _dogpile_aliases() -> list[tuple[str, dict[str, Any]]]:
-    return [
-        (alias, conf)
-        for alias, conf in settings.CACHES.items()
-        if _is_dogpile(conf.get("BACKEND", ""))
-    ]
+    return [(alias, conf) for alias, conf in settings.CACHES.items() if _is_dogpile(conf.get("BACKEND", ""))]
 
 
 def _error(exc: ConfigError, alias: str) -> Error:
@@ -91,8 +88,7 @@ def check_caches(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 Error(
                     f"CACHES[{alias!r}]['LOCATION'] is {location!r}, "
                     + ("this alias itself." if location == alias else "another DogpileCache."),
-                    hint="Point LOCATION at a real store (locmem, django-redis, "
-                    "memcached, database, file).",
+                    hint="Point LOCATION at a real store (locmem, django-redis, memcached, database, file).",
                     id="django_dogpile.E002",
                     obj=alias,
                 )
@@ -126,8 +122,7 @@ def check_caches(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 Error(
                     f"CACHES[{alias!r}]: LOCK is 'redis' but the store "
                     f"{location!r} is {store.get('BACKEND')!r}.",
-                    hint="Use LOCK 'auto', or a django-redis, django-valkey or "
-                    "Django RedisCache store.",
+                    hint="Use LOCK 'auto', or a django-redis, django-valkey or Django RedisCache store.",
                     id="django_dogpile.E009",
                     obj=alias,
                 )
@@ -178,7 +173,7 @@ def check_faces_use_dogpile(app_configs: Any = None, **kwargs: Any) -> list[Warn
                 Warning(
                     f"{face} uses the cache {name!r}, which is {conf.get('BACKEND')}, "
                     "not a DogpileCache: it works, with no stampede protection.",
-                    hint=f"Give it cache=\"<a DogpileCache alias>\", or make {name!r} a "
+                    hint=f'Give it cache="<a DogpileCache alias>", or make {name!r} a '
                     "DogpileCache over the store (LOCATION) it uses now.",
                     id="django_dogpile.W003",
                     obj=name,
@@ -196,10 +191,16 @@ def _lease_reach(backend: str, lock: str) -> tuple[str, str, str] | None:
     shared = "Use a shared store: Redis (django-redis, django-valkey, Django's RedisCache), memcached or the database cache."
     kind = kind_of(backend)
     if kind.reach == ONE_PROCESS or lock == "local":
-        what = f"{backend}, which each worker process has to itself" if kind.reach == ONE_PROCESS else (
-            f"{backend} with LOCK 'local', a lock inside each process"
+        what = (
+            f"{backend}, which each worker process has to itself"
+            if kind.reach == ONE_PROCESS
+            else (f"{backend} with LOCK 'local', a lock inside each process")
         )
-        return ("django_dogpile.W001", f"stores its data in {what}: every process regenerates on its own.", shared)
+        return (
+            "django_dogpile.W001",
+            f"stores its data in {what}: every process regenerates on its own.",
+            shared,
+        )
     if kind.reach == ONE_HOST:
         return (
             "django_dogpile.W004",
@@ -233,10 +234,14 @@ def check_store_is_shared(app_configs: Any = None, **kwargs: Any) -> list[Warnin
         reach = _lease_reach(str(store.get("BACKEND", "")), lock)
         if reach is not None:
             id_, problem, hint = reach
-            warnings.append(Warning(
-                f"CACHES[{alias!r}] (store {conf.get('LOCATION')!r}) {problem}",
-                hint=hint, id=id_, obj=alias,
-            ))
+            warnings.append(
+                Warning(
+                    f"CACHES[{alias!r}] (store {conf.get('LOCATION')!r}) {problem}",
+                    hint=hint,
+                    id=id_,
+                    obj=alias,
+                )
+            )
     return warnings
 
 
@@ -270,22 +275,28 @@ def check_cluster_stores(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 for node in raw.get_primaries()
             }
         except Exception as exc:  # unreachable now: say so, do not fail the deploy
-            found.append(Warning(
-                f"CACHES[{alias!r}] (store {location!r}) is a Redis Cluster that could not be "
-                f"reached to check it: {exc}",
-                hint="Run the check where the cluster is reachable.",
-                id="django_dogpile.W005", obj=alias,
-            ))
+            found.append(
+                Warning(
+                    f"CACHES[{alias!r}] (store {location!r}) is a Redis Cluster that could not be "
+                    f"reached to check it: {exc}",
+                    hint="Run the check where the cluster is reachable.",
+                    id="django_dogpile.W005",
+                    obj=alias,
+                )
+            )
             continue
         old = {name: v for name, v in versions.items() if _major(v) < 7}
         if old:
-            found.append(Error(
-                f"CACHES[{alias!r}] (store {location!r}): the Redis Cluster has primaries older "
-                f"than 7.0 ({', '.join(f'{n} {v}' for n, v in sorted(old.items()))}); the lease's "
-                "wake-up and the near cache use sharded pub/sub (SPUBLISH, SSUBSCRIBE).",
-                hint="Upgrade every node to Redis or Valkey 7.0 or later.",
-                id="django_dogpile.E013", obj=alias,
-            ))
+            found.append(
+                Error(
+                    f"CACHES[{alias!r}] (store {location!r}): the Redis Cluster has primaries older "
+                    f"than 7.0 ({', '.join(f'{n} {v}' for n, v in sorted(old.items()))}); the lease's "
+                    "wake-up and the near cache use sharded pub/sub (SPUBLISH, SSUBSCRIBE).",
+                    hint="Upgrade every node to Redis or Valkey 7.0 or later.",
+                    id="django_dogpile.E013",
+                    obj=alias,
+                )
+            )
     return found
 
 

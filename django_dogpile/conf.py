@@ -65,7 +65,10 @@ DOGPILE_DEFAULTS: dict[str, Any] = {
 def parse_dogpile_setting(value: Any) -> dict[str, Any]:
     """Validate the ``DOGPILE`` setting; raise :class:`ConfigError`."""
     merged = _with_defaults(
-        value, DOGPILE_DEFAULTS, id="django_dogpile.E010", what="DOGPILE",
+        value,
+        DOGPILE_DEFAULTS,
+        id="django_dogpile.E010",
+        what="DOGPILE",
         hint="e.g. DOGPILE = {'CACHE_ALIAS': 'default', 'TIMEOUT': 300}",
         unknown_hint=f"DOGPILE takes {', '.join(DOGPILE_DEFAULTS)}.",
     )
@@ -79,9 +82,7 @@ def parse_dogpile_setting(value: Any) -> dict[str, Any]:
     try:
         merged["TIMEOUT"] = parse_timeout(merged["TIMEOUT"])
     except ConfigError as exc:
-        raise ConfigError(
-            "django_dogpile.E012", "DOGPILE['TIMEOUT']: " + exc.msg, exc.hint
-        ) from None
+        raise ConfigError("django_dogpile.E012", "DOGPILE['TIMEOUT']: " + exc.msg, exc.hint) from None
     if not isinstance(merged["KEY_PREFIX"], str):
         raise ConfigError(
             "django_dogpile.E012",
@@ -89,8 +90,10 @@ def parse_dogpile_setting(value: Any) -> dict[str, Any]:
             "e.g. 'site'.",
         )
     interval = merged["STATS_INTERVAL"]
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not (
-        math.isfinite(interval) and interval >= 0
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, (int, float))
+        or not (math.isfinite(interval) and interval >= 0)
     ):
         raise ConfigError(
             "django_dogpile.E012",

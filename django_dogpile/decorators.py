@@ -14,7 +14,8 @@ import functools
 import hashlib
 import inspect
 import pickle
-from typing import Any, Callable, ParamSpec, Protocol, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 from asgiref.sync import async_to_sync, sync_to_async
 

@@ -50,7 +50,6 @@ NEAR_CACHE_DEFAULTS: dict[str, Any] = {
 LOCK_KINDS = ("auto", "redis", "file", "cache", "local")
 
 
-
 class ConfigError(ValueError):
     """One bad setting; ``id`` is the system check id that reports it."""
 
@@ -91,8 +90,7 @@ def _number(name: str, value: Any, *, id: str, allow_zero: bool = True) -> float
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(
             id,
-            f"OPTIONS[{name!r}] must be {'>= 0' if allow_zero else '> 0'}, "
-            f"not {value!r}.",
+            f"OPTIONS[{name!r}] must be {'>= 0' if allow_zero else '> 0'}, not {value!r}.",
             "A lease must be finite and positive, e.g. 30."
             if not allow_zero
             else "Use a non-negative number of seconds, e.g. 30.",
@@ -144,7 +142,13 @@ def parse_timeout(value: Any) -> float | None:
 
 
 def _with_defaults(
-    value: Any, defaults: dict[str, Any], *, id: str, what: str, hint: str, unknown_hint: str,
+    value: Any,
+    defaults: dict[str, Any],
+    *,
+    id: str,
+    what: str,
+    hint: str,
+    unknown_hint: str,
     ignored: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """``defaults`` updated by ``value``, a dict (or None) of known keys only."""
@@ -154,9 +158,7 @@ def _with_defaults(
         raise ConfigError(id, f"{what} must be a dict, not {type(value).__name__}.", hint)
     unknown = sorted(set(value) - set(defaults) - set(ignored))
     if unknown:
-        raise ConfigError(
-            id, f"Unknown {what} keys: {', '.join(map(repr, unknown))}.", unknown_hint
-        )
+        raise ConfigError(id, f"Unknown {what} keys: {', '.join(map(repr, unknown))}.", unknown_hint)
     return {**defaults, **{k: v for k, v in value.items() if k not in ignored}}
 
 
@@ -169,7 +171,10 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
     """Validate a DogpileCache OPTIONS dict: the options, and *every* error."""
     try:
         merged = _with_defaults(
-            options, BACKEND_OPTION_DEFAULTS, id="django_dogpile.E004", what="OPTIONS",
+            options,
+            BACKEND_OPTION_DEFAULTS,
+            id="django_dogpile.E004",
+            what="OPTIONS",
             hint="See the README for the options DogpileCache takes.",
             unknown_hint=f"DogpileCache takes {', '.join(BACKEND_OPTION_DEFAULTS)}; "
             "options of the store belong to the store's alias.",
@@ -189,7 +194,8 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
     def flag(value: Any) -> bool:
         if not isinstance(value, bool):
             raise ConfigError(
-                "django_dogpile.E008", f"OPTIONS[...] must be True or False, not {value!r}.",
+                "django_dogpile.E008",
+                f"OPTIONS[...] must be True or False, not {value!r}.",
                 "Use a bool.",
             )
         return value
@@ -253,7 +259,9 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
 
     parse("GRACE", lambda v: _number("GRACE", v, id="django_dogpile.E005"))
     parse("LOCK_TIMEOUT", lambda v: _number("LOCK_TIMEOUT", v, id="django_dogpile.E006", allow_zero=False))
-    parse("WAIT_TIMEOUT", lambda v: None if v is None else _number("WAIT_TIMEOUT", v, id="django_dogpile.E007"))
+    parse(
+        "WAIT_TIMEOUT", lambda v: None if v is None else _number("WAIT_TIMEOUT", v, id="django_dogpile.E007")
+    )
     for name in ("BACKGROUND", "SERVE_STALE_ON_ERROR"):
         try:
             values[name] = flag(merged[name])

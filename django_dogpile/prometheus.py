@@ -18,7 +18,8 @@ gunicorn.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
@@ -63,5 +64,5 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
     registry = CollectorRegistry()
-    registry.register(DogpileCollector())  # type: ignore[arg-type]
+    registry.register(DogpileCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Callable
+from typing import Any
 
 from django_dogpile import records
 
@@ -74,7 +75,7 @@ def run_concurrently(n: int, fn: Callable[[int], Any], timeout: float = 60) -> l
         try:
             barrier.wait(timeout)
             results[i] = fn(i)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
@@ -118,7 +119,6 @@ def assert_single_regeneration(
     results = run_concurrently(callers, lambda i: cache.get_or_set(key, counted, **kwargs))
     if len(calls) != 1:
         raise AssertionError(
-            f"{len(calls)} regenerations of {key!r} by {callers} concurrent callers; "
-            "expected exactly 1"
+            f"{len(calls)} regenerations of {key!r} by {callers} concurrent callers; expected exactly 1"
         )
     return results

@@ -102,7 +102,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         names = getattr(item, "fixturenames", ())
         for marker, fixture in [
-            ("redis", "redis_server"), ("memcached", "memcached_server"), ("shards", "second_redis"),
+            ("redis", "redis_server"),
+            ("memcached", "memcached_server"),
+            ("shards", "second_redis"),
             ("cluster", "redis_cluster"),
         ]:
             if marker in item.keywords and fixture not in names:

@@ -37,11 +37,15 @@ class DemoServer:
 
     def start(self) -> None:
         manage = [sys.executable, str(ROOT / "manage.py")]
-        subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env,
-                       check=True, timeout=120)
+        subprocess.run(
+            [*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env, check=True, timeout=120
+        )
         self.proc = subprocess.Popen(
             [*manage, "runserver", "--noreload", f"127.0.0.1:{self.port}"],
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

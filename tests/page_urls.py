@@ -69,9 +69,7 @@ def zone(request):
     return HttpResponse(f"zone={timezone.get_current_timezone_name()}")
 
 
-_FORM = engines["django"].from_string(
-    '<form method="post">{% csrf_token %}<input name="q"></form>'
-)
+_FORM = engines["django"].from_string('<form method="post">{% csrf_token %}<input name="q"></form>')
 
 
 def form(request):
@@ -160,9 +158,7 @@ def whoami(request):
 
 EXTRA = {"vary-star": vary_star, "whoami": whoami}
 urlpatterns += [
-    path(f"{face}/{name}/", make()(view))
-    for face, make in FACES.items()
-    for name, view in EXTRA.items()
+    path(f"{face}/{name}/", make()(view)) for face, make in FACES.items() for name, view in EXTRA.items()
 ]
 
 
@@ -197,8 +193,9 @@ def session_key(request):
 def fragment_csrf(request):
     count("fragment_csrf")
     return HttpResponse(
-        _T("{% load dogpile %}{% dogpile_cache 60 csrffrag %}{% csrf_token %}{% enddogpile_cache %}")
-        .render({}, request)
+        _T("{% load dogpile %}{% dogpile_cache 60 csrffrag %}{% csrf_token %}{% enddogpile_cache %}").render(
+            {}, request
+        )
     )
 
 

@@ -17,9 +17,7 @@ def _setup():
 def make_cache(location: str, prefix: str, timeout: float = 300, **options):
     from django_dogpile.cache import DogpileCache
 
-    return DogpileCache(
-        location, {"TIMEOUT": timeout, "KEY_PREFIX": prefix, "OPTIONS": options}
-    )
+    return DogpileCache(location, {"TIMEOUT": timeout, "KEY_PREFIX": prefix, "OPTIONS": options})
 
 
 def raw_redis():
@@ -257,7 +255,7 @@ def failover_load(configs, keys, threads, timeout, delay, log_path, ready, go, s
 
     def run(tag, offset):
         cache, out = caches[tag], answers[tag]
-        order = keys[offset % len(keys):] + keys[:offset % len(keys)]
+        order = keys[offset % len(keys) :] + keys[: offset % len(keys)]
         go.wait()
         while not stop.is_set():
             for key in order:
@@ -271,9 +269,7 @@ def failover_load(configs, keys, threads, timeout, delay, log_path, ready, go, s
                 out.append((t0, time.time(), key, problem))
                 time.sleep(0.02)
 
-    ts = [
-        threading.Thread(target=run, args=(tag, i)) for tag in caches for i in range(threads)
-    ]
+    ts = [threading.Thread(target=run, args=(tag, i)) for tag in caches for i in range(threads)]
     for t in ts:
         t.start()
     ready.put(pid)
@@ -288,6 +284,7 @@ def fork_after_use(alias, hits, results):
     forks a worker; the worker reports its counters and what it published."""
     _setup()
     import json
+
     from django.core.cache import caches
     from django.test import override_settings
 

@@ -45,7 +45,7 @@ class Proxy:
         while not self._closed:
             try:
                 client, _ = self._server.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             upstream = socket.create_connection(("127.0.0.1", self.target))
             flow = _Flow(client, upstream)
@@ -62,7 +62,7 @@ class Proxy:
                 continue
             try:
                 data = src.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 break

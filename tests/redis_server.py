@@ -39,8 +39,9 @@ class _Server:
     proc: subprocess.Popen[bytes] | None = None
     dir: str | None = None
 
-    def _launch(self, argv: list[str], port: int, what: str, probe: bytes = b"PING\r\n",
-                answer: bytes = b"+PONG") -> None:
+    def _launch(
+        self, argv: list[str], port: int, what: str, probe: bytes = b"PING\r\n", answer: bytes = b"+PONG"
+    ) -> None:
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for(port, probe, answer, what, self.proc)
 
@@ -79,11 +80,28 @@ class RedisServer(_Server):
     def start(self) -> None:
         if self.binary is None:
             raise RuntimeError("redis-server is not installed")
-        self._launch([
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", self.dir,
-            "--daemonize", "no", "--loglevel", "warning", *self.args,
-        ], self.port, "redis-server")
+        self._launch(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+                *self.args,
+            ],
+            self.port,
+            "redis-server",
+        )
 
     def restart(self) -> None:
         self.stop()
@@ -111,10 +129,24 @@ class MemcachedServer(_Server):
     def start(self) -> None:
         if self.binary is None:
             raise RuntimeError("memcached is not installed")
-        self._launch([
-            self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64",
-            *(["-u", "root"] if os.geteuid() == 0 else []),  # memcached refuses root otherwise
-        ], self.port, "memcached", b"version\r\n", b"VERSION")
+        self._launch(
+            [
+                self.binary,
+                "-l",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "0",
+                "-m",
+                "64",
+                *(["-u", "root"] if os.geteuid() == 0 else []),  # memcached refuses root otherwise
+            ],
+            self.port,
+            "memcached",
+            b"version\r\n",
+            b"VERSION",
+        )
 
 
 def sentinel_command() -> list[str] | None:
@@ -193,11 +225,21 @@ class RedisClusterServers:
 
     def __init__(self, size: int = 6) -> None:
         self.nodes = [
-            RedisServer(port=_cluster_port(), args=(
-                "--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
-                "--cluster-config-file", "nodes.conf", "--cluster-require-full-coverage", "no",
-                "--cluster-allow-reads-when-down", "no",
-            ))
+            RedisServer(
+                port=_cluster_port(),
+                args=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-require-full-coverage",
+                    "no",
+                    "--cluster-allow-reads-when-down",
+                    "no",
+                ),
+            )
             for _ in range(size)
         ]
 
@@ -224,9 +266,18 @@ class RedisClusterServers:
                         raise
                     node.port = _cluster_port()
         created = subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-             "--cluster-replicas", "1", "--cluster-yes"],
-            capture_output=True, text=True, timeout=60,
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if created.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-800:]}{created.stderr}")
@@ -235,7 +286,10 @@ class RedisClusterServers:
     def command(self, port: int, *args: str, timeout: float = 10) -> str:
         cli = shutil.which("redis-cli") or "redis-cli"
         return subprocess.run(
-            [cli, "-p", str(port), *args], capture_output=True, text=True, timeout=timeout,
+            [cli, "-p", str(port), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         ).stdout
 
     def wait_ok(self, timeout: float = 30) -> None:
@@ -250,9 +304,13 @@ class RedisClusterServers:
                     return
             time.sleep(0.1)
         live = [n.port for n in self.nodes if n.proc is not None]
-        raise RuntimeError("the cluster did not become ok: " + "; ".join(
-            f"{p}: {self.command(p, 'cluster', 'info').splitlines()[:1]} {sorted(self._slot_owners(p))}"
-            for p in live))
+        raise RuntimeError(
+            "the cluster did not become ok: "
+            + "; ".join(
+                f"{p}: {self.command(p, 'cluster', 'info').splitlines()[:1]} {sorted(self._slot_owners(p))}"
+                for p in live
+            )
+        )
 
     def wait_failover(self, port: int, timeout: float = 30) -> None:
         """Until the killed primary ``port`` is a primary no more (its replica
@@ -306,7 +364,7 @@ class RedisClusterServers:
                 if line.startswith("cmdstat_"):
                     name, _, rest = line.partition(":")
                     calls = int(rest.split(",")[0].split("=")[1])
-                    total[name[len("cmdstat_"):]] = total.get(name[len("cmdstat_"):], 0) + calls
+                    total[name[len("cmdstat_") :]] = total.get(name[len("cmdstat_") :], 0) + calls
         return total
 
     def reset_stats(self) -> None:

@@ -65,6 +65,7 @@ class CacheRouter:
     def allow_migrate(self, db, app_label, **hints):
         return None
 
+
 _SENTINEL_OPTIONS = {
     "CLIENT_CLASS": "django_redis.client.SentinelClient",
     "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",

@@ -23,7 +23,12 @@ tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="
 KEY_FUNCTION = "tests.tenants.make_key"
 #: the DogpileCache aliases the faces are tried on (CACHES below)
 ALIASES = (
-    "dp_t_own", "dp_t_store", "dp_t_near", "dp_t_redis_own", "dp_t_redis", "dp_t_redis_near",
+    "dp_t_own",
+    "dp_t_store",
+    "dp_t_near",
+    "dp_t_redis_own",
+    "dp_t_redis",
+    "dp_t_redis_near",
     "dp_t_make_key",
 )
 
@@ -42,8 +47,11 @@ def caches(redis_url: str) -> dict[str, Any]:
 
     def dp(location: str, prefix: str, **more: Any) -> dict[str, Any]:
         return {
-            "BACKEND": "django_dogpile.cache.DogpileCache", "LOCATION": location,
-            "TIMEOUT": 300, "KEY_PREFIX": prefix, "OPTIONS": {**options, **more.pop("OPTIONS", {})},
+            "BACKEND": "django_dogpile.cache.DogpileCache",
+            "LOCATION": location,
+            "TIMEOUT": 300,
+            "KEY_PREFIX": prefix,
+            "OPTIONS": {**options, **more.pop("OPTIONS", {})},
             **more,
         }
 
@@ -51,11 +59,16 @@ def caches(redis_url: str) -> dict[str, Any]:
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "t-default"},
         "t_plain": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "t-plain"},
         "t_locmem": {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "t-tenants",
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "t-tenants",
             "KEY_FUNCTION": KEY_FUNCTION,
         },
         "t_redis_plain": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": redis_url},
-        "t_redis": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": redis_url, "KEY_FUNCTION": KEY_FUNCTION},
+        "t_redis": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_FUNCTION": KEY_FUNCTION,
+        },
         "dp_t_own": dp("t_plain", "own", KEY_FUNCTION=KEY_FUNCTION),
         "dp_t_store": dp("t_locmem", "store"),
         "dp_t_near": dp("t_locmem", "near", OPTIONS={"NEAR_CACHE": near}),

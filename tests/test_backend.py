@@ -15,8 +15,7 @@ import pytest
 from django.core.cache import CacheKeyWarning, caches
 from django.core.exceptions import ImproperlyConfigured
 
-from django_dogpile import signals
-from django_dogpile import records
+from django_dogpile import records, signals
 from django_dogpile.cache import DogpileCache
 from django_dogpile.exceptions import UncacheableValue
 from django_dogpile.stats import get_stats, reset_stats
@@ -69,9 +68,7 @@ class ContractTests:
 
     def variant(self, timeout=300, **options):
         options.setdefault("LOCK_TIMEOUT", 5)
-        return DogpileCache(
-            self.store, {"TIMEOUT": timeout, "KEY_PREFIX": "variant", "OPTIONS": options}
-        )
+        return DogpileCache(self.store, {"TIMEOUT": timeout, "KEY_PREFIX": "variant", "OPTIONS": options})
 
     def test_get_set_default(self):
         c = self.cache
@@ -237,8 +234,7 @@ class ContractTests:
     def test_key_prefix_and_function_apply(self):
         c = DogpileCache(
             self.store,
-            {"KEY_PREFIX": "pfx", "VERSION": 7,
-             "KEY_FUNCTION": lambda k, p, v: f"custom|{p}|{v}|{k}"},
+            {"KEY_PREFIX": "pfx", "VERSION": 7, "KEY_FUNCTION": lambda k, p, v: f"custom|{p}|{v}|{k}"},
         )
         assert c.make_key("k") == "custom|pfx|7|k"
         c.set("k", 1)

@@ -65,8 +65,11 @@ def test_every_bad_option_is_reported_at_once_naming_the_alias():
     with override_settings(CACHES=conf):
         messages = check_caches()
     assert ids(messages) == [
-        "django_dogpile.E003", "django_dogpile.E005", "django_dogpile.E006",
-        "django_dogpile.E008", "django_dogpile.E008",
+        "django_dogpile.E003",
+        "django_dogpile.E005",
+        "django_dogpile.E006",
+        "django_dogpile.E008",
+        "django_dogpile.E008",
     ]
     assert all("CACHES['dp']" in m.msg for m in messages)
     assert "'BACKGROUND'" in messages[3].msg
@@ -146,8 +149,8 @@ def test_a_face_on_a_plain_cache_is_a_warning_naming_the_alias_and_the_fix():
 def test_a_face_on_a_plain_cache_logs_once(caplog):
     from django.core.cache import caches
 
-    from django_dogpile.faces import common as faces
     from django_dogpile.decorators import cached
+    from django_dogpile.faces import common as faces
 
     faces._warned.discard(("cached()", "locmem"))
 
@@ -204,7 +207,9 @@ def run_without_app(tmp_path, *args, installed=False):
 
     templates = tmp_path / "templates"
     templates.mkdir(exist_ok=True)
-    (templates / "uses_tag.html").write_text("{% load dogpile %}{% dogpile_cache 60 x %}x{% enddogpile_cache %}")
+    (templates / "uses_tag.html").write_text(
+        "{% load dogpile %}{% dogpile_cache 60 x %}x{% enddogpile_cache %}"
+    )
     extra = ' + ["django_dogpile"]' if installed else ""
     (tmp_path / "noapp_settings.py").write_text(
         NO_APP_SETTINGS.format(extra_app=extra, templates=str(templates))

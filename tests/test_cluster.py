@@ -105,7 +105,8 @@ def test_round_trips_are_those_of_one_node(redis_cluster):
     assert _counted(redis_cluster, lambda: cache.get_or_set("k", "never"), "hit") == {"GET": 1}
     cache.invalidate("k")
     assert _counted(redis_cluster, lambda: cache.get_or_set("k", lambda: "new"), "regen") == {
-        "GET": 1, "EVALSHA": 2,
+        "GET": 1,
+        "EVALSHA": 2,
     }
     cache.invalidate("k")
     inside, release = threading.Event(), threading.Event()
@@ -125,7 +126,8 @@ def test_round_trips_are_those_of_one_node(redis_cluster):
     locks._registry = type(saved)(locks.KeyLock)  # as if another process
     try:
         assert _counted(redis_cluster, lambda: other.get_or_set("k", "never"), "stale") == {
-            "GET": 1, "EVALSHA": 1,
+            "GET": 1,
+            "EVALSHA": 1,
         }
     finally:
         locks._registry = saved
@@ -168,8 +170,9 @@ def test_a_write_is_seen_by_every_other_processs_near_cache_within_50_ms(redis_c
     start_at = time.time() + 6
     until = start_at + 120
     procs = [
-        SPAWN.Process(target=near_reader_keys, args=(
-            "cluster", "coherent", keys, options, start_at, until, results))
+        SPAWN.Process(
+            target=near_reader_keys, args=("cluster", "coherent", keys, options, start_at, until, results)
+        )
         for _ in range(3)
     ]
     for p in procs:
@@ -193,7 +196,9 @@ def test_a_write_is_seen_by_every_other_processs_near_cache_within_50_ms(redis_c
             seen.setdefault(key, []).append((prev, started, value))
         for key, value, finished in writes:
             # the first read of `key` that returned this value or a later one
-            later = [(p, s) for p, s, v in seen.get(key, []) if v == "done" or (isinstance(v, int) and v >= value)]
+            later = [
+                (p, s) for p, s, v in seen.get(key, []) if v == "done" or (isinstance(v, int) and v >= value)
+            ]
             if not later:
                 violations += 1
                 continue
@@ -204,8 +209,10 @@ def test_a_write_is_seen_by_every_other_processs_near_cache_within_50_ms(redis_c
                 violations += 1
     lags.sort()
     p99 = lags[int(0.99 * len(lags))]
-    print(f"\ncluster near cache: {len(lags)} write/reader pairs, p50 {lags[len(lags) // 2] * 1000:.1f} ms, "
-          f"p99 {p99 * 1000:.1f} ms, max {lags[-1] * 1000:.1f} ms, {violations} over 50 ms")
+    print(
+        f"\ncluster near cache: {len(lags)} write/reader pairs, p50 {lags[len(lags) // 2] * 1000:.1f} ms, "
+        f"p99 {p99 * 1000:.1f} ms, max {lags[-1] * 1000:.1f} ms, {violations} over 50 ms"
+    )
     assert violations == 0
     assert p99 <= 0.05
 

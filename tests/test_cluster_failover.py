@@ -30,8 +30,8 @@ from django.core.cache import caches
 from django.test import override_settings
 
 from django_dogpile.cache import LOCK_SUFFIX
-from tests.procs import failover_load, make_cache
 from tests import failover
+from tests.procs import failover_load, make_cache
 from tests.redis_server import RedisClusterServers
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -99,8 +99,18 @@ class _Load:
         self.procs = [
             SPAWN.Process(
                 target=failover_load,
-                args=(configs, keys, THREADS, TIMEOUT, CREATE, log_path, self.ready, self.go, self.stop,
-                      self.results),
+                args=(
+                    configs,
+                    keys,
+                    THREADS,
+                    TIMEOUT,
+                    CREATE,
+                    log_path,
+                    self.ready,
+                    self.go,
+                    self.stop,
+                    self.results,
+                ),
                 daemon=True,
             )
             for _ in range(PROCESSES)
@@ -198,14 +208,17 @@ def test_a_primary_killed_under_load_fails_over_within_a_bounded_window(own_clus
         f"warnings logged by the workers: {dict(load.warnings)}",
     ]
     for tag, got in sorted(answers.items()):
-        report.append(f"{tag}: {len(got)} calls, {sum(problems[tag].values())} errors, slowest "
-                      f"{1000 * slowest[tag]:.0f} ms; {dict(problems[tag]) or ''}")
+        report.append(
+            f"{tag}: {len(got)} calls, {sum(problems[tag].values())} errors, slowest "
+            f"{1000 * slowest[tag]:.0f} ms; {dict(problems[tag]) or ''}"
+        )
         for key in keys:
             times = creations[tag, key]
             on_victim = " (on the killed primary)" if _node_of(tag, CONFIGS[0][1], key) == victim_name else ""
             report.append(
                 f"  {key}{on_victim}: per period before {_per_period(times, t_go, t_kill)}, during "
-                f"{sum(t_kill <= t < back for t in times)}, after {_per_period(times, back, t_stop)}")
+                f"{sum(t_kill <= t < back for t in times)}, after {_per_period(times, back, t_stop)}"
+            )
     print("\n" + "\n".join(report))
 
     assert not problems["ignore"], problems["ignore"]
@@ -243,7 +256,7 @@ def _hot_keys_in_first_slots(cluster: RedisClusterServers, source: int, slots: i
 
 
 def _node_id(cluster: RedisClusterServers, port: int) -> str:
-    line = next(l for l in cluster.command(port, "cluster", "nodes").splitlines() if "myself" in l)
+    line = next(row for row in cluster.command(port, "cluster", "nodes").splitlines() if "myself" in row)
     return line.split()[0]
 
 
@@ -254,9 +267,19 @@ def test_hot_slots_moved_under_load_cost_no_error(own_cluster, tmp_path):
     keys = _hot_keys_in_first_slots(cluster, source, moved, 4)
     load = _Load(keys, str(tmp_path / "creations.log"), configs=[CONFIGS[0]])
     cli = [
-        "redis-cli", "--cluster", "reshard", f"127.0.0.1:{source}",
-        "--cluster-from", _node_id(cluster, source), "--cluster-to", _node_id(cluster, target),
-        "--cluster-slots", str(moved), "--cluster-yes", "--cluster-pipeline", "10",
+        "redis-cli",
+        "--cluster",
+        "reshard",
+        f"127.0.0.1:{source}",
+        "--cluster-from",
+        _node_id(cluster, source),
+        "--cluster-to",
+        _node_id(cluster, target),
+        "--cluster-slots",
+        str(moved),
+        "--cluster-yes",
+        "--cluster-pipeline",
+        "10",
     ]
     try:
         t_go = load.start()
@@ -278,14 +301,18 @@ def test_hot_slots_moved_under_load_cost_no_error(own_cluster, tmp_path):
     got = load.answers["strict"]
     problems = Counter(a[3][:100] for a in got if a[3])
     periods = math.ceil((t_moved - t_move) / TIMEOUT) + 1
-    report = [f"cluster reshard of {moved} slots (4 hot keys) {source} -> {target}: "
-              f"{1000 * (t_moved - t_move):.0f} ms; {len(got)} calls, {sum(problems.values())} errors "
-              f"{dict(problems) or ''}; the keys now on {sorted(now_on)}"]
+    report = [
+        f"cluster reshard of {moved} slots (4 hot keys) {source} -> {target}: "
+        f"{1000 * (t_moved - t_move):.0f} ms; {len(got)} calls, {sum(problems.values())} errors "
+        f"{dict(problems) or ''}; the keys now on {sorted(now_on)}"
+    ]
     for key in keys:
         times = creations["strict", key]
-        report.append(f"  {key}: per period before {_per_period(times, t_go, t_move)}, during the move "
-                      f"{sum(t_move <= t < t_moved for t in times)} ({periods} periods), after "
-                      f"{_per_period(times, t_moved, t_stop)}")
+        report.append(
+            f"  {key}: per period before {_per_period(times, t_go, t_move)}, during the move "
+            f"{sum(t_move <= t < t_moved for t in times)} ({periods} periods), after "
+            f"{_per_period(times, t_moved, t_stop)}"
+        )
     print("\n" + "\n".join(report))
     assert now_on == {target}, report
     assert not problems, report
@@ -335,7 +362,9 @@ def test_the_near_cache_listener_follows_its_channel_through_a_move_and_a_failov
     bus = reader.store._bus
     assert bus.subscribed.wait(10)
     commands, acks = SPAWN.Queue(), SPAWN.Queue()
-    writer = SPAWN.Process(target=near_writer, args=("cluster_own", "follow", options, commands, acks), daemon=True)
+    writer = SPAWN.Process(
+        target=near_writer, args=("cluster_own", "follow", options, commands, acks), daemon=True
+    )
     writer.start()
     assert acks.get(timeout=60) == "ready"
     client = caches["cluster_own"].client.get_client(write=True)
@@ -361,7 +390,6 @@ def test_the_near_cache_listener_follows_its_channel_through_a_move_and_a_failov
         client.nodes_manager.initialize()
         owner = client.nodes_manager.slots_cache[channel_slot][0].port
         target = next(p for p in cluster.primaries() if p != owner)
-        target_id = _node_id(cluster, target)
         _move_slot(cluster, channel_slot, owner, target)
         assert write_and_see(2, 2.0)  # bypassed or resubscribed: never the old value for long
         assert resubscribed()

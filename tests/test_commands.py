@@ -30,8 +30,7 @@ def test_stats_are_summed_over_every_process():
     caches["dp_redis"].clear()
     results = SPAWN.Queue()
     procs = [
-        SPAWN.Process(target=hits_then_linger, args=("dp_redis", "counted", n, results))
-        for n in (5, 7, 9)
+        SPAWN.Process(target=hits_then_linger, args=("dp_redis", "counted", n, results)) for n in (5, 7, 9)
     ]
     for p in procs:
         p.start()
@@ -104,8 +103,8 @@ def test_stats_interval_is_validated():
 def test_prometheus_export_sums_the_published_counters():
     from django.test import RequestFactory
 
-    from django_dogpile.prometheus import metrics_view
     from django_dogpile.engine.shared_stats import publish_now
+    from django_dogpile.prometheus import metrics_view
     from django_dogpile.stats import reset_stats
 
     cache = caches["dp_redis"]
@@ -135,8 +134,14 @@ def stampeded_demo():
     server.start()
     try:
         out = command(
-            "stampede", server.url + "/report/", "--compare", server.url + "/report/plain/",
-            "--clients", str(CLIENTS), "--duration", "2.5",
+            "stampede",
+            server.url + "/report/",
+            "--compare",
+            server.url + "/report/plain/",
+            "--clients",
+            str(CLIENTS),
+            "--duration",
+            "2.5",
         )
         yield server, out
     finally:
@@ -173,9 +178,7 @@ def test_stats_page_draws_the_stampede_on_each_face_over_time(stampeded_demo):
     runs = json.load(urllib.request.urlopen(server.url + "/stats/?json=1", timeout=10))["runs"]
     svg = ET.fromstring(re.search(r'<svg id="timeline".*?</svg>', body, re.S).group(0))
     ns = {"svg": "http://www.w3.org/2000/svg"}
-    lines = {
-        p.get("data-face").split()[0]: p for p in svg.iterfind("svg:polyline[@class='series']", ns)
-    }
+    lines = {p.get("data-face").split()[0]: p for p in svg.iterfind("svg:polyline[@class='series']", ns)}
     assert set(lines) == {"Django", "dogpile_cache_page"}, lines
     counts = {face: [int(c) for c in p.get("data-counts").split(",")] for face, p in lines.items()}
     for face, p in lines.items():

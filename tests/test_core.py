@@ -115,9 +115,7 @@ def test_import_needs_no_django():
         " sorted(m for m in sys.modules if m.startswith('django'));"
         "print('ok')"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 
@@ -253,8 +251,7 @@ def test_async_creator_gets_mutex_and_stale_is_returned():
 def test_async_creator_not_used_without_a_value():
     store = Store()
     calls = []
-    with Lock(threading.Lock(), store.creator("v"), store.value_and_created, 10,
-              calls.append) as v:
+    with Lock(threading.Lock(), store.creator("v"), store.value_and_created, 10, calls.append) as v:
         assert v == "v"
     assert calls == []
 
@@ -472,7 +469,7 @@ def test_dogpile_creator_only_and_value_fn():
 
     def creator():
         calls.append(1)
-        return "v%d" % len(calls)
+        return f"v{len(calls)}"
 
     with d.acquire(creator) as v:
         assert v == "v1"  # the creator's value the first time

@@ -18,7 +18,11 @@ def manage(*args, timeout=120):
     env.pop("DOGPILE_REDIS_URL", None)
     return subprocess.run(
         [sys.executable, "manage.py", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -30,8 +34,7 @@ def test_demo_passes_checks():
 
 @pytest.mark.slow
 def test_stampede_command_shows_one_run_per_expiry():
-    out = manage("stampede", "--duration", "3", "--clients", "12", "--timeout", "1",
-                 "--creator-time", "0.2")
+    out = manage("stampede", "--duration", "3", "--clients", "12", "--timeout", "1", "--creator-time", "0.2")
     assert out.returncode == 0, out.stderr
     rows = {}
     for line in out.stdout.splitlines():

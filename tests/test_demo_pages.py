@@ -46,8 +46,12 @@ def test_demo_pages_and_stats_chart():
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="testproject.settings")
     env.pop("DOGPILE_REDIS_URL", None)
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=120,
+        [sys.executable, "-c", SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")

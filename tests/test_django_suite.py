@@ -38,7 +38,11 @@ def run_django_tests(*labels: str, verbosity: int = 1) -> subprocess.CompletedPr
     env["DJANGO_SETTINGS_MODULE"] = "dogpile_conformance_settings"
     return subprocess.run(
         [sys.executable, "-c", _RUN.replace("verbosity=1", f"verbosity={verbosity}"), *labels],
-        env=env, capture_output=True, text=True, timeout=600, cwd=str(HERE),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(HERE),
     )
 
 
@@ -56,8 +60,10 @@ def test_djangos_own_cache_tests_pass_over_the_cluster_wherever_the_cluster_stor
     store itself: every test the plain store passes, ours passes too."""
     ran, ours = _failures(run_django_tests("dogpile_conformance.DogpileOverClusterTests"))
     ran_plain, plain = _failures(run_django_tests("dogpile_conformance.PlainClusterTests"))
-    print(f"\ncluster: {ran} of Django's tests; DogpileCache fails {sorted(ours)}, "
-          f"the plain cluster store fails {sorted(plain)}")
+    print(
+        f"\ncluster: {ran} of Django's tests; DogpileCache fails {sorted(ours)}, "
+        f"the plain cluster store fails {sorted(plain)}"
+    )
     assert ran == ran_plain >= 50
     assert sorted(ours - plain) == []
 

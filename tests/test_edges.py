@@ -152,7 +152,9 @@ def test_user_input_in_urls_and_headers_never_makes_a_bad_key(strict):
 
 
 def test_user_input_in_fragment_names_and_vary_on_never_makes_a_bad_key(strict):
-    template = Template("{% load dogpile %}{% dogpile_cache 60 frag value %}[{{ value }}]{% enddogpile_cache %}")
+    template = Template(
+        "{% load dogpile %}{% dogpile_cache 60 frag value %}[{{ value }}]{% enddogpile_cache %}"
+    )
     with override_settings(DOGPILE={"CACHE_ALIAS": "dp_locmem"}):
         for value in NASTY:
             assert template.render(Context({"value": value})) == f"[{escape(value)}]"

@@ -64,12 +64,13 @@ def test_tag_using_and_none_timeout_and_nesting():
 
 def test_drop_in_for_django_cache_tag():
     django_src = "{% load cache %}{% cache 60 side x %}[{{ x }}]{% endcache %}"
-    ours = django_src.replace("{% load cache %}", "{% load dogpile %}").replace(
-        "{% cache", "{% dogpile_cache").replace("endcache", "enddogpile_cache")
+    ours = (
+        django_src.replace("{% load cache %}", "{% load dogpile %}")
+        .replace("{% cache", "{% dogpile_cache")
+        .replace("endcache", "enddogpile_cache")
+    )
     with override_settings(DOGPILE={"CACHE_ALIAS": "dp_locmem"}):
-        assert Template(ours).render(Context({"x": 1})) == Template(django_src).render(
-            Context({"x": 1})
-        )
+        assert Template(ours).render(Context({"x": 1})) == Template(django_src).render(Context({"x": 1}))
 
 
 @pytest.mark.parametrize(
@@ -261,9 +262,7 @@ def test_concurrent_requests_run_the_view_once():
     assert urls.CALLS["n"] == 1
     with Clock() as clock:
         clock.advance(61)
-        statuses = run_concurrently(
-            10, lambda i: Client().get("/page/?sleep=0.3")["X-Dogpile-Cache"]
-        )
+        statuses = run_concurrently(10, lambda i: Client().get("/page/?sleep=0.3")["X-Dogpile-Cache"])
     assert urls.CALLS["n"] == 2
     assert sorted(statuses) == ["EXPIRED"] + ["UPDATING"] * 9
     del c
@@ -457,7 +456,10 @@ def test_defaults_that_cannot_be_pickled_or_hash_per_process_still_make_one_key(
     keys = set()
     for seed in ("1", "2", "3", "4"):
         out = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
             env={**__import__("os").environ, "PYTHONHASHSEED": seed},
         )
         assert out.returncode == 0, out.stderr

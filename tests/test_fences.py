@@ -22,10 +22,10 @@ from django_dogpile.records import INVALIDATED
 from django_dogpile.testing import Clock, assert_single_regeneration
 from tests.procs import (
     get_or_set_at,
-    set_value,
     hold_forever_on,
     make_cache,
     regenerate_keys,
+    set_value,
     slow_regeneration,
 )
 
@@ -35,9 +35,16 @@ SHARED = [
     "file",
     "db",
     pytest.param("redis", marks=pytest.mark.redis),
-    pytest.param("shards", marks=[pytest.mark.shards, pytest.mark.filterwarnings(
-        # django-redis 7's ShardClient.get_many warns about its own call
-        "ignore:get on sharded client should not specify client:UserWarning")]),
+    pytest.param(
+        "shards",
+        marks=[
+            pytest.mark.shards,
+            pytest.mark.filterwarnings(
+                # django-redis 7's ShardClient.get_many warns about its own call
+                "ignore:get on sharded client should not specify client:UserWarning"
+            ),
+        ],
+    ),
     pytest.param("memcached", marks=pytest.mark.memcached),
 ]
 ALL = ["locmem", *SHARED]
@@ -62,8 +69,16 @@ def fresh_cache(location, prefix, **options):
         pytest.param("redis", "auto", marks=pytest.mark.redis),
         pytest.param("redis_django", "auto", marks=pytest.mark.redis),
         pytest.param("valkey", "auto", marks=pytest.mark.redis),
-        pytest.param("shards", "auto", marks=[pytest.mark.shards, pytest.mark.filterwarnings(
-            "ignore:get on sharded client should not specify client:UserWarning")]),
+        pytest.param(
+            "shards",
+            "auto",
+            marks=[
+                pytest.mark.shards,
+                pytest.mark.filterwarnings(
+                    "ignore:get on sharded client should not specify client:UserWarning"
+                ),
+            ],
+        ),
         pytest.param("memcached", "auto", marks=pytest.mark.memcached),
         # the plain add() lease (memcached's), over a store whose add() is atomic
         pytest.param("redis", "cache", marks=pytest.mark.redis),
@@ -86,7 +101,16 @@ def test_stale_keys_are_regenerated_once_across_processes(location, lock, tmp_pa
     procs = [
         SPAWN.Process(
             target=regenerate_keys,
-            args=(location, "many", keys, start_at, 0.02, str(log), {"LOCK_TIMEOUT": 30, "LOCK": lock}, results),
+            args=(
+                location,
+                "many",
+                keys,
+                start_at,
+                0.02,
+                str(log),
+                {"LOCK_TIMEOUT": 30, "LOCK": lock},
+                results,
+            ),
         )
         for _ in range(4)
     ]
@@ -106,9 +130,7 @@ def test_stale_keys_are_regenerated_once_across_processes(location, lock, tmp_pa
 def test_a_holder_killed_with_sigkill_the_next_holder_stores(location):
     cache = fresh_cache(location, "kill", LOCK_TIMEOUT=1.0, WAIT_TIMEOUT=10)
     started = SPAWN.Event()
-    p = SPAWN.Process(
-        target=hold_forever_on, args=(location, "kill", "key", {"LOCK_TIMEOUT": 1.0}, started)
-    )
+    p = SPAWN.Process(target=hold_forever_on, args=(location, "kill", "key", {"LOCK_TIMEOUT": 1.0}, started))
     p.start()
     assert started.wait(30)
     os.kill(p.pid, signal.SIGKILL)
@@ -171,8 +193,12 @@ def test_an_explicit_write_during_a_regeneration_wins(location, how):
     t = threading.Thread(target=lambda: cache.get_or_set("k", regenerate, 60))
     t.start()
     assert inside.wait(10)
-    {"set": lambda: cache.set("k", "explicit", 60), "delete": lambda: cache.delete("k"),
-     "set0": lambda: cache.set("k", "x", 0), "delete_many": lambda: cache.delete_many(["k"])}[how]()
+    {
+        "set": lambda: cache.set("k", "explicit", 60),
+        "delete": lambda: cache.delete("k"),
+        "set0": lambda: cache.set("k", "x", 0),
+        "delete_many": lambda: cache.delete_many(["k"]),
+    }[how]()
     go_on.set()
     t.join(10)
     assert cache.get("k") == ("explicit" if how == "set" else None)
@@ -252,7 +278,9 @@ def test_a_set_in_another_process_ends_a_retry_hold(location):
     assert cache.get_or_set("k", lambda: "too early", 60) == "old"  # held
     results = SPAWN.Queue()
     # (the same OPTIONS as this process, as every worker of a site has)
-    p = SPAWN.Process(target=set_value, args=(location, "endhold", "k", "B", 0.2, {"RETRY_AFTER": 30}, results))
+    p = SPAWN.Process(
+        target=set_value, args=(location, "endhold", "k", "B", 0.2, {"RETRY_AFTER": 30}, results)
+    )
     p.start()
     assert results.get(timeout=60) == "set"
     p.join(10)
@@ -324,12 +352,23 @@ def test_a_retry_hold_keeps_other_processes_on_the_stale_value(location):
         cache.get_or_set("k", fail, 60)  # holds regeneration until now + 4
     held, after = SPAWN.Queue(), SPAWN.Queue()
     procs = [
-        SPAWN.Process(target=get_or_set_at, args=(
-            location, "retryproc", "k", "too early", {"RETRY_AFTER": 4}, now + 2.5, held)),
-        SPAWN.Process(target=get_or_set_at, args=(
-            # (memcached: the 4 s hold lasts 4-5 s, whole seconds of its clock plus one)
-            location, "retryproc", "k", "retried", {"RETRY_AFTER": 4},
-            now + (6.0 if location == "memcached" else 5.0), after)),
+        SPAWN.Process(
+            target=get_or_set_at,
+            args=(location, "retryproc", "k", "too early", {"RETRY_AFTER": 4}, now + 2.5, held),
+        ),
+        SPAWN.Process(
+            target=get_or_set_at,
+            args=(
+                # (memcached: the 4 s hold lasts 4-5 s, whole seconds of its clock plus one)
+                location,
+                "retryproc",
+                "k",
+                "retried",
+                {"RETRY_AFTER": 4},
+                now + (6.0 if location == "memcached" else 5.0),
+                after,
+            ),
+        ),
     ]
     for p in procs:
         p.start()

@@ -74,8 +74,10 @@ def test_writes_in_another_process_are_seen_within_50_ms(redis_server):
     writes = 1000
     until = start_at + 120  # or until the writer's last value, "done"
     procs = [
-        SPAWN.Process(target=near_reader, args=(
-            "coherent", {"LOCK_TIMEOUT": 5, "NEAR_CACHE": NEAR}, start_at, until, results))
+        SPAWN.Process(
+            target=near_reader,
+            args=("coherent", {"LOCK_TIMEOUT": 5, "NEAR_CACHE": NEAR}, start_at, until, results),
+        )
         for _ in range(3)
     ]
     for p in procs:
@@ -103,9 +105,11 @@ def test_writes_in_another_process_are_seen_within_50_ms(redis_server):
                 violations.append((n, prev - finished))
     latencies.sort()
     p99 = latencies[int(0.99 * len(latencies))]
-    print(f"\nnear cache coherence: {len(latencies)} write x reader pairs, p50 "
-          f"{latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
-          f"max {latencies[-1] * 1000:.1f} ms, violations {len(violations)}")
+    print(
+        f"\nnear cache coherence: {len(latencies)} write x reader pairs, p50 "
+        f"{latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
+        f"max {latencies[-1] * 1000:.1f} ms, violations {len(violations)}"
+    )
     assert violations == []
     assert p99 < 0.05, p99
 
@@ -221,9 +225,13 @@ def test_a_write_in_a_child_forked_after_use_reaches_the_parent(redis_server):
     assert cache.get("k") == "child"
 
 
-@pytest.mark.parametrize("backend", [
-    "django.core.cache.backends.redis.RedisCache", "django_redis.cache.RedisCache",
-])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "django.core.cache.backends.redis.RedisCache",
+        "django_redis.cache.RedisCache",
+    ],
+)
 def test_a_near_miss_reads_the_primary_not_a_lagging_replica(redis_server, backend):
     """LOCATION [primary, replica] (and django-redis's SentinelClient): reads
     go to a replica, the eviction comes from the primary at once. A refill
@@ -244,9 +252,14 @@ def test_a_near_miss_reads_the_primary_not_a_lagging_replica(redis_server, backe
         while raw.info("replication").get("master_link_status") != "up":
             assert time.monotonic() < deadline, "the replica never synced"
             time.sleep(0.05)
-        caches = {**settings.CACHES, "replicated": {"BACKEND": backend, "LOCATION": [redis_server.url, replica.url]}}
+        caches = {
+            **settings.CACHES,
+            "replicated": {"BACKEND": backend, "LOCATION": [redis_server.url, replica.url]},
+        }
         with override_settings(CACHES=caches):
-            w = make_cache("replicated", "lag", timeout=60, NEAR_CACHE={**NEAR, "MAX_ENTRIES": 98, "MAX_AGE": 30})
+            w = make_cache(
+                "replicated", "lag", timeout=60, NEAR_CACHE={**NEAR, "MAX_ENTRIES": 98, "MAX_AGE": 30}
+            )
             r = make_cache("replicated", "lag", timeout=60, NEAR_CACHE={**NEAR, "MAX_AGE": 30})
             for c in (w, r):
                 c.get("connect")

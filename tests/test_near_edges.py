@@ -21,8 +21,11 @@ DETECTION_BOUND = PING_INTERVAL + PONG_WITHIN + 0.1
 
 def _dp(location, prefix="", **options):
     return {
-        "BACKEND": "django_dogpile.cache.DogpileCache", "LOCATION": location, "TIMEOUT": 300,
-        "KEY_PREFIX": prefix, "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5, **options},
+        "BACKEND": "django_dogpile.cache.DogpileCache",
+        "LOCATION": location,
+        "TIMEOUT": 300,
+        "KEY_PREFIX": prefix,
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5, **options},
     }
 
 
@@ -49,7 +52,9 @@ def test_a_near_cache_follows_caches_swapped_by_override_settings():
 
 
 STORES = [
-    pytest.param({"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "two-near"}, id="locmem"),
+    pytest.param(
+        {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "two-near"}, id="locmem"
+    ),
     pytest.param("memcached", id="memcached", marks=pytest.mark.memcached),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
 ]
@@ -58,13 +63,15 @@ STORES = [
 @pytest.mark.parametrize("store", STORES)
 def test_two_near_cached_aliases_over_one_store_evict_each_other_at_once(store):
     store = settings.CACHES[store] if isinstance(store, str) else store
-    with override_settings(CACHES={
-        "default": settings.CACHES["default"],
-        "s": store,
-        "a": _dp("s", NEAR_CACHE=NEAR),
-        "b": _dp("s", NEAR_CACHE={**NEAR, "MAX_AGE": 20}),  # another near cache
-        "plain": _dp("s"),  # no near cache of its own
-    }):
+    with override_settings(
+        CACHES={
+            "default": settings.CACHES["default"],
+            "s": store,
+            "a": _dp("s", NEAR_CACHE=NEAR),
+            "b": _dp("s", NEAR_CACHE={**NEAR, "MAX_AGE": 20}),  # another near cache
+            "plain": _dp("s"),  # no near cache of its own
+        }
+    ):
         a, b, plain = caches["a"], caches["b"], caches["plain"]
         a.clear()
         b.set("k", 1)
@@ -88,13 +95,15 @@ def test_two_store_aliases_over_one_server_are_one_store_for_the_near_cache(stor
     """Two store aliases set to the same server (same URL, same locmem
     name): a write through one evicts the near copy kept through the other."""
     store = settings.CACHES[store] if isinstance(store, str) else store
-    with override_settings(CACHES={
-        "default": settings.CACHES["default"],
-        "s1": store,
-        "s2": {**store, "OPTIONS": {**store.get("OPTIONS", {})}, "TIMEOUT": 77},  # set apart
-        "reader": _dp("s1", NEAR_CACHE=NEAR),
-        "writer": _dp("s2"),
-    }):
+    with override_settings(
+        CACHES={
+            "default": settings.CACHES["default"],
+            "s1": store,
+            "s2": {**store, "OPTIONS": {**store.get("OPTIONS", {})}, "TIMEOUT": 77},  # set apart
+            "reader": _dp("s1", NEAR_CACHE=NEAR),
+            "writer": _dp("s2"),
+        }
+    ):
         reader, writer = caches["reader"], caches["writer"]
         reader.clear()
         writer.set("k", "v1")
@@ -114,15 +123,18 @@ def test_a_silently_dead_pubsub_connection_is_noticed_within_the_bound(redis_ser
     connection and broadcasts arrive again."""
     proxy = Proxy(redis_server.port)
     try:
-        with override_settings(CACHES={
-            **settings.CACHES,
-            "via_proxy": {
-                "BACKEND": "django_redis.cache.RedisCache", "LOCATION": proxy.url,
-                "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 5},
-            },
-            "reader": _dp("via_proxy", "silent", NEAR_CACHE=NEAR),
-            "writer": _dp("redis", "silent", NEAR_CACHE=NEAR),  # elsewhere: its own bus
-        }):
+        with override_settings(
+            CACHES={
+                **settings.CACHES,
+                "via_proxy": {
+                    "BACKEND": "django_redis.cache.RedisCache",
+                    "LOCATION": proxy.url,
+                    "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 5},
+                },
+                "reader": _dp("via_proxy", "silent", NEAR_CACHE=NEAR),
+                "writer": _dp("redis", "silent", NEAR_CACHE=NEAR),  # elsewhere: its own bus
+            }
+        ):
             reader, writer = caches["reader"], caches["writer"]
             reader.get("connect")
             writer.get("connect")
@@ -141,8 +153,10 @@ def test_a_silently_dead_pubsub_connection_is_noticed_within_the_bound(redis_ser
             while reader.get("k") != "new" and time.monotonic() - written < 5:
                 time.sleep(0.005)
             stale_for = time.monotonic() - written
-            print(f"\nsilent pub/sub: old value served for {stale_for * 1000:.0f} ms after the write "
-                  f"(bound {DETECTION_BOUND * 1000:.0f} ms)")
+            print(
+                f"\nsilent pub/sub: old value served for {stale_for * 1000:.0f} ms after the write "
+                f"(bound {DETECTION_BOUND * 1000:.0f} ms)"
+            )
             assert stale_for <= DETECTION_BOUND, stale_for
             # the listener gives up on the silent connection and subscribes anew
             deadline = time.monotonic() + 5

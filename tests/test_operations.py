@@ -4,7 +4,6 @@ and which alias a backend is (twins, subclasses)."""
 from __future__ import annotations
 
 import multiprocessing
-import os
 
 import pytest
 from django.conf import settings
@@ -23,8 +22,11 @@ SPAWN = multiprocessing.get_context("spawn")
 
 def _dp(location, prefix="", **options):
     return {
-        "BACKEND": "django_dogpile.cache.DogpileCache", "LOCATION": location, "TIMEOUT": 300,
-        "KEY_PREFIX": prefix, "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5, **options},
+        "BACKEND": "django_dogpile.cache.DogpileCache",
+        "LOCATION": location,
+        "TIMEOUT": 300,
+        "KEY_PREFIX": prefix,
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5, **options},
     }
 
 
@@ -55,13 +57,15 @@ def test_aliases_set_alike_over_one_store_each_count_as_themselves():
     def seen(sender, alias, key, **kwargs):
         calls.append(alias)
 
-    with override_settings(CACHES={
-        **settings.CACHES,
-        "dp_grace_a": _dp("locmem", "same", GRACE=60),
-        "dp_grace_b": _dp("locmem", "same", GRACE=120),
-        "dp_twin_1": _dp("locmem", "twin"),
-        "dp_twin_2": _dp("locmem", "twin"),
-    }):
+    with override_settings(
+        CACHES={
+            **settings.CACHES,
+            "dp_grace_a": _dp("locmem", "same", GRACE=60),
+            "dp_grace_b": _dp("locmem", "same", GRACE=120),
+            "dp_twin_1": _dp("locmem", "twin"),
+            "dp_twin_2": _dp("locmem", "twin"),
+        }
+    ):
         signals.value_regenerated.connect(seen, dispatch_uid="alias-identity")
         try:
             reset_stats()
@@ -85,10 +89,12 @@ def test_a_dogpilecache_subclass_is_a_dogpile_alias_everywhere(capsys):
 
     from django_dogpile.prometheus import DogpileCollector
 
-    with override_settings(CACHES={
-        **settings.CACHES,
-        "dp_site": {**_dp("locmem", "site"), "BACKEND": "tests.backends.SiteCache"},
-    }):
+    with override_settings(
+        CACHES={
+            **settings.CACHES,
+            "dp_site": {**_dp("locmem", "site"), "BACKEND": "tests.backends.SiteCache"},
+        }
+    ):
         assert "dp_site" in dogpile_aliases()
         cache = caches["dp_site"]
         assert cache.alias == "dp_site"

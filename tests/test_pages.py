@@ -21,8 +21,8 @@ from django.template import Context, Template
 from django.test import AsyncClient, Client, override_settings
 from django.utils import timezone
 
-from django_dogpile.engine import memory
 from django_dogpile.decorators import dogpile_cache_page
+from django_dogpile.engine import memory
 from django_dogpile.faces.common import make_fragment_key, safe_key
 from django_dogpile.testing import Clock, run_concurrently
 from tests import page_urls
@@ -50,12 +50,14 @@ def db():
     call_command("migrate", verbosity=0, run_syncdb=True)
 
 
-@pytest.fixture(params=[
-    "dl",
-    pytest.param("dr", marks=pytest.mark.redis),
-    pytest.param("dn", marks=pytest.mark.redis),
-    pytest.param("dm", marks=pytest.mark.memcached),
-])
+@pytest.fixture(
+    params=[
+        "dl",
+        pytest.param("dr", marks=pytest.mark.redis),
+        pytest.param("dn", marks=pytest.mark.redis),
+        pytest.param("dm", marks=pytest.mark.memcached),
+    ]
+)
 def face(request):
     """Our face over one store; ``face`` is its URL prefix."""
     ours, store, _ = STORES[request.param]
@@ -184,9 +186,7 @@ def test_time_zone_is_in_the_page_key_as_in_djangos(face, prefix):
 def test_async_waiters_each_get_their_own_response(face):
     async def main():
         client = AsyncClient()
-        return await asyncio.gather(
-            *(client.get(f"/{face}/async-plain/", {"sleep": 0.3}) for _ in range(6))
-        )
+        return await asyncio.gather(*(client.get(f"/{face}/async-plain/", {"sleep": 0.3}) for _ in range(6)))
 
     responses = asyncio.run(main())
     assert CALLS["async_plain"] == 1
@@ -202,9 +202,7 @@ def test_async_sessions_are_not_shared_between_waiters(face):
 
     async def main():
         clients = [AsyncClient() for _ in range(4)]
-        return await asyncio.gather(
-            *(c.get(f"/{face}/async-plain/", {"sleep": 0.3}) for c in clients)
-        )
+        return await asyncio.gather(*(c.get(f"/{face}/async-plain/", {"sleep": 0.3}) for c in clients))
 
     responses = asyncio.run(main())
     assert len({id(r) for r in responses}) == 4
@@ -252,7 +250,7 @@ def test_background_fragment_renders_from_a_copy_of_the_context():
     key = make_fragment_key("frag")
     bad = []
     with override_settings(DOGPILE={"CACHE_ALIAS": "dp_bg"}):
-        for trial in range(15):
+        for _ in range(15):
             cache.set(key, "old", 60)
             cache.invalidate(key)
             out = template.render(Context({"outer": [_Slow(n) for n in range(20)], "inner": inner}))
@@ -344,8 +342,11 @@ def test_the_vary_record_expires_with_the_page(face):
     with Clock() as clock:
         Client().get(f"/{face}/varies/", headers={"accept-language": "fr"})
         (memo,) = memory.pages(ours.location).vary  # keyed as the store keys it
-        url_key = safe_key("dogpile.page", "", hashlib.md5(
-            f"http://testserver/{face}/varies/".encode(), usedforsecurity=False).hexdigest())
+        url_key = safe_key(
+            "dogpile.page",
+            "",
+            hashlib.md5(f"http://testserver/{face}/varies/".encode(), usedforsecurity=False).hexdigest(),
+        )
         assert memo == ours.store_key(url_key)
         assert ours.get(url_key + ".vary") == ["accept-language"]
         clock.advance(60 + ours.options.grace - 1)
@@ -552,15 +553,18 @@ def test_concurrent_cold_requests_on_a_varying_page_run_the_view_once(face, name
 
         async def main():
             client = AsyncClient()
-            return await asyncio.gather(*(
-                client.get(f"/{face}/{name}/", {"sleep": 0.3}, headers={"accept-language": "fr"})
-                for _ in range(6)
-            ))
+            return await asyncio.gather(
+                *(
+                    client.get(f"/{face}/{name}/", {"sleep": 0.3}, headers={"accept-language": "fr"})
+                    for _ in range(6)
+                )
+            )
 
         responses = asyncio.run(main())
     else:
-        responses = run_concurrently(6, lambda i: Client().get(
-            f"/{face}/{name}/", {"sleep": 0.3}, headers={"accept-language": "fr"}))
+        responses = run_concurrently(
+            6, lambda i: Client().get(f"/{face}/{name}/", {"sleep": 0.3}, headers={"accept-language": "fr"})
+        )
     assert [r.content for r in responses] == [b"accept-language=fr"] * 6
     assert CALLS[name.replace("-", "_")] == 1
 

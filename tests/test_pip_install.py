@@ -54,7 +54,10 @@ def test_a_pip_user_gets_a_cached_page(tmp_path):
         f.write("\nfrom .views import report\nurlpatterns.append(path('report/', report))\n")
     assert "System check identified no issues" in run(python, "manage.py", "check", cwd=site)
     out = run(
-        python, "manage.py", "shell", "-c",
+        python,
+        "manage.py",
+        "shell",
+        "-c",
         "from django.test.utils import setup_test_environment; setup_test_environment()\n"
         "from django.test import Client\n"
         "c = Client()\n"

@@ -14,7 +14,7 @@ from django.core.cache import caches
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from django_dogpile.testing import Clock, run_concurrently
-from tests.procs import hammer, incr_many, hold_forever, make_cache, raw_redis
+from tests.procs import hammer, hold_forever, incr_many, make_cache, raw_redis
 
 pytestmark = pytest.mark.redis
 
@@ -121,9 +121,7 @@ def test_redis_commands_per_operation(monitor, store):
         locks._registry = type(saved)(locks.KeyLock)
         try:
             box = []
-            stale = counted(
-                other, monitor, lambda: box.append(other.get_or_set("b", "never")), "stale"
-            )
+            stale = counted(other, monitor, lambda: box.append(other.get_or_set("b", "never")), "stale")
         finally:
             locks._registry = saved
             release.set()
@@ -157,7 +155,10 @@ def test_cold_waiter_in_another_process_takes_no_lock(monitor, store):
     try:
         threading.Timer(0.2, release.set).start()
         waited = counted(
-            other, monitor, lambda: box.append(other.get_or_set("c", "never")), "cold",
+            other,
+            monitor,
+            lambda: box.append(other.get_or_set("c", "never")),
+            "cold",
             by_client=True,
         )
     finally:
@@ -218,9 +219,7 @@ def test_processes_one_creator_per_expiry_and_prompt_wakeup(store):
 def test_holder_killed_with_sigkill_lease_runs_out():
     flush()
     started = SPAWN.Event()
-    p = SPAWN.Process(
-        target=hold_forever, args=("kill", "key", {"LOCK_TIMEOUT": 1.0}, started)
-    )
+    p = SPAWN.Process(target=hold_forever, args=("kill", "key", {"LOCK_TIMEOUT": 1.0}, started))
     p.start()
     assert started.wait(30)
     os.kill(p.pid, signal.SIGKILL)
@@ -330,10 +329,11 @@ def test_outage_while_waiting_on_the_channel(redis_server, alias):
     locks._registry = type(saved)(locks.KeyLock)  # the waiter: "another process"
     outcome = []
     try:
+
         def wait():
             try:
                 outcome.append(caches[alias].get_or_set("w", lambda: "waiter"))
-            except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+            except Exception as exc:
                 outcome.append(exc)
 
         waiter = threading.Thread(target=wait)
@@ -418,7 +418,8 @@ def test_cold_threads_of_one_process_cost_one_lease(monitor):
 
     box = []
     commands = counted(
-        cache, monitor,
+        cache,
+        monitor,
         lambda: box.extend(run_concurrently(8, lambda i: cache.get_or_set("c", create))),
         "threads",
     )
@@ -471,10 +472,7 @@ def test_incr_from_several_processes_loses_no_update():
     cache.set("n", 0)
     results = SPAWN.Queue()
     start_at = time.time() + 2.5
-    procs = [
-        SPAWN.Process(target=incr_many, args=("incr", "n", 4, 20, start_at, results))
-        for _ in range(3)
-    ]
+    procs = [SPAWN.Process(target=incr_many, args=("incr", "n", 4, 20, start_at, results)) for _ in range(3)]
     for p in procs:
         p.start()
     assert [results.get(timeout=60) for _ in procs] == ["done"] * 3

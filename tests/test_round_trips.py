@@ -51,13 +51,16 @@ def _scenarios(cache, count):
 
 
 @pytest.mark.memcached
-@pytest.mark.parametrize("retry_after, expected", [
-    # fresh: get; stale: get, add (refused); regeneration: get, add, re-read,
-    # fence (creation time, holder), set, release (holder, delete)
-    (0, ({"get": 1}, {"get": 1, "set": 1}, {"get": 5, "set": 2, "delete": 1})),
-    # RETRY_AFTER: the stale path and a regeneration also look for a hold
-    (5, ({"get": 1}, {"get": 2, "set": 1}, {"get": 6, "set": 2, "delete": 1})),
-])
+@pytest.mark.parametrize(
+    "retry_after, expected",
+    [
+        # fresh: get; stale: get, add (refused); regeneration: get, add, re-read,
+        # fence (creation time, holder), set, release (holder, delete)
+        (0, ({"get": 1}, {"get": 1, "set": 1}, {"get": 5, "set": 2, "delete": 1})),
+        # RETRY_AFTER: the stale path and a regeneration also look for a hold
+        (5, ({"get": 1}, {"get": 2, "set": 1}, {"get": 6, "set": 2, "delete": 1})),
+    ],
+)
 def test_memcached_round_trips(memcached_server, retry_after, expected):
     from pymemcache.client.base import Client
 
@@ -74,7 +77,9 @@ def test_memcached_round_trips(memcached_server, retry_after, expected):
                 out[name] = out.get(name, 0) + after[stat] - before[stat]
         return out
 
-    cache = make_cache("memcached", f"trips{retry_after}", timeout=10, LOCK_TIMEOUT=5, RETRY_AFTER=retry_after)
+    cache = make_cache(
+        "memcached", f"trips{retry_after}", timeout=10, LOCK_TIMEOUT=5, RETRY_AFTER=retry_after
+    )
     cache.clear()
     assert _scenarios(cache, count) == expected
 

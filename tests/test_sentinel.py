@@ -33,8 +33,9 @@ import multiprocessing
 import os
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -44,8 +45,8 @@ from redis.sentinel import MasterNotFoundError, Sentinel
 
 from django_dogpile.cache import LOCK_SUFFIX
 from django_dogpile.testing import Clock
-from tests.procs import failover_load, make_cache
 from tests import failover
+from tests.procs import failover_load, make_cache
 from tests.redis_server import RedisServer, SentinelServer, required, sentinel_command
 
 pytestmark = pytest.mark.redis

@@ -15,8 +15,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 WORKERS = 2
 CONFIG = Config(
-    workers=WORKERS, worker_class="sync", duration=16, clients=6, timeout=1,
-    creator=0.2, lock_timeout=1.5, outage=1.5,
+    workers=WORKERS,
+    worker_class="sync",
+    duration=16,
+    clients=6,
+    timeout=1,
+    creator=0.2,
+    lock_timeout=1.5,
+    outage=1.5,
 )
 
 
@@ -63,8 +69,12 @@ def test_nobody_waits_longer_than_the_lease_plus_the_creator(dogpile_report):
 
 def test_the_baseline_shows_the_stampede_the_soak_is_about():
     """Django's own faces under the same load: the counter sees many per period."""
-    r = run("plain", Config(workers=WORKERS, worker_class="sync", duration=8, clients=6,
-                            timeout=1, creator=0.2, faults=()))
+    r = run(
+        "plain",
+        Config(
+            workers=WORKERS, worker_class="sync", duration=8, clients=6, timeout=1, creator=0.2, faults=()
+        ),
+    )
     assert r["errors outside faults"] == 0, r
     # both workers recompute one page in one period (not every time: they
     # must both miss the same page within one creator time)

@@ -35,12 +35,15 @@ def check_django(summary, callers):
 @pytest.mark.slow
 def test_threads_on_locmem():
     threads = 16
-    plain = run("django", "locmem", threads=threads, duration=DURATION,
-                timeout=TIMEOUT, creator_time=CREATOR).summary(CREATOR)
-    dogpile = run("dogpile", "locmem", threads=threads, duration=DURATION,
-                  timeout=TIMEOUT, creator_time=CREATOR).summary(CREATOR)
-    background = run("background", "locmem", threads=threads, duration=DURATION,
-                     timeout=TIMEOUT, creator_time=CREATOR).summary(CREATOR)
+    plain = run(
+        "django", "locmem", threads=threads, duration=DURATION, timeout=TIMEOUT, creator_time=CREATOR
+    ).summary(CREATOR)
+    dogpile = run(
+        "dogpile", "locmem", threads=threads, duration=DURATION, timeout=TIMEOUT, creator_time=CREATOR
+    ).summary(CREATOR)
+    background = run(
+        "background", "locmem", threads=threads, duration=DURATION, timeout=TIMEOUT, creator_time=CREATOR
+    ).summary(CREATOR)
     check_django(plain, threads)
     check_dogpile(dogpile)
     check_dogpile(background)
@@ -52,8 +55,14 @@ def test_threads_on_locmem():
 @pytest.mark.redis
 def test_processes_on_redis(redis_server):
     processes, threads = 4, 4
-    common = dict(threads=threads, processes=processes, duration=DURATION,
-                  timeout=TIMEOUT, creator_time=CREATOR, redis_url=redis_server.url)
+    common = dict(
+        threads=threads,
+        processes=processes,
+        duration=DURATION,
+        timeout=TIMEOUT,
+        creator_time=CREATOR,
+        redis_url=redis_server.url,
+    )
     plain = run("django", "redis", **common).summary(CREATOR)
     dogpile = run("dogpile", "redis", **common).summary(CREATOR)
     check_django(plain, processes * threads)
@@ -68,13 +77,21 @@ def test_processes_on_redis(redis_server):
         "db",
         pytest.param("redis_django", marks=pytest.mark.redis),
         pytest.param("valkey", marks=pytest.mark.redis),
-        pytest.param("shards", marks=[pytest.mark.shards, pytest.mark.filterwarnings(
-            "ignore:.* on sharded client should not specify client:UserWarning")]),
+        pytest.param(
+            "shards",
+            marks=[
+                pytest.mark.shards,
+                pytest.mark.filterwarnings(
+                    "ignore:.* on sharded client should not specify client:UserWarning"
+                ),
+            ],
+        ),
         pytest.param("memcached", marks=pytest.mark.memcached),
     ],
 )
 def test_threads_on_every_shared_store(store):
     """One creator per expiry on each store (its processes: tests/test_fences.py)."""
-    dogpile = run("dogpile", store, threads=8, duration=DURATION,
-                  timeout=TIMEOUT, creator_time=CREATOR).summary(CREATOR)
+    dogpile = run(
+        "dogpile", store, threads=8, duration=DURATION, timeout=TIMEOUT, creator_time=CREATOR
+    ).summary(CREATOR)
     check_dogpile(dogpile)

@@ -18,7 +18,6 @@ from django_dogpile.stores.base import is_outage
 from tests.procs import make_cache
 from tests.redis_server import RedisServer, free_port
 
-
 # --- a Redis that takes no writes --------------------------------------------
 
 
@@ -39,7 +38,12 @@ def _break(raw, kind):
             time.sleep(0.05)
 
 
-ERRORS = {"oom": OutOfMemoryError, "readonly": ReadOnlyError, "misconf": ResponseError, "noreplicas": ResponseError}
+ERRORS = {
+    "oom": OutOfMemoryError,
+    "readonly": ReadOnlyError,
+    "misconf": ResponseError,
+    "noreplicas": ResponseError,
+}
 
 
 @pytest.fixture(params=["oom", "readonly", "misconf", "noreplicas"])
@@ -48,23 +52,32 @@ def unwritable(request, redis_server):
     server = RedisServer(args=("--enable-protected-configs", "yes"))
     server.start()
     try:
+
         def store(ignore):
             return {
-                "BACKEND": "django_redis.cache.RedisCache", "LOCATION": server.url,
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": server.url,
                 "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 2, "IGNORE_EXCEPTIONS": ignore},
             }
 
         def dp(location):
             return {
-                "BACKEND": "django_dogpile.cache.DogpileCache", "LOCATION": location, "TIMEOUT": 300,
-                "KEY_PREFIX": "full", "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5},
+                "BACKEND": "django_dogpile.cache.DogpileCache",
+                "LOCATION": location,
+                "TIMEOUT": 300,
+                "KEY_PREFIX": "full",
+                "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5},
             }
 
-        with override_settings(CACHES={
-            **settings.CACHES,
-            "full_ignore": store(True), "full_strict": store(False),
-            "dp_full_ignore": dp("full_ignore"), "dp_full_strict": dp("full_strict"),
-        }):
+        with override_settings(
+            CACHES={
+                **settings.CACHES,
+                "full_ignore": store(True),
+                "full_strict": store(False),
+                "dp_full_ignore": dp("full_ignore"),
+                "dp_full_strict": dp("full_strict"),
+            }
+        ):
             caches["dp_full_ignore"].set("k", "old")
             caches["dp_full_ignore"].invalidate("k")
             raw = caches["full_strict"].client.get_client(write=True)
@@ -111,16 +124,19 @@ def test_a_store_that_takes_no_writes_is_an_outage_for_the_stale_path(unwritable
         strict.set("other", 1)
 
 
-@pytest.mark.parametrize("error, outage", [
-    (OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), True),
-    (ReadOnlyError("You can't write against a read only replica."), True),
-    (ResponseError("MISCONF Redis is configured to save RDB snapshots"), True),
-    (ResponseError("NOREPLICAS Not enough good replicas to write."), True),
-    (ResponseError("BUSY Redis is busy running a script."), True),
-    (ResponseError("CLUSTERDOWN The cluster is down"), True),
-    (ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), False),
-    (ResponseError("ERR Error running script"), False),
-])
+@pytest.mark.parametrize(
+    "error, outage",
+    [
+        (OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), True),
+        (ReadOnlyError("You can't write against a read only replica."), True),
+        (ResponseError("MISCONF Redis is configured to save RDB snapshots"), True),
+        (ResponseError("NOREPLICAS Not enough good replicas to write."), True),
+        (ResponseError("BUSY Redis is busy running a script."), True),
+        (ResponseError("CLUSTERDOWN The cluster is down"), True),
+        (ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), False),
+        (ResponseError("ERR Error running script"), False),
+    ],
+)
 def test_store_errors_are_classified_once(error, outage):
     assert is_outage(error) is outage
 
@@ -149,7 +165,7 @@ def _late_regeneration_against_a_set(redis_server, key):
             while time.monotonic() < deadline:
                 try:
                     buf += sock.recv(65536)
-                except socket.timeout:
+                except TimeoutError:
                     if created.is_set() and time.monotonic() > created_at[0] + 1:
                         break  # the late writer read nothing outside a script
                     continue

@@ -122,7 +122,7 @@ def test_memcached_threads_of_one_cache_each_use_their_own_client(memcached_serv
             for i in range(150):
                 cache.set(f"t{n}-{i}", (n, i))
                 assert cache.get(f"t{n}-{i}") == (n, i)
-                assert cache.get_or_set(f"shared-{i % 5}", lambda: i) is not None
+                assert cache.get_or_set(f"shared-{i % 5}", lambda i=i: i) is not None
         except Exception as exc:  # reported below
             errors.append(repr(exc))
 
@@ -164,7 +164,9 @@ def test_django_rediscache_with_replicas_runs_the_lease_on_the_primary(redis_ser
         },
     }
     with override_settings(CACHES=caches):
-        cache = DogpileCache("replicated", {"TIMEOUT": 10, "KEY_PREFIX": "repl", "OPTIONS": {"LOCK_TIMEOUT": 5}})
+        cache = DogpileCache(
+            "replicated", {"TIMEOUT": 10, "KEY_PREFIX": "repl", "OPTIONS": {"LOCK_TIMEOUT": 5}}
+        )
         assert isinstance(cache.binding.adapter if cache.store else None, RedisAdapter)
         adapter = cache.binding.adapter
         assert adapter.access.name == "Django's RedisCache"

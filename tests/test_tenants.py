@@ -25,8 +25,7 @@ from django_dogpile.decorators import cached
 from tests import tenants
 
 ALIASES = [
-    pytest.param(alias, marks=pytest.mark.redis) if "redis" in alias else alias
-    for alias in tenants.ALIASES
+    pytest.param(alias, marks=pytest.mark.redis) if "redis" in alias else alias for alias in tenants.ALIASES
 ]
 
 
@@ -81,6 +80,7 @@ def test_a_waiting_thread_is_not_handed_another_tenants_value(sites, alias):
             started.set()
             time.sleep(0.4)
             return "ACME"
+
         got["acme"] = as_tenant("acme", cache.get_or_set, "cold", slow)
 
     def globex():
@@ -103,9 +103,11 @@ def test_async_callers_of_two_tenants_do_not_share_a_regeneration(sites, alias):
     async def one(name):
         token = tenants.tenant.set(name)
         try:
+
             async def create():
                 await asyncio.sleep(0.2)
                 return name.upper()
+
             return await cache.aget_or_set("async-cold", create)
         finally:
             tenants.tenant.reset(token)

@@ -15,8 +15,20 @@ HERE = Path(__file__).resolve().parent
 @pytest.mark.slow
 def test_cached_keeps_signatures_under_mypy_strict():
     done = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--warn-unused-ignores",
-         "--ignore-missing-imports", "--follow-imports=silent", "--no-incremental", str(HERE / "typing" / "cached_signatures.py")],
-        capture_output=True, text=True, timeout=300, cwd=str(HERE.parent),
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--warn-unused-ignores",
+            "--ignore-missing-imports",
+            "--follow-imports=silent",
+            "--no-incremental",
+            str(HERE / "typing" / "cached_signatures.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(HERE.parent),
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -28,9 +28,15 @@ def _box(html):
     return re.search(r"box (\d+)", html).group(1)
 
 
-@pytest.mark.parametrize("where, shown, fragment_shows_messages", [
-    ("before", 1, False), ("inside", 1, True), ("after", 1, False), ("before-and-inside", 2, True),
-])
+@pytest.mark.parametrize(
+    "where, shown, fragment_shows_messages",
+    [
+        ("before", 1, False),
+        ("inside", 1, True),
+        ("after", 1, False),
+        ("before-and-inside", 2, True),
+    ],
+)
 def test_no_fragment_shows_one_visitors_messages_to_another(site, where, shown, fragment_shows_messages):
     """Django's {% cache %} would store Alice's message in the "inside"
     layouts and show it to Bob; ours stores a fragment only when rendering

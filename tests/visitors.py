@@ -20,7 +20,9 @@ _LAYOUTS = {
     "inside": "{% dogpile_cache 300 'box' using=alias %}box {{ n }}" + MESSAGES + "{% enddogpile_cache %}",
     "after": "{% dogpile_cache 300 'box' using=alias %}box {{ n }}{% enddogpile_cache %}" + MESSAGES,
     "before-and-inside": MESSAGES
-    + "{% dogpile_cache 300 'box' using=alias %}box {{ n }}" + MESSAGES + "{% enddogpile_cache %}",
+    + "{% dogpile_cache 300 'box' using=alias %}box {{ n }}"
+    + MESSAGES
+    + "{% enddogpile_cache %}",
 }
 #: the token used before the tag (a logout form in the header), then inside it
 TOKEN_TWICE = {

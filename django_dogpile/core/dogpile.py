@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Protocol, Tuple
+from collections.abc import Callable
+from typing import Any, Protocol
 
 __all__ = ["Lock", "NeedRegenerationException"]
 
 log = logging.getLogger(__name__)
 
-ValueAndCreated = Tuple[Any, float]
+ValueAndCreated = tuple[Any, float]
 
 
 class NeedRegenerationException(Exception):
@@ -93,8 +94,7 @@ class Lock:
 
     def _is_expired(self, createdtime: float) -> bool:
         return not self._has_value(createdtime) or (
-            self.expiretime is not None
-            and time.time() - createdtime > self.expiretime
+            self.expiretime is not None and time.time() - createdtime > self.expiretime
         )
 
     def _enter(self) -> Any:
@@ -116,8 +116,7 @@ class Lock:
                 return value_fn()[0]
             except NeedRegenerationException:
                 raise Exception(
-                    "Generation function should have just been called by a "
-                    "concurrent thread."
+                    "Generation function should have just been called by a concurrent thread."
                 ) from None
         return value
 

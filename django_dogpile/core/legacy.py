@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from .dogpile import Lock, Mutex
 from .readwrite_lock import ReadWriteMutex
@@ -32,9 +33,7 @@ class Dogpile:
     createdtime: float = -1
     """Epoch of the last creation; ``-1`` means "create on next acquire"."""
 
-    def __init__(
-        self, expiretime: float | None, init: bool = False, lock: Mutex | None = None
-    ) -> None:
+    def __init__(self, expiretime: float | None, init: bool = False, lock: Mutex | None = None) -> None:
         self.dogpilelock = lock if lock else threading.Lock()
         self.expiretime = expiretime
         if init:
@@ -78,16 +77,13 @@ class Dogpile:
                 self.createdtime = time.time()
                 return value
 
-        return Lock(
-            self.dogpilelock, creator_wrapper, value_and_created_fn, self.expiretime
-        )
+        return Lock(self.dogpilelock, creator_wrapper, value_and_created_fn, self.expiretime)
 
     @property
     def is_expired(self) -> bool:
         """True if the value must be created: none yet, or too old."""
         return not self.has_value or (
-            self.expiretime is not None
-            and time.time() - self.createdtime > self.expiretime
+            self.expiretime is not None and time.time() - self.createdtime > self.expiretime
         )
 
     @property

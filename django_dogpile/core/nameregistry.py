@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any, Callable, Generic, Hashable, TypeVar
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
 
 __all__ = ["NameRegistry"]
 
@@ -26,9 +27,7 @@ class NameRegistry(Generic[T]):
     """
 
     def __init__(self, creator: Callable[..., T]) -> None:
-        self._values: weakref.WeakValueDictionary[Hashable, Any] = (
-            weakref.WeakValueDictionary()
-        )
+        self._values: weakref.WeakValueDictionary[Hashable, T] = weakref.WeakValueDictionary()
         self._mutex = threading.RLock()
         self.creator = creator
 

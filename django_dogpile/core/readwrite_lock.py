@@ -51,9 +51,7 @@ class ReadWriteMutex:
         """Release a read lock taken by :meth:`acquire_read_lock`."""
         with self.condition:
             if self.async_ <= 0:
-                raise LockError(
-                    "Synchronizer error - too many release_read_locks called"
-                )
+                raise LockError("Synchronizer error - too many release_read_locks called")
             self.async_ -= 1
             if self.async_ == 0 and self.current_sync_operation is not None:
                 # the last reader out wakes the waiting writer
@@ -86,10 +84,7 @@ class ReadWriteMutex:
         """Release the write lock held by the calling thread."""
         with self.condition:
             if self.current_sync_operation is not threading.current_thread():
-                raise LockError(
-                    "Synchronizer error - current thread doesn't have the "
-                    "write lock"
-                )
+                raise LockError("Synchronizer error - current thread doesn't have the write lock")
             self.current_sync_operation = None
             self.condition.notify_all()
             log.debug("%s released write lock", self)

@@ -16,7 +16,8 @@ import hashlib
 import math
 import pickle
 import random
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
@@ -31,6 +32,7 @@ from django_dogpile.exceptions import UncacheableValue, WaitTimeout
 from django_dogpile.records import EXPIRES, INVALIDATED, is_record
 from django_dogpile.stats import KeyStats, Stats, key_stats_for, stats_for
 from django_dogpile.stores import StoreAdapter, adapter_for, near
+from django_dogpile.stores.base import plain_keys
 from django_dogpile.stores.pubsub import hash_tagged
 
 __all__ = ["LOCK_SUFFIX", "Binding"]
@@ -67,7 +69,7 @@ class Binding:
         self.default_timeout = default_timeout
         self.make_key = backend.make_key
         self.validate_key = backend.validate_key
-        self._plain_backend = near.plain_keys(backend)
+        self._plain_backend = plain_keys(backend)
         #: a bad setting, raised on first use (``manage.py check`` reports it)
         self.config_error = config_error
         #: the store as this backend uses it (a near cache in front, ...);
@@ -140,21 +142,27 @@ class Binding:
             )
         try:
             adapter = adapter_for(
-                store, self.options.lock, self.options.lock_timeout, self.location,
+                store,
+                self.options.lock,
+                self.options.lock_timeout,
+                self.location,
                 retry_holds=bool(self.options.retry_after),
             )
         except ValueError as exc:
             raise ImproperlyConfigured(
-                f"DogpileCache {self.alias!r}: {exc} ({self.location!r}). "
-                "[django_dogpile.E009]"
+                f"DogpileCache {self.alias!r}: {exc} ({self.location!r}). [django_dogpile.E009]"
             ) from None
         # Memos of store keys are sound only while a key is the same string
         # for every request: a KEY_FUNCTION may read the request (a tenant).
-        self.plain_keys = self._plain_backend and near.plain_keys(store)
+        self.plain_keys = self._plain_backend and plain_keys(store)
         front: Any
         if self.options.near_cache is not None:
             front = near.near_store(
-                self.location, adapter.store, self.options.near_cache, adapter, self.plain_keys,
+                self.location,
+                adapter.store,
+                self.options.near_cache,
+                adapter,
+                self.plain_keys,
             )
         else:
             # no near cache of our own: still evict this process's others
@@ -231,8 +239,7 @@ class Binding:
             return None
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
             raise TypeError(
-                f"DogpileCache {self.alias!r}: timeout must be None or a number of "
-                f"seconds, not {timeout!r}"
+                f"DogpileCache {self.alias!r}: timeout must be None or a number of seconds, not {timeout!r}"
             )
         if timeout == math.inf:
             return None
@@ -277,9 +284,7 @@ class Binding:
         try:
             yield
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            raise UncacheableValue(
-                f"DogpileCache {self.alias!r}: {what} cannot be stored: {exc}"
-            ) from exc
+            raise UncacheableValue(f"DogpileCache {self.alias!r}: {what} cannot be stored: {exc}") from exc
 
     # --- the key's lock -----------------------------------------------------
 

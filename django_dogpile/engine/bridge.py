@@ -24,7 +24,8 @@ import asyncio
 import inspect
 import pickle
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 
@@ -53,7 +54,7 @@ def _inflight() -> _Inflight:
 
 def _is_async(default: Any) -> bool:
     return inspect.iscoroutinefunction(default) or inspect.iscoroutinefunction(
-        getattr(type(default), "__call__", None)
+        getattr(type(default), "__call__", None)  # noqa: B004 - the class's own
     )
 
 
@@ -68,6 +69,7 @@ def _syncify(default: Any) -> Any:
         def call() -> Any:
             result = default()
             if inspect.isawaitable(result):
+
                 async def wait() -> Any:
                     return await result
 

@@ -37,18 +37,18 @@ import logging
 import pickle
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django_dogpile.core import NameRegistry
-from django_dogpile.exceptions import WaitTimeout
-from django_dogpile.stores.base import LANDED, Lease, LeaseUnavailable
 from django_dogpile.engine.memory import retry_after
+from django_dogpile.exceptions import WaitTimeout
 from django_dogpile.records import MISSING
+from django_dogpile.stores.base import LANDED, Lease, LeaseUnavailable
 
 __all__ = ["KeyLock", "KeyMutex", "key_lock"]
 
 log = logging.getLogger(__name__)
-
 
 
 class KeyLock:
@@ -106,8 +106,17 @@ class KeyMutex:
     """
 
     __slots__ = (
-        "key_lock", "lease", "wait_timeout", "usable", "may_land", "waited", "degraded",
-        "landed", "keep_for", "released", "acquired_at",
+        "key_lock",
+        "lease",
+        "wait_timeout",
+        "usable",
+        "may_land",
+        "waited",
+        "degraded",
+        "landed",
+        "keep_for",
+        "released",
+        "acquired_at",
     )
 
     def __init__(
@@ -229,12 +238,12 @@ class KeyMutex:
                 "%s: the regenerated value is dropped %.1fs after the lease was "
                 "taken: another holder (LOCK_TIMEOUT %ss ran out) or an explicit "
                 "set/delete came first",
-                getattr(lease, "lock_key", "?"), age, getattr(lease, "timeout", "?"),
+                getattr(lease, "lock_key", "?"),
+                age,
+                getattr(lease, "timeout", "?"),
             )
         elif written is False:
-            log.warning(
-                "%s: the store did not take the regenerated value", getattr(lease, "lock_key", "?")
-            )
+            log.warning("%s: the store did not take the regenerated value", getattr(lease, "lock_key", "?"))
         if getattr(lease, "released_by_store", False) and written:
             self.released = True
         return written

@@ -30,7 +30,6 @@ from django.dispatch import receiver
 from django_dogpile.records import MISSING
 from django_dogpile.stores import near
 
-
 __all__ = [
     "Deadlines",
     "Fallbacks",
@@ -40,8 +39,6 @@ __all__ = [
     "pages",
     "retry_after",
 ]
-
-
 
 
 class Fallbacks:

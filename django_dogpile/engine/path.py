@@ -36,16 +36,14 @@ from typing import Any
 
 from django.db import close_old_connections
 
-from django_dogpile import signals
-from django_dogpile import records
+from django_dogpile import records, signals
 from django_dogpile.core import Lock, NeedRegenerationException
-from django_dogpile.records import Record, is_record, is_fresh, store_timeout
-from django_dogpile.exceptions import WaitTimeout
 from django_dogpile.engine.binding import Binding
 from django_dogpile.engine.locks import KeyMutex
 from django_dogpile.engine.memory import fallbacks
-from django_dogpile.records import MISSING
 from django_dogpile.engine.pool import submit
+from django_dogpile.exceptions import WaitTimeout
+from django_dogpile.records import MISSING, Record, is_fresh, is_record, store_timeout
 
 __all__ = ["Regeneration"]
 
@@ -170,11 +168,15 @@ class Regeneration:
                 if not submit(
                     b.options.background_workers,
                     self._background,
-                    key, skey, job, fresh_for, m, call, b.ident(skey),
+                    key,
+                    skey,
+                    job,
+                    fresh_for,
+                    m,
+                    call,
+                    b.ident(skey),
                 ):
-                    log.warning(
-                        "background queue full; %r stays stale until a worker is free", key
-                    )
+                    log.warning("background queue full; %r stays stale until a worker is free", key)
                     m.release()
                 else:
                     log.debug("regeneration of %r handed to a pool thread", key)
@@ -190,8 +192,14 @@ class Regeneration:
         return value, self._account(key, call, mutex, started)
 
     def _create(
-        self, key: Any, skey: str, default: Any, fresh_for: float | None,
-        mutex: KeyMutex, call: _Call, background: bool = False,
+        self,
+        key: Any,
+        skey: str,
+        default: Any,
+        fresh_for: float | None,
+        mutex: KeyMutex,
+        call: _Call,
+        background: bool = False,
     ) -> tuple[Any, float]:
         b = self.binding
         started = time.monotonic()
@@ -200,16 +208,12 @@ class Regeneration:
             value = default() if callable(default) else default
         except Exception as exc:
             b.count("ERRORS", key)
-            signals.regeneration_failed.send(
-                self.sender, alias=b.alias, key=key, exception=exc
-            )
+            signals.regeneration_failed.send(self.sender, alias=b.alias, key=key, exception=exc)
             if b.options.retry_after and call.stale is not MISSING:
                 # a stale value is there: serve it, and retry only later
                 mutex.hold_on_release(b.options.retry_after)
             if call.stale is not MISSING and b.options.serve_stale_on_error and not background:
-                log.error(
-                    "regenerating %r failed; serving the stale value", key, exc_info=True
-                )
+                log.error("regenerating %r failed; serving the stale value", key, exc_info=True)
                 call.outcome = "STALE"
                 return call.stale, _STALE
             log.debug("regenerating %r failed", key, exc_info=True)
@@ -228,13 +232,23 @@ class Regeneration:
             b.keys.regenerated(key, when)
         log.debug("regenerated %r in %.3fs", key, cost)
         signals.value_regenerated.send(
-            self.sender, alias=b.alias, key=key, duration=cost, background=background,
+            self.sender,
+            alias=b.alias,
+            key=key,
+            duration=cost,
+            background=background,
         )
         return value, _FRESH
 
     def _store_regenerated(
-        self, key: Any, skey: str, value: Any, fresh_for: float | None,
-        cost: float, mutex: KeyMutex, call: _Call,
+        self,
+        key: Any,
+        skey: str,
+        value: Any,
+        fresh_for: float | None,
+        cost: float,
+        mutex: KeyMutex,
+        call: _Call,
     ) -> bool | None:
         """The fenced write: True stored, None dropped, False store down."""
         b = self.binding
@@ -266,8 +280,14 @@ class Regeneration:
         return stored
 
     def _background(
-        self, key: Any, skey: str, default: Any, fresh_for: float | None,
-        mutex: KeyMutex, call: _Call, ident: tuple[str, str],
+        self,
+        key: Any,
+        skey: str,
+        default: Any,
+        fresh_for: float | None,
+        mutex: KeyMutex,
+        call: _Call,
+        ident: tuple[str, str],
     ) -> None:
         # A pool thread is outside any request: Django's request signals do
         # not close its database connections, so do what they do.
@@ -307,14 +327,15 @@ class Regeneration:
         if mutex.waited:
             b.count("WAITS", key)
             signals.caller_waited.send(
-                self.sender, alias=b.alias, key=key,
-                duration=time.monotonic() - started, timed_out=False,
+                self.sender,
+                alias=b.alias,
+                key=key,
+                duration=time.monotonic() - started,
+                timed_out=False,
             )
         if outcome in ("UPDATING", "STALE"):
             log.debug("served stale %r (%s)", key, outcome)
-            signals.stale_served.send(
-                self.sender, alias=b.alias, key=key, reason=outcome
-            )
+            signals.stale_served.send(self.sender, alias=b.alias, key=key, reason=outcome)
         return outcome
 
     def _wait_timed_out(self, key: Any, default: Any, started: float) -> Any:
@@ -324,9 +345,9 @@ class Regeneration:
         b.count("MISS", key)
         log.warning(
             "waited %.1fs for %r to be created elsewhere; computing it here "
-            "without storing it (WAIT_TIMEOUT)", waited, key,
+            "without storing it (WAIT_TIMEOUT)",
+            waited,
+            key,
         )
-        signals.caller_waited.send(
-            self.sender, alias=b.alias, key=key, duration=waited, timed_out=True
-        )
+        signals.caller_waited.send(self.sender, alias=b.alias, key=key, duration=waited, timed_out=True)
         return default() if callable(default) else default

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextvars
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from django.utils import timezone, translation
 

@@ -106,7 +106,7 @@ def publish_now() -> None:
         if alias not in settings.CACHES:
             continue  # a DogpileCache made by hand, not through CACHES
         try:
-            _publish(caches[alias].store, alias, interval)
+            _publish(getattr(caches[alias], "store", None), alias, interval)
         except Exception:
             log.debug("could not publish the counters of %r", alias, exc_info=True)
 
@@ -127,7 +127,7 @@ def shared_stats(alias: str = "default") -> dict[str, Any]:
     for ``alias``, summed over the processes that published recently."""
     from django.core.cache import caches
 
-    store = caches[alias].store
+    store: Any = getattr(caches[alias], "store", None)
     index_key, _ = _keys(alias)
     index = store.get(index_key) or {}
     rows = store.get_many(list(index)) if index else {}
@@ -136,4 +136,4 @@ def shared_stats(alias: str = "default") -> dict[str, Any]:
         for name in COUNTERS:
             total[name] += int(row.get(name, 0))
     prefix = f"dogpile.stats.{alias}."
-    return {"total": total, "processes": {k[len(prefix):]: v for k, v in sorted(rows.items())}}
+    return {"total": total, "processes": {k[len(prefix) :]: v for k, v in sorted(rows.items())}}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
@@ -51,7 +52,9 @@ def face_cache(alias: str | None = None, *, fragments: bool = False, face: str =
         _warned.add((face, name))
         log.warning(
             "%s uses the cache %r, which is not a DogpileCache: no stampede "
-            "protection. Point it at a DogpileCache alias.", face, name,
+            "protection. Point it at a DogpileCache alias.",
+            face,
+            name,
         )
     return cache
 

@@ -14,31 +14,8 @@ The rules, in the order they are applied:
   Django stores HEAD responses).
 * A response is stored only if :func:`uncacheable` finds no reason against
   it, *when the view returns* -- before the middleware's response phase,
-  so the rules cover what that phase will do with the request:
-
-  ========== ============================================================
-  word       the response is not stored when
-  ========== ============================================================
-  streaming  it is a streaming response
-  status     its status is not 200 (a 304 included)
-  private    ``Cache-Control`` has ``private``, ``no-cache`` or
-             ``no-store`` (parsed as directives, not substrings)
-  vary-star  it varies on ``*``
-  cookie     it sets a cookie
-  csrf       the view used the CSRF token (``{% csrf_token %}``,
-             ``get_token``): the page holds a per-visitor token and
-             ``CsrfViewMiddleware`` will set the cookie.  A cookie the
-             middleware renews on its own (a visitor's missing or
-             malformed one) does not count
-  session    the session was modified, or is saved on every request
-             (``SESSION_SAVE_EVERY_REQUEST``) and was used: the page was
-             made from this visitor's session and ``SessionMiddleware``
-             will send its cookie
-  messages   some ``django.contrib.messages`` were read (shown, counted):
-             the page shows this visitor's messages
-  ========== ============================================================
-
-  The word is logged (DEBUG, ``django_dogpile.faces.page``) and sent in the
+  so the rules cover what that phase will do with the request (the words
+  and their rules: :mod:`django_dogpile.faces.visitors`).  The word is logged (DEBUG, ``django_dogpile.faces.page``) and sent in the
   status header: ``X-Dogpile-Cache: MISS; uncacheable=session``.
 * A page that used the session varies on ``Cookie`` (as
   ``SessionMiddleware`` will make it), and so does every page made for a
@@ -77,7 +54,8 @@ import functools
 import inspect
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -85,17 +63,25 @@ from django.http import HttpRequest, HttpResponseBase
 from django.utils.cache import get_max_age, patch_response_headers, patch_vary_headers
 
 from django_dogpile import records
-from django_dogpile.engine import memory
 from django_dogpile.conf import get_config
+from django_dogpile.engine import memory
 from django_dogpile.faces.common import declare, face_cache
 from django_dogpile.faces.page_keys import page_key, url_key, vary_of
-from django_dogpile.faces.visitors import PAGE_REFUSES, REASONS, directives, own_csrf_flag, per_visitor, uncacheable
+from django_dogpile.faces.visitors import (
+    PAGE_REFUSES,
+    REASONS,
+    directives,
+    own_csrf_flag,
+    per_visitor,
+    uncacheable,
+)
 
 __all__ = ["REASONS", "dogpile_cache_page", "own_csrf_flag", "per_visitor", "uncacheable"]
 
 log = logging.getLogger(__name__)
 
 _PASS_TTL = 120.0  # seconds a page that refused by its nature runs uncached
+
 
 class _Refused(BaseException):
     """A response that is not stored under the key being regenerated.
@@ -195,7 +181,7 @@ class _Regenerate:
 
 
 class _ARegenerate(_Regenerate):
-    async def __call__(self) -> Any:  # type: ignore[override]
+    async def __call__(self) -> Any:
         self.check()
         with own_csrf_flag(self.page.request):
             response = await self.run()
@@ -264,8 +250,7 @@ class _Page:
             raise _Refused(response, reason)
         session = getattr(self.request, "session", None)
         if session is not None and (
-            getattr(session, "accessed", False)
-            or settings.SESSION_COOKIE_NAME in self.request.COOKIES
+            getattr(session, "accessed", False) or settings.SESSION_COOKIE_NAME in self.request.COOKIES
         ):
             # as SessionMiddleware will; and for any visitor with a session,
             # whose key a view may read without marking the session accessed
@@ -288,7 +273,9 @@ class _Page:
         log.debug("page %s not stored: %s", self.request.path, reason)
         self.memos.refuse(self.memo_key(key))
         if reason in PAGE_REFUSES:
-            self.memos.passes.hold(self.memo_key(key), _PASS_TTL if self.timeout is None else min(_PASS_TTL, self.timeout))
+            self.memos.passes.hold(
+                self.memo_key(key), _PASS_TTL if self.timeout is None else min(_PASS_TTL, self.timeout)
+            )
         return self._mark(response, f"MISS; uncacheable={reason}")
 
     def _store(self, key: str, stored: tuple[HttpResponseBase, float]) -> HttpResponseBase:
@@ -325,7 +312,10 @@ class _Page:
                 if getter is not None:
                     stored, status = getter(key, _Regenerate(self, key, run), self.timeout)
                 else:
-                    stored, status = self.cache.get_or_set(key, _Regenerate(self, key, run), self.timeout), None
+                    stored, status = (
+                        self.cache.get_or_set(key, _Regenerate(self, key, run), self.timeout),
+                        None,
+                    )
             except _Relearn:
                 self.vary = self.memos.vary.get(self.url_memo) or self.vary
                 continue

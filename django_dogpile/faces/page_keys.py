@@ -44,8 +44,6 @@ def page_key(request: HttpRequest, url: str, vary: tuple[str, ...], method: str)
     return safe_key(*parts)
 
 
-
-
 def _meta_name(header: str) -> str:
     name = header.upper().replace("-", "_")
     return name if name in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + name

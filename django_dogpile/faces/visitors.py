@@ -6,13 +6,35 @@ The page face asks :func:`uncacheable` when the view returns; the tag asks
 :func:`per_visitor` when its block has rendered.  Both lower the CSRF flag
 the middleware raised before them (:func:`own_csrf_flag`): it says nothing
 about the page.
+
+========== ============================================================
+word       the response is not stored when
+========== ============================================================
+streaming  it is a streaming response
+status     its status is not 200 (a 304 included)
+private    ``Cache-Control`` has ``private``, ``no-cache`` or
+           ``no-store`` (parsed as directives, not substrings)
+vary-star  it varies on ``*``
+cookie     it sets a cookie
+csrf       the view used the CSRF token (``{% csrf_token %}``,
+           ``get_token``): the page holds a per-visitor token and
+           ``CsrfViewMiddleware`` will set the cookie.  A cookie the
+           middleware renews on its own (a visitor's missing or
+           malformed one) does not count
+session    the session was modified, or is saved on every request
+           (``SESSION_SAVE_EVERY_REQUEST``) and was used: the page was
+           made from this visitor's session and ``SessionMiddleware``
+           will send its cookie
+messages   some ``django.contrib.messages`` were read (shown, counted):
+           the page shows this visitor's messages
+========== ============================================================
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase

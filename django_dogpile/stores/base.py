@@ -24,7 +24,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from django.core.cache.backends.base import default_key_func
 
 from django_dogpile.records import MISSING
 
@@ -36,6 +39,8 @@ __all__ = [
     "StoreAdapter",
     "class_path",
     "is_outage",
+    "plain_keys",
+    "store_ident",
 ]
 
 log = logging.getLogger(__name__)
@@ -43,18 +48,20 @@ log = logging.getLogger(__name__)
 
 #: Errors a Redis-protocol server raises for every write, whatever the key:
 #: the store is down for writing, as if unreachable.
-_OUTAGES = frozenset({
-    "ConnectionError",  # unreachable, reset, refused (LOADING is one too)
-    "TimeoutError",
-    "OutOfMemoryError",  # OOM: maxmemory reached under noeviction
-    "ReadOnlyError",  # READONLY: a replica (a failover demoted the primary)
-    "MasterDownError",  # MASTERDOWN: a replica cut from its primary
-    "ClusterDownError",  # CLUSTERDOWN
-    "TryAgainError",  # TRYAGAIN
-    "RedisClusterException",  # a cluster client that reaches no node
-    "ValkeyClusterException",
-    "ConnectionInterrupted",  # django-redis / django-valkey's wrapper of the above
-})
+_OUTAGES = frozenset(
+    {
+        "ConnectionError",  # unreachable, reset, refused (LOADING is one too)
+        "TimeoutError",
+        "OutOfMemoryError",  # OOM: maxmemory reached under noeviction
+        "ReadOnlyError",  # READONLY: a replica (a failover demoted the primary)
+        "MasterDownError",  # MASTERDOWN: a replica cut from its primary
+        "ClusterDownError",  # CLUSTERDOWN
+        "TryAgainError",  # TRYAGAIN
+        "RedisClusterException",  # a cluster client that reaches no node
+        "ValkeyClusterException",
+        "ConnectionInterrupted",  # django-redis / django-valkey's wrapper of the above
+    }
+)
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -176,7 +183,7 @@ class AddLease:
         return self._write(record, timeout)
 
     def _write(self, record: Any, timeout: float | None) -> bool:
-        result: Any = self.cache.set(self.record_key, record, timeout=timeout)  # type: ignore[func-returns-value]
+        result: Any = self.cache.set(self.record_key, record, timeout=timeout)
         return result is not False
 
     def hold(self, seconds: float) -> None:
@@ -195,8 +202,9 @@ class AddLease:
         # just then.
         if not self._drop():
             log.warning(
-                "lease %s was gone at release (LOCK_TIMEOUT %ss, or an explicit "
-                "set revoked it)", self.lock_key, self.timeout,
+                "lease %s was gone at release (LOCK_TIMEOUT %ss, or an explicit set revoked it)",
+                self.lock_key,
+                self.timeout,
             )
 
 
@@ -220,9 +228,9 @@ class StoreAdapter:
     #: a Redis Cluster (keys hash-tagged: see :mod:`django_dogpile.stores.pubsub`)
     cluster = False
 
-    @staticmethod
-    def wrote(made: str) -> None:
-        """The record ``made`` changed (a near cache, when on, replaces this)."""
+    #: the record of a store key changed: called after every write (a near
+    #: cache in front of the store replaces it with its eviction)
+    wrote: Callable[[str], None] = staticmethod(lambda skey: None)
 
     def __init__(
         self,
@@ -263,7 +271,7 @@ class StoreAdapter:
 
     def set(self, made: str, record: Any, timeout: float | None, lock_key: str) -> bool:
         """Store ``record`` for an explicit ``set()``; True if stored."""
-        result: Any = self.store.set(made, record, timeout=timeout)  # type: ignore[func-returns-value]
+        result: Any = self.store.set(made, record, timeout=timeout)
         return bool(result) if self.set_reports else result is not False
 
     def add(self, made: str, record: Any, timeout: float | None, lock_key: str) -> bool:
@@ -281,3 +289,39 @@ class StoreAdapter:
         if self.kind in ("cache", "file"):
             self.store.delete(lock_key + ":retry")
 
+
+# --- store keys ------------------------------------------------------------------
+
+
+def plain_keys(cache: Any) -> bool:
+    """True if ``cache`` makes a key from the key alone (its prefix and
+    version aside): Django's key function, and a ``make_key`` that only
+    applies it.  Another key function, or a ``make_key`` of its own, may
+    read the request (a tenant)."""
+    if getattr(cache, "key_func", default_key_func) is not default_key_func:
+        return False
+    make_key = getattr(type(cache), "make_key", None)
+    return make_key is None or getattr(make_key, "__qualname__", "") in _PLAIN_MAKE_KEYS
+
+
+#: ``make_key`` methods known to apply the key function and nothing else
+_PLAIN_MAKE_KEYS = frozenset({"BaseCache.make_key", "BaseValkeyCache.make_key"})
+
+
+def store_ident(store: Any, plain: bool | None = None) -> Callable[[str], str]:
+    """How a near cache names the record ``made``: by the store's own key.
+
+    With plain keys (:func:`plain_keys`) that is ``made`` itself (the
+    store's prefix and version are the same for every key); another key
+    function or ``make_key`` may put the request's tenant in the key, and
+    then the store's key it is.
+    """
+    if plain is None:
+        plain = plain_keys(store)
+    if plain:
+        return _same
+    return lambda made: str(store.make_key(made))
+
+
+def _same(made: str) -> str:
+    return made

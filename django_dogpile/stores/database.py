@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django_dogpile.stores.base import AddLease, LeaseUnavailable
 
@@ -118,4 +119,3 @@ def _timedelta(seconds: float) -> Any:
     import datetime
 
     return datetime.timedelta(seconds=seconds)
-

@@ -13,7 +13,8 @@ import fcntl
 import hashlib
 import os
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from django_dogpile.stores.base import AddLease
 
@@ -89,5 +90,3 @@ class FileLease(AddLease):
                 os.unlink(self.path)
                 return current[1] > time.time()
         return False
-
-

@@ -69,31 +69,49 @@ class StoreKind:
 
 KINDS: tuple[StoreKind, ...] = (
     StoreKind(
-        "redis", ("django.core.cache.backends.redis.RedisCache",), ("django_redis", "django_valkey"),
-        "redis", EVERY_HOST, "Lua scripts (SET NX PX, fenced SET), pub/sub wake-up",
+        "redis",
+        ("django.core.cache.backends.redis.RedisCache",),
+        ("django_redis", "django_valkey"),
+        "redis",
+        EVERY_HOST,
+        "Lua scripts (SET NX PX, fenced SET), pub/sub wake-up",
     ),
     StoreKind(
-        "memcached", ("django.core.cache.backends.memcached.BaseMemcachedCache",), (),
-        "cache", EVERY_HOST, "add(), polled",
+        "memcached",
+        ("django.core.cache.backends.memcached.BaseMemcachedCache",),
+        (),
+        "cache",
+        EVERY_HOST,
+        "add(), polled",
     ),
     StoreKind(
-        "database", ("django.core.cache.backends.db.DatabaseCache",), (),
-        "cache", EVERY_HOST, "a lease row taken by primary key",
+        "database",
+        ("django.core.cache.backends.db.DatabaseCache",),
+        (),
+        "cache",
+        EVERY_HOST,
+        "a lease row taken by primary key",
     ),
     StoreKind(
-        "file", ("django.core.cache.backends.filebased.FileBasedCache",), (),
-        "file", ONE_HOST, "a file under flock",
+        "file",
+        ("django.core.cache.backends.filebased.FileBasedCache",),
+        (),
+        "file",
+        ONE_HOST,
+        "a file under flock",
     ),
     StoreKind(
         "in-process",
         ("django.core.cache.backends.locmem.LocMemCache", "django.core.cache.backends.dummy.DummyCache"),
-        (), "local", ONE_PROCESS, "none: the in-process lock",
+        (),
+        "local",
+        ONE_PROCESS,
+        "none: the in-process lock",
     ),
 )
 
 #: any other backend: its ``add()`` is the lease, a lock only if atomic
 OTHER = StoreKind("other", (), (), "cache", "unknown", "add(), if atomic")
-
 
 
 def kind_of(backend: Any) -> StoreKind:
@@ -120,7 +138,11 @@ def kind_of(backend: Any) -> StoreKind:
 
 
 def adapter_for(
-    store: Any, lock: str, lock_timeout: float, alias: str | None = None, retry_holds: bool = True,
+    store: Any,
+    lock: str,
+    lock_timeout: float,
+    alias: str | None = None,
+    retry_holds: bool = True,
 ) -> StoreAdapter:
     """Return the adapter for ``store`` (``caches[alias]``) under the ``LOCK`` option ``lock``.
 
@@ -154,6 +176,10 @@ def adapter_for(
     if kind.name == "memcached":
         store = MemcachedStore(store, alias)
     return StoreAdapter(
-        store, lock, lock_timeout, lease, in_process=kind.reach == ONE_PROCESS,
+        store,
+        lock,
+        lock_timeout,
+        lease,
+        in_process=kind.reach == ONE_PROCESS,
         retry_holds=retry_holds,
     )

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import pickle
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
@@ -78,8 +79,7 @@ class MemcachedStore:
     def _too_large(self, exc: Exception, values: Any) -> UncacheableValue:
         size = sum(len(pickle.dumps(v, pickle.HIGHEST_PROTOCOL)) for v in values)
         return UncacheableValue(
-            f"{size} bytes pickled is over memcached's item size limit "
-            f"(memcached -I, 1 MB by default): {exc}"
+            f"{size} bytes pickled is over memcached's item size limit (memcached -I, 1 MB by default): {exc}"
         )
 
     @staticmethod
@@ -103,7 +103,9 @@ class MemcachedStore:
                 raise self._too_large(exc, [value]) from exc
             raise
 
-    def set_many(self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list[Any]:
+    def set_many(
+        self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> list[Any]:
         try:
             return list(self._here().set_many(data, _whole_seconds(timeout), version) or [])
         except Exception as exc:
@@ -113,4 +115,3 @@ class MemcachedStore:
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         return bool(self._here().touch(key, _whole_seconds(timeout), version))
-

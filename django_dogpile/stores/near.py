@@ -29,15 +29,16 @@ import os
 import pickle
 import threading
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django_dogpile import records
+from django_dogpile.stores.base import store_ident
 from django_dogpile.stores.near_bus import _CLEAR, PING_INTERVAL, PONG_WITHIN, Bus
 
 __all__ = ["PING_INTERVAL", "PONG_WITHIN", "NearCache", "EvictingStore", "NearStore", "near_store", "reset"]
 
 log = logging.getLogger(__name__)
-
 
 
 class NearCache:
@@ -170,13 +171,16 @@ class _Evicting:
             self._cleared()
 
 
-
 class NearStore(_Evicting):
     """The store behind a near cache; everything else is the store's own."""
 
     def __init__(
-        self, store: Any, near: NearCache, bus: Bus | None,
-        read: Callable[[Any, Any, Any], Any] | None = None, location: str = "",
+        self,
+        store: Any,
+        near: NearCache,
+        bus: Bus | None,
+        read: Callable[[Any, Any, Any], Any] | None = None,
+        location: str = "",
         plain: bool | None = None,
     ) -> None:
         self._store = store
@@ -235,6 +239,7 @@ class NearStore(_Evicting):
         if self._bus is not None:
             self._bus.publish(_CLEAR)
 
+
 class EvictingStore(_Evicting):
     """The store of an alias with no near cache of its own: its writes still
     evict the near caches other aliases of this process keep of the store
@@ -262,42 +267,6 @@ _registry: dict[tuple[str, str, tuple[int, int, float]], NearStore] = {}
 _registry_lock = threading.Lock()
 
 
-def plain_keys(cache: Any) -> bool:
-    """True if ``cache`` makes a key from the key alone (its prefix and
-    version aside): Django's key function, and a ``make_key`` that only
-    applies it.  Another key function, or a ``make_key`` of its own, may
-    read the request (a tenant)."""
-    from django.core.cache.backends.base import default_key_func
-
-    if getattr(cache, "key_func", default_key_func) is not default_key_func:
-        return False
-    make_key = getattr(type(cache), "make_key", None)
-    return make_key is None or getattr(make_key, "__qualname__", "") in _PLAIN_MAKE_KEYS
-
-
-#: ``make_key`` methods known to apply the key function and nothing else
-_PLAIN_MAKE_KEYS = frozenset({"BaseCache.make_key", "BaseValkeyCache.make_key"})
-
-
-def store_ident(store: Any, plain: bool | None = None) -> Callable[[str], str]:
-    """How a near cache names the record ``made``: by the store's own key.
-
-    With plain keys (:func:`plain_keys`) that is ``made`` itself (the
-    store's prefix and version are the same for every key); another key
-    function or ``make_key`` may put the request's tenant in the key, and
-    then the store's key it is.
-    """
-    if plain is None:
-        plain = plain_keys(store)
-    if plain:
-        return _same
-    return lambda made: str(store.make_key(made))
-
-
-def _same(made: str) -> str:
-    return made
-
-
 def _fingerprint(location: str) -> str:
     from django.conf import settings
 
@@ -315,7 +284,10 @@ def family(location: str) -> str:
 
 
 def near_store(
-    location: str, store: Any, settings: tuple[int, int, float], adapter: Any,
+    location: str,
+    store: Any,
+    settings: tuple[int, int, float],
+    adapter: Any,
     plain: bool | None = None,
 ) -> NearStore:
     """This process's near store for ``location`` (made once, then shared)."""
@@ -337,7 +309,12 @@ def near_store(
             channel = default_key_func("dogpile-near", store.key_prefix, store.version)
             bus = Bus(client, channel, near, access.errors)
         made = _registry[ident] = NearStore(
-            store, near, bus, None if access is None else _primary_read(store, access), location, plain,
+            store,
+            near,
+            bus,
+            None if access is None else _primary_read(store, access),
+            location,
+            plain,
         )
         if bus is not None:
             bus.start()

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 _CLEAR = "*"
 
+
 class Bus:
     """One pub/sub channel on a Redis server: publish keys, listen for them.
 
@@ -34,9 +35,7 @@ class Bus:
     time it subscribes again.
     """
 
-    def __init__(
-        self, client: Any, channel: str, near: Any, errors: tuple[type[BaseException], ...]
-    ) -> None:
+    def __init__(self, client: Any, channel: str, near: Any, errors: tuple[type[BaseException], ...]) -> None:
         self.client = client
         self.channel = channel
         self.near = near
@@ -62,9 +61,7 @@ class Bus:
         self.sender = uuid.uuid4().hex[:12]
         self.near.ready = False
         self.subscribed.clear()
-        self.thread = threading.Thread(
-            target=self._listen, name=f"dogpile-near {self.channel}", daemon=True
-        )
+        self.thread = threading.Thread(target=self._listen, name=f"dogpile-near {self.channel}", daemon=True)
         self.thread.start()
 
     def publish(self, key: str) -> None:
@@ -92,7 +89,8 @@ class Bus:
             except _Silent:
                 log.warning(
                     "near cache: %s answered no PING for %.1fs; bypassed, reconnecting",
-                    self.channel, PING_INTERVAL + PONG_WITHIN,
+                    self.channel,
+                    PING_INTERVAL + PONG_WITHIN,
                 )
             except _Moved:
                 log.warning("near cache: %s moved to another node; bypassed, resubscribing", self.channel)
@@ -176,5 +174,3 @@ PING_INTERVAL = 0.5
 PONG_WITHIN = 0.5
 _POLL = 0.1
 _PING = "dogpile-near"
-
-

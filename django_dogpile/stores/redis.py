@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from django_dogpile.stores.base import StoreAdapter, is_outage
 from django_dogpile.stores.pubsub import is_cluster
@@ -39,8 +40,10 @@ def _module_of(store: Any, *packages: str) -> bool:
 def is_django_redis(store: Any) -> bool:
     """True for django-redis's (or django-valkey's) cache with a scriptable client."""
     client = getattr(store, "client", None) if _module_of(store, "django_redis", "django_valkey") else None
-    return client is not None and hasattr(client, "decode") and (
-        hasattr(client, "get_server") or hasattr(client, "get_client")
+    return (
+        client is not None
+        and hasattr(client, "decode")
+        and (hasattr(client, "get_server") or hasattr(client, "get_client"))
     )
 
 
@@ -77,8 +80,6 @@ def _connection_errors(package: str) -> tuple[type[BaseException], ...]:
     return found + ((cluster,) if cluster is not None else ())
 
 
-
-
 def redis_access(store: Any) -> RedisAccess | None:
     """The native access to ``store``, or None when it is not a Redis we script.
 
@@ -94,8 +95,13 @@ def redis_access(store: Any) -> RedisAccess | None:
         ignore = bool(getattr(store, "_ignore_exceptions", False))
         if hasattr(wrapper, "get_server") and hasattr(wrapper, "_serverdict"):
             return RedisAccess(
-                f"{name} (shards)", wrapper.get_server, lambda: list(wrapper._serverdict.values()),
-                wrapper.encode, wrapper.decode, errors, ignore,
+                f"{name} (shards)",
+                wrapper.get_server,
+                lambda: list(wrapper._serverdict.values()),
+                wrapper.encode,
+                wrapper.decode,
+                errors,
+                ignore,
             )
         primary = wrapper.get_client(write=True)
         if is_cluster(primary):
@@ -103,7 +109,13 @@ def redis_access(store: Any) -> RedisAccess | None:
             # keys' one slot) to the primary that serves the slot
             name = f"{name} (cluster)"
         return RedisAccess(
-            name, lambda key: primary, lambda: [primary], wrapper.encode, wrapper.decode, errors, ignore,
+            name,
+            lambda key: primary,
+            lambda: [primary],
+            wrapper.encode,
+            wrapper.decode,
+            errors,
+            ignore,
             is_cluster(primary),
         )
     if _inherits(store, DJANGO_REDIS_CACHE):
@@ -111,8 +123,13 @@ def redis_access(store: Any) -> RedisAccess | None:
         serializer = inner._serializer
         main = inner.get_client(write=True)
         return RedisAccess(
-            "Django's RedisCache", lambda key: main, lambda: [main],
-            serializer.dumps, serializer.loads, _connection_errors("redis"), False,
+            "Django's RedisCache",
+            lambda key: main,
+            lambda: [main],
+            serializer.dumps,
+            serializer.loads,
+            _connection_errors("redis"),
+            False,
         )
     return None
 
@@ -156,11 +173,13 @@ class RedisAdapter(StoreAdapter):
         px = 0 if timeout is None else max(int(timeout * 1000), 1)
         key, lock = self.raw_key(made), self.raw_key(lock_key)
         try:
-            return bool(script(
-                keys=[key, lock, lock + ":retry"],
-                args=[self.encode(record), px],
-                client=self.client_for(key),
-            ))
+            return bool(
+                script(
+                    keys=[key, lock, lock + ":retry"],
+                    args=[self.encode(record), px],
+                    client=self.client_for(key),
+                )
+            )
         except self.errors as exc:
             if self.ignore and is_outage(exc):
                 log.warning("store unavailable (%s); %s not written", exc, made)
@@ -184,9 +203,12 @@ class RedisAdapter(StoreAdapter):
         """``DEL`` that also ends a hold and revokes a regeneration's lease."""
         key, lock = self.raw_key(made), self.raw_key(lock_key)
         try:
-            return bool(self.scripts.delete(
-                keys=[key, lock, lock + ":retry"], client=self.client_for(key),
-            ))
+            return bool(
+                self.scripts.delete(
+                    keys=[key, lock, lock + ":retry"],
+                    client=self.client_for(key),
+                )
+            )
         except self.errors as exc:
             if self.ignore and is_outage(exc):
                 return False

@@ -14,11 +14,12 @@ import hashlib
 import logging
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from django_dogpile.records import MISSING
 from django_dogpile.stores.base import LANDED, LeaseUnavailable, is_outage
 from django_dogpile.stores.pubsub import Subscription, is_cluster
-from django_dogpile.records import MISSING
 
 __all__ = ["RedisLease", "RedisScripts"]
 
@@ -177,8 +178,19 @@ class RedisLease:
     """An owner-checked ``SET NX PX`` lease; see the module docstring."""
 
     __slots__ = (
-        "client", "scripts", "lock_key", "record_key", "timeout", "px", "encode",
-        "decode", "ignore_errors", "errors", "token", "_snapshot", "_fence",
+        "client",
+        "scripts",
+        "lock_key",
+        "record_key",
+        "timeout",
+        "px",
+        "encode",
+        "decode",
+        "ignore_errors",
+        "errors",
+        "token",
+        "_snapshot",
+        "_fence",
     )
 
     released_by_store = True
@@ -304,15 +316,15 @@ class RedisLease:
     def hold(self, seconds: float) -> None:
         """Release, leaving a retry hold of ``seconds`` (if still ours)."""
         self.scripts.hold(
-            keys=[self.lock_key, self.lock_key + ":retry"], args=[self.token, _px(seconds)],
+            keys=[self.lock_key, self.lock_key + ":retry"],
+            args=[self.token, _px(seconds)],
             client=self.client,
         )
 
     def release(self) -> None:
-        if not self.scripts.release(
-            keys=[self.lock_key], args=[self.token], client=self.client
-        ):
+        if not self.scripts.release(keys=[self.lock_key], args=[self.token], client=self.client):
             log.warning(
-                "lease %s was gone at release (LOCK_TIMEOUT %ss, or an explicit "
-                "set revoked it)", self.lock_key, self.timeout,
+                "lease %s was gone at release (LOCK_TIMEOUT %ss, or an explicit set revoked it)",
+                self.lock_key,
+                self.timeout,
             )

@@ -33,7 +33,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from django import template
 from django.conf import settings
@@ -96,9 +97,7 @@ class DogpileCacheNode(template.Node):
                     f"(configured: {', '.join(settings.CACHES)})"
                 )
         cache = face_cache(alias, fragments=True, face="{% dogpile_cache %}")
-        key = make_fragment_key(
-            self.fragment_name, [v.resolve(context) for v in self.vary_on]
-        )
+        key = make_fragment_key(self.fragment_name, [v.resolve(context) for v in self.vary_on])
         try:
             value = cache.get_or_set(key, _Render(self.nodelist, context), timeout)
         except _NotStored as refused:
@@ -228,8 +227,11 @@ class _Render:
         request = getattr(self.context, "request", None)
         if request is None:
             return self.nodelist.render(self.context)
-        with own_csrf_flag(request), _own_messages_flag(request) as showed_messages, \
-                _watched(self.context, request) as watched:
+        with (
+            own_csrf_flag(request),
+            _own_messages_flag(request) as showed_messages,
+            _watched(self.context, request) as watched,
+        ):
             rendered = self.nodelist.render(self.context)
             if request.META.get("CSRF_COOKIE_NEEDS_UPDATE"):
                 raise _NotStored(rendered, "csrf")
@@ -261,7 +263,7 @@ def snapshot(context: template.Context) -> template.Context:
     request = getattr(context, "request", None)
     if request is not None:
         own = detached_request(request)
-        copied.request = own
+        copied.request = own  # type: ignore[attr-defined]  # a RequestContext's
         messages = getattr(request, "_messages", None)
         for layer in copied.dicts:
             for name, value in list(layer.items()):
@@ -308,11 +310,11 @@ def do_dogpile_cache(parser: Parser, token: Token) -> DogpileCacheNode:
     if len(bits) < 3:
         raise template.TemplateSyntaxError(
             f"'{TAG}' tag requires at least 2 arguments: a timeout and a "
-            f"fragment name, e.g. {{% {TAG} 300 \"sidebar\" %}}"
+            f'fragment name, e.g. {{% {TAG} 300 "sidebar" %}}'
         )
     using = None
     if bits[-1].startswith("using="):
-        using = parser.compile_filter(bits[-1][len("using="):])
+        using = parser.compile_filter(bits[-1][len("using=") :])
         bits = bits[:-1]
         if len(bits) < 3:
             raise template.TemplateSyntaxError(

@@ -101,8 +101,7 @@ def draw(series: list[tuple[str, str, list[int]]]) -> str:
         f'height="{height}" role="img" aria-label="view runs per {BUCKET} s, last {span} s" '
         f'data-bucket-seconds="{BUCKET}" data-span-seconds="{span}" '
         'font-family="sans-serif" font-size="12">',
-        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{bottom - top}" '
-        'fill="#fafafa" stroke="#999"/>',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{bottom - top}" fill="#fafafa" stroke="#999"/>',
     ]
     for v in sorted({0, peak // 2, peak}):  # y axis
         parts.append(
@@ -116,7 +115,7 @@ def draw(series: list[tuple[str, str, list[int]]]) -> str:
             f'<line x1="{x(ago):.1f}" y1="{bottom}" x2="{x(ago):.1f}" y2="{bottom + 4}" '
             'stroke="#999"/>'
             f'<text x="{x(ago):.1f}" y="{bottom + 16}" text-anchor="middle">'
-            f'{"now" if ago == 0 else f"-{ago} s"}</text>'
+            f"{'now' if ago == 0 else f'-{ago} s'}</text>"
         )
     middle = (top + bottom) / 2
     parts.append(

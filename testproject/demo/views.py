@@ -187,8 +187,16 @@ def stats(request):
     for row in per_key:
         total = by_face.setdefault(
             row["face"],
-            {"face": row["face"], "keys": 0, "hits": 0, "stale": 0, "regenerations": 0,
-             "waits": 0, "errors": 0, "last": "-"},
+            {
+                "face": row["face"],
+                "keys": 0,
+                "hits": 0,
+                "stale": 0,
+                "regenerations": 0,
+                "waits": 0,
+                "errors": 0,
+                "last": "-",
+            },
         )
         total["keys"] += 1
         for name in ("hits", "stale", "regenerations", "waits", "errors"):
@@ -196,8 +204,7 @@ def stats(request):
         if row["last"] != "-" and (total["last"] == "-" or row["last"] > total["last"]):
             total["last"] = row["last"]
     faces = [
-        {"face": face, "runs": runs, "last": _clock(LAST.get(face))}
-        for face, runs in sorted(RUNS.items())
+        {"face": face, "runs": runs, "last": _clock(LAST.get(face))} for face, runs in sorted(RUNS.items())
     ]
     return render(
         request,

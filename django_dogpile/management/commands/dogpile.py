@@ -29,9 +29,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_dogpile.cache import LOCK_SUFFIX, DogpileCache
 from django_dogpile.conf import dogpile_aliases
-from django_dogpile.records import INVALIDATED, is_record
-from django_dogpile.records import MISSING
 from django_dogpile.engine.shared_stats import publish_now, shared_stats
+from django_dogpile.records import INVALIDATED, MISSING, is_record
 from django_dogpile.stores import RedisAdapter
 from django_dogpile.stores.kinds import kind_of
 
@@ -87,7 +86,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {name:<14} {n}")
             for proc, row in data["processes"].items():
                 age = time.time() - row.get("at", time.time())
-                counts = " ".join(f"{k}={row.get(k, 0)}" for k in ("HIT", "UPDATING", "MISS", "REGENERATIONS"))
+                counts = " ".join(
+                    f"{k}={row.get(k, 0)}" for k in ("HIT", "UPDATING", "MISS", "REGENERATIONS")
+                )
                 self.stdout.write(f"  {proc} ({age:.0f}s ago): {counts}")
             return
         key, version = options["key"], options["version"]
@@ -97,7 +98,6 @@ class Command(BaseCommand):
             return
         for line in inspect_key(cache, key, version):
             self.stdout.write(line)
-
 
     def _stampede(self, options: dict[str, Any]) -> None:
         from django_dogpile.conf import get_config
@@ -164,8 +164,12 @@ def stampede(url: str, clients: int, duration: float, header: str) -> dict[str, 
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
     return {
-        "requests": len(latencies), "errors": errors[0], "statuses": dict(statuses),
-        "p50": pct(50), "p99": pct(99), "max": ordered[-1],
+        "requests": len(latencies),
+        "errors": errors[0],
+        "statuses": dict(statuses),
+        "p50": pct(50),
+        "p99": pct(99),
+        "max": ordered[-1],
     }
 
 
@@ -230,7 +234,9 @@ def _lease(cache: DogpileCache, made: str) -> str:
         raw_key = str(cache.store.make_key(lock_key))
         holder, pttl = client.get(raw_key), client.pttl(raw_key)
         hold = client.pttl(raw_key + ":retry")
-        text = "free" if holder is None else f"held by token {holder.decode()[:8]}… for {pttl / 1000:.1f}s more"
+        text = (
+            "free" if holder is None else f"held by token {holder.decode()[:8]}… for {pttl / 1000:.1f}s more"
+        )
         return text + (f"; RETRY_AFTER hold for {hold / 1000:.1f}s more" if hold > 0 else "")
     if cache.binding.adapter.lease is None:
         return "in-process only (locmem): nothing shared to show"

@@ -49,13 +49,14 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=int, default=None, help="cache freshness, seconds (default 1)")
         parser.add_argument("--creator-time", type=float, default=0.2, help="seconds the view works")
         parser.add_argument("--redis", default=None, help="use this Redis URL as the store")
-        parser.add_argument("--url", default=None, help="target a running demo instead (e.g. http://127.0.0.1:8000)")
+        parser.add_argument(
+            "--url", default=None, help="target a running demo instead (e.g. http://127.0.0.1:8000)"
+        )
 
     def handle(self, *args, **opts):
         timeout = opts["timeout"] or 1
         if opts["url"] is None and (
-            timeout != settings.DEMO_TIMEOUT
-            or (opts["redis"] or None) != (settings.REDIS_URL or None)
+            timeout != settings.DEMO_TIMEOUT or (opts["redis"] or None) != (settings.REDIS_URL or None)
         ):
             # the page decorators read these at import: start again with them set
             env = dict(os.environ, DEMO_TIMEOUT=str(timeout))
@@ -126,8 +127,13 @@ class Command(BaseCommand):
         after = self._runs(base)
         runs = sum(after.values()) - sum(before.values())
         return {
-            "label": label, "requests": len(latencies), "runs": runs, "errors": errors[0],
-            "p50": _pct(latencies, 50), "p99": _pct(latencies, 99), "max": max(latencies or [0]),
+            "label": label,
+            "requests": len(latencies),
+            "runs": runs,
+            "errors": errors[0],
+            "p50": _pct(latencies, 50),
+            "p99": _pct(latencies, 99),
+            "max": max(latencies or [0]),
         }
 
     def _table(self, rows, opts, timeout):
