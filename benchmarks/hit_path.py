@@ -16,7 +16,7 @@ import timeit
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from tests.redis_server import RedisServer
+from tests.helpers.redis_server import RedisServer
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ What one run does:
 
 gunicorn's sync workers close the connection after each response (no
 keep-alive), so every request is also a TCP connect.
-``tests/test_page_benchmark.py`` runs a short version (2 workers, one
+``tests/system/test_page_benchmark.py`` runs a short version (2 workers, one
 round of 2 s) and asserts the Redis reads per hit exactly.
 """
 
@@ -63,7 +63,7 @@ if ROOT not in sys.path:
 import redis  # noqa: E402
 
 from benchmarks import soak  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.helpers.redis_server import RedisServer  # noqa: E402
 
 HERE = os.path.join(ROOT, "benchmarks")
 WRK_SCRIPT = os.path.join(HERE, "wrk_summary.lua")

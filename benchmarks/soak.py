@@ -29,7 +29,7 @@ The same run is repeated with Django's own faces on the same store as the
 baseline (``cache_page``, ``{% cache %}``, ``cache.get_or_set``: the demo's
 ``/report/plain/``, ``/fragment/plain/``, ``/function/plain/``), and the
 results are printed side by side.
-``tests/test_soak.py`` runs a short version (2 workers, a few seconds).
+``tests/system/test_soak.py`` runs a short version (2 workers, a few seconds).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), 
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from tests.redis_server import RedisServer, free_port  # noqa: E402
+from tests.helpers.redis_server import RedisServer, free_port  # noqa: E402
 
 #: The pages each kind loads: role -> (path, the demo's name for its slow work).
 PAGES = {

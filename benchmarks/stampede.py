@@ -27,7 +27,7 @@ Columns:
   waited for it (the creator's time + the wake-up delay);
 * latency percentiles over all calls.
 
-``tests/test_stampede.py`` runs a short version of the same scenarios.
+``tests/ops/test_stampede.py`` runs a short version of the same scenarios.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def start_servers(stores: list[str]) -> list[Any]:
     """Start the servers ``stores`` need; environment set for child processes."""
     import tempfile
 
-    from tests.redis_server import MemcachedServer, RedisServer
+    from tests.helpers.redis_server import MemcachedServer, RedisServer
 
     os.environ.setdefault("DOGPILE_TEST_SHARED_DIR", tempfile.mkdtemp(prefix="dogpile-bench-"))
     servers: list[Any] = []
@@ -151,7 +151,7 @@ def start_servers(stores: list[str]) -> list[Any]:
         servers.append(memcached)
         os.environ["DOGPILE_TEST_MEMCACHED"] = memcached.location
     if "cluster" in stores:
-        from tests.redis_server import RedisClusterServers
+        from tests.helpers.redis_server import RedisClusterServers
 
         cluster = RedisClusterServers()
         cluster.start()

@@ -9,7 +9,8 @@ import tempfile
 
 import pytest
 
-from tests.redis_server import MemcachedServer, RedisClusterServers, RedisServer, required
+from tests.helpers.redis_server import MemcachedServer, RedisClusterServers, RedisServer, required
+from tests.helpers.stores import STORES
 
 _server: RedisServer | None = None
 _why_not: str | None = None
@@ -109,3 +110,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         ]:
             if marker in item.keywords and fixture not in names:
                 item.fixturenames.append(fixture)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest) -> str:
+    """The alias of each store of :data:`tests.helpers.stores.STORES` in turn."""
+    return str(request.param)

@@ -47,7 +47,7 @@ TEMPLATES = [
 ]
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 # The suite counts Redis commands exactly: no background publishing of the
-# counters unless a test asks for it (tests/test_commands.py).
+# counters unless a test asks for it (tests/ops/test_commands.py).
 DOGPILE = {"STATS_INTERVAL": 0}
 
 REDIS_URL = os.environ.get("DOGPILE_TEST_REDIS_URL", "redis://127.0.0.1:1/0")
@@ -104,12 +104,12 @@ CACHES = {
         "OPTIONS": {"CLIENT_CLASS": "django_redis.client.ShardClient", "SOCKET_TIMEOUT": 5},
     },
     # django-redis's SentinelClient: the primary is whatever the sentinel
-    # says (tests/test_sentinel.py starts primary, replica and sentinel, and
+    # says (tests/stores/test_sentinel.py starts primary, replica and sentinel, and
     # sets the port before any worker process imports these settings).
     # Django's own RedisCache is not run under Sentinel: it builds its pool
     # with pool_class.from_url(LOCATION, **OPTIONS), a fixed address, unless
     # OPTIONS name redis-py's SentinelConnectionPool and carry service_name
-    # and a live Sentinel object (see tests/test_sentinel.py).
+    # and a live Sentinel object (see tests/stores/test_sentinel.py).
     "sentinel": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": "redis://mymaster/0",

@@ -93,6 +93,16 @@ class Fallbacks:
         with self._lock:
             self._values.clear()
 
+    def snapshot(self) -> list[tuple[Any, tuple[bytes, float]]]:
+        """What is kept now (:func:`django_dogpile.testing.another_process`)."""
+        with self._lock:
+            return list(self._values.items())
+
+    def restore(self, items: list[tuple[Any, tuple[bytes, float]]]) -> None:
+        with self._lock:
+            self._values.clear()
+            self._values.update(items)
+
 
 class Deadlines:
     """Keys held until a deadline (monotonic), per process; bounded.

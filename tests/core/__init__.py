@@ -1,0 +1,1 @@
+"""The framework-free dogpile core (dogpile.core 0.4.1's API)."""

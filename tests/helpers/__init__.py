@@ -1,0 +1,1 @@
+"""What the tests share: real servers, worker processes, test apps and URLconfs."""

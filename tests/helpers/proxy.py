@@ -1,0 +1,104 @@
+"""A TCP proxy on loopback that can go silent like a middlebox.
+
+A NAT, load balancer or firewall that drops an idle flow sends no reset: the
+client's socket stays open and every read just never returns.
+:meth:`Proxy.freeze_subscribers` does that to every flow that has sent a
+``SUBSCRIBE`` (the idle pub/sub connection): from then on nothing is
+forwarded either way and nothing is closed.  New flows (a listener
+reconnecting, ordinary commands) are forwarded as usual.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from tests.helpers.redis_server import free_port
+
+
+class _Flow:
+    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+        self.client, self.upstream = client, upstream
+        self.subscriber = False
+        self.frozen = threading.Event()
+
+
+class Proxy:
+    """Forward ``127.0.0.1:port`` to ``127.0.0.1:target``; :meth:`close` ends it."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = free_port()
+        self.flows: list[_Flow] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._server.settimeout(0.2)
+        threading.Thread(target=self._accept, daemon=True, name="test-proxy").start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except (TimeoutError, OSError):
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            flow = _Flow(client, upstream)
+            with self._lock:
+                self.flows.append(flow)
+            for src, dst, watch in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(flow, src, dst, watch), daemon=True).start()
+
+    def _pump(self, flow: _Flow, src: socket.socket, dst: socket.socket, watch: bool) -> None:
+        src.settimeout(0.05)
+        while not self._closed:
+            if flow.frozen.is_set():
+                time.sleep(0.05)  # silent: read nothing, forward nothing, close nothing
+                continue
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            if watch and b"SUBSCRIBE" in data.upper():
+                flow.subscriber = True
+            if flow.frozen.is_set():
+                continue  # went silent while this was in flight: it is lost
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+        if not flow.frozen.is_set():
+            for sock in (src, dst):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def freeze_subscribers(self) -> int:
+        """Make every pub/sub flow silent; return how many there were."""
+        with self._lock:
+            frozen = [f for f in self.flows if f.subscriber and not f.frozen.is_set()]
+        for flow in frozen:
+            flow.frozen.set()
+        return len(frozen)
+
+    def close(self) -> None:
+        self._closed = True
+        self._server.close()
+        with self._lock:
+            flows = list(self.flows)
+        for flow in flows:
+            for sock in (flow.client, flow.upstream):
+                try:
+                    sock.close()
+                except OSError:
+                    pass

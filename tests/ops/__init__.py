@@ -1,0 +1,1 @@
+"""What operators meet: system checks, the management command, stats, the stampede tool."""

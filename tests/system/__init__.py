@@ -1,0 +1,1 @@
+"""The whole thing: the demo, a browser, soaks, benchmarks' short runs, the pip user's path, typing."""

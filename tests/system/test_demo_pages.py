@@ -1,0 +1,76 @@
+"""The demo's views, rendered through Django's test client in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = r"""
+import django, os
+django.setup()
+from django.conf import settings
+settings.DEMO_SLOW = 0.01
+from django.test import Client
+from django.test.utils import setup_test_environment
+setup_test_environment()
+c = Client()
+for path in ["/", "/report/", "/report/", "/report/plain/", "/fragment/", "/function/",
+             "/fragment/plain/", "/function/plain/", "/fragment/plain/", "/function/plain/"]:
+    r = c.get(path)
+    assert r.status_code == 200, (path, r.status_code)
+r = c.get("/stats/")
+body = r.content.decode()
+assert "<svg" in body and 'id="chart"' in body, body[:500]
+import json
+runs = json.loads(c.get("/stats/?json=1").content)["runs"]
+assert runs["page (dogpile_cache_page)"] == 1, runs
+assert 'id="timeline"' in body and body.count('class="series"') == 2, body
+timeline = json.loads(c.get("/stats/?json=1").content)["timeline"]
+assert {face: sum(counts) for face, counts in timeline.items()} == {
+    "page (Django cache_page)": 1, "page (dogpile_cache_page)": 1}, timeline
+assert runs["fragment (Django {% cache %})"] == 1 and runs["function (Django get_or_set)"] == 1, runs
+data = json.loads(c.get("/stats/?json=1").content)
+assert data["counters"]["HIT"] >= 1
+pages = [row for key, row in data["keys"].items() if key.startswith("dogpile.page.")]
+assert [(r["REGENERATIONS"], r["HIT"]) for r in pages] == [(1, 1)], data["keys"]
+assert 'id="per-face"' in body and 'id="keys"' in body and "dogpile_cache_page" in body and "cached()" in body, body
+print("ok")
+"""
+
+
+def test_demo_pages_and_stats_chart():
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="testproject.settings")
+    env.pop("DOGPILE_REDIS_URL", None)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("ok")
+
+
+def test_timeline_draws_each_series_from_just_before_its_first_run():
+    from testproject.demo import timeline
+
+    quiet, burst = [0] * 110, [0, 5, 0, 12, 0, 0, 1, 0, 0, 0]  # WINDOW seconds, oldest first
+    svg = timeline.draw([("a & b", "#111", quiet + burst), ("c", "#222", quiet + [0, 1] + [0] * 8)])
+    assert svg.startswith('<svg id="timeline"') and svg.endswith("</svg>")
+    # drawn from 2 s before the first run, but at least MIN_SPAN seconds
+    assert f'data-span-seconds="{timeline.MIN_SPAN}"' in svg
+    first = svg.split('class="series"')[1]
+    assert 'data-face="a &amp; b" data-total="18"' in first
+    assert 'data-counts="' + ",".join(map(str, [0] * 20 + burst)) + '"' in first
+    assert "a &amp; b: 18 runs" in svg and "c: 1 run<" in svg
+    assert svg.count("<circle") == 4  # a point for each second with runs
+    assert ">20<" in svg and ">-30 s<" in svg and ">now<" in svg  # the axes: 12 rounded up, seconds ago
+
+    early = [0] * 10 + [3] + [0] * 109  # a run 110 s ago: drawn from 2 s before it
+    assert 'data-span-seconds="112"' in timeline.draw([("a", "#111", early)])
