@@ -269,20 +269,20 @@ class StoreAdapter:
 
             self.lease = new_lease
 
-    def set(self, made: str, record: Any, timeout: float | None, lock_key: str) -> bool:
+    def set(self, skey: str, record: Any, timeout: float | None, lock_key: str) -> bool:
         """Store ``record`` for an explicit ``set()``; True if stored."""
-        result: Any = self.store.set(made, record, timeout=timeout)
+        result: Any = self.store.set(skey, record, timeout=timeout)
         return bool(result) if self.set_reports else result is not False
 
-    def add(self, made: str, record: Any, timeout: float | None, lock_key: str) -> bool:
-        return bool(self.store.add(made, record, timeout=timeout))
+    def add(self, skey: str, record: Any, timeout: float | None, lock_key: str) -> bool:
+        return bool(self.store.add(skey, record, timeout=timeout))
 
-    def delete(self, made: str, lock_key: str) -> bool:
+    def delete(self, skey: str, lock_key: str) -> bool:
         """Delete for an explicit ``delete()``; True if the key existed."""
-        return bool(self.store.delete(made))
+        return bool(self.store.delete(skey))
 
-    def delete_many(self, made: list[str], lock_keys: list[str]) -> None:
-        self.store.delete_many(made)
+    def delete_many(self, skeys: list[str], lock_keys: list[str]) -> None:
+        self.store.delete_many(skeys)
 
     def end_hold(self, lock_key: str) -> None:
         """End a ``RETRY_AFTER`` hold on the key (``set``/``delete`` do)."""
@@ -309,9 +309,9 @@ _PLAIN_MAKE_KEYS = frozenset({"BaseCache.make_key", "BaseValkeyCache.make_key"})
 
 
 def store_ident(store: Any, plain: bool | None = None) -> Callable[[str], str]:
-    """How a near cache names the record ``made``: by the store's own key.
+    """How a near cache names the record ``skey``: by the store's own key.
 
-    With plain keys (:func:`plain_keys`) that is ``made`` itself (the
+    With plain keys (:func:`plain_keys`) that is ``skey`` itself (the
     store's prefix and version are the same for every key); another key
     function or ``make_key`` may put the request's tenant in the key, and
     then the store's key it is.
@@ -320,8 +320,8 @@ def store_ident(store: Any, plain: bool | None = None) -> Callable[[str], str]:
         plain = plain_keys(store)
     if plain:
         return _same
-    return lambda made: str(store.make_key(made))
+    return lambda skey: str(store.make_key(skey))
 
 
-def _same(made: str) -> str:
-    return made
+def _same(skey: str) -> str:
+    return skey

@@ -308,7 +308,7 @@ def near_store(
 
             channel = default_key_func("dogpile-near", store.key_prefix, store.version)
             bus = Bus(client, channel, near, access.errors)
-        made = _registry[ident] = NearStore(
+        built = _registry[ident] = NearStore(
             store,
             near,
             bus,
@@ -318,7 +318,7 @@ def near_store(
         )
         if bus is not None:
             bus.start()
-        return made
+        return built
 
 
 def evict_here(store_family: str, ident: str) -> None:

@@ -29,19 +29,19 @@ def is_cluster(client: Any) -> bool:
     return any(cls.__name__ in ("RedisCluster", "ValkeyCluster") for cls in type(client).__mro__)
 
 
-def hash_tagged(made: str) -> str:
-    """``made`` as a cluster key whose derived keys share its slot.
+def hash_tagged(skey: str) -> str:
+    """``skey`` as a cluster key whose derived keys share its slot.
 
-    The record is ``{made}``; its lock, the lock's retry hold and its
-    wake-up channel append to that, so all hash to the slot of ``made``.  A
+    The record is ``{skey}``; its lock, the lock's retry hold and its
+    wake-up channel append to that, so all hash to the slot of ``skey``.  A
     key that itself holds ``{`` or ``}`` would move the tag: it is tagged by
     a digest instead, ``{h:<sha1>}`` followed by the key.
     """
-    if "{" not in made and "}" not in made:
-        return "{" + made + "}"
+    if "{" not in skey and "}" not in skey:
+        return "{" + skey + "}"
     import hashlib
 
-    return "{h:" + hashlib.sha1(made.encode(), usedforsecurity=False).hexdigest() + "}" + made
+    return "{h:" + hashlib.sha1(skey.encode(), usedforsecurity=False).hexdigest() + "}" + skey
 
 
 def _node_client(cluster: Any, channel: str, refresh: bool) -> Any:

@@ -52,7 +52,7 @@ class RedisAccess:
     """How to run the lease's scripts on one Redis-protocol store.
 
     ``client_for(made_key)`` is the client of the server that holds the
-    record ``made_key`` (its primary): the lock key of a record always goes
+    record ``skey`` (its primary): the lock key of a record always goes
     to the record's server, whatever a hash of the lock key would say, so a
     script touching both stays on one server (django-redis's ShardClient).
     """
@@ -169,9 +169,9 @@ class RedisAdapter(StoreAdapter):
             self.errors,
         )
 
-    def _write(self, script: Any, made: str, record: Any, timeout: float | None, lock_key: str) -> bool:
+    def _write(self, script: Any, skey: str, record: Any, timeout: float | None, lock_key: str) -> bool:
         px = 0 if timeout is None else max(int(timeout * 1000), 1)
-        key, lock = self.raw_key(made), self.raw_key(lock_key)
+        key, lock = self.raw_key(skey), self.raw_key(lock_key)
         try:
             return bool(
                 script(
@@ -182,26 +182,26 @@ class RedisAdapter(StoreAdapter):
             )
         except self.errors as exc:
             if self.ignore and is_outage(exc):
-                log.warning("store unavailable (%s); %s not written", exc, made)
+                log.warning("store unavailable (%s); %s not written", exc, skey)
                 return False
             raise
 
-    def set(self, made: str, record: Any, timeout: float | None, lock_key: str) -> bool:
+    def set(self, skey: str, record: Any, timeout: float | None, lock_key: str) -> bool:
         """``SET`` that also revokes a running regeneration's lease."""
         try:
-            return self._write(self.scripts.set, made, record, timeout, lock_key)
+            return self._write(self.scripts.set, skey, record, timeout, lock_key)
         finally:
-            self.wrote(made)
+            self.wrote(skey)
 
-    def add(self, made: str, record: Any, timeout: float | None, lock_key: str) -> bool:
-        added = self._write(self.scripts.add, made, record, timeout, lock_key)
+    def add(self, skey: str, record: Any, timeout: float | None, lock_key: str) -> bool:
+        added = self._write(self.scripts.add, skey, record, timeout, lock_key)
         if added:
-            self.wrote(made)
+            self.wrote(skey)
         return added
 
-    def delete(self, made: str, lock_key: str) -> bool:
+    def delete(self, skey: str, lock_key: str) -> bool:
         """``DEL`` that also ends a hold and revokes a regeneration's lease."""
-        key, lock = self.raw_key(made), self.raw_key(lock_key)
+        key, lock = self.raw_key(skey), self.raw_key(lock_key)
         try:
             return bool(
                 self.scripts.delete(
@@ -214,13 +214,13 @@ class RedisAdapter(StoreAdapter):
                 return False
             raise
         finally:
-            self.wrote(made)
+            self.wrote(skey)
 
-    def delete_many(self, made: list[str], lock_keys: list[str]) -> None:
+    def delete_many(self, skeys: list[str], lock_keys: list[str]) -> None:
         """One ``DEL`` per server (per slot on a cluster): each record with
         its lock and hold."""
         by_server: dict[Any, tuple[Any, list[str]]] = {}
-        for record, lock in zip(made, lock_keys):
+        for record, lock in zip(skeys, lock_keys):
             key, lock = self.raw_key(record), self.raw_key(lock)
             client = self.client_for(key)
             group = client.keyslot(key) if self.cluster else id(client)
@@ -232,7 +232,7 @@ class RedisAdapter(StoreAdapter):
             if not (self.ignore and is_outage(exc)):
                 raise
         finally:
-            for record in made:
+            for record in skeys:
                 self.wrote(record)
 
 

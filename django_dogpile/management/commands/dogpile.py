@@ -175,10 +175,10 @@ def stampede(url: str, clients: int, duration: float, header: str) -> dict[str, 
 
 def inspect_key(cache: DogpileCache, key: str, version: int | None = None) -> list[str]:
     """Describe one key of ``cache``: its record and its lease."""
-    made = cache.make_and_validate_key(key, version)
-    raw = cache.store.get(made, MISSING)
+    skey = cache.make_and_validate_key(key, version)
+    raw = cache.store.get(skey, MISSING)
     now = time.time()
-    lines = [f"key       {key!r} (in the store: {made!r})"]
+    lines = [f"key       {key!r} (in the store: {skey!r})"]
     if not is_record(raw):
         lines.append("state     missing" if raw is MISSING else "state     not a DogpileCache record")
     else:
@@ -194,42 +194,42 @@ def inspect_key(cache: DogpileCache, key: str, version: int | None = None) -> li
         lines += [f"state     {state}", f"age       {now - created:.1f}s", f"cost      {cost:.3f}s to make"]
     kind = kind_of(caches[cache.location])
     lines.append(f"store     {kind.name}: lease {kind.native}, reaching {kind.reach}")
-    slot = _slot(cache, made)
+    slot = _slot(cache, skey)
     if slot:
         lines.append(f"slot      {slot}")
-    lines.append(f"store ttl {_ttl(cache, made)}")
-    lines.append(f"lease     {_lease(cache, made)}")
+    lines.append(f"store ttl {_ttl(cache, skey)}")
+    lines.append(f"lease     {_lease(cache, skey)}")
     return lines
 
 
-def _redis(cache: DogpileCache, made: str) -> Any:
-    """The client of the Redis server holding ``made`` (and its lease), or None."""
+def _redis(cache: DogpileCache, skey: str) -> Any:
+    """The client of the Redis server holding ``skey`` (and its lease), or None."""
     adapter = cache.binding.adapter
     if not isinstance(adapter, RedisAdapter):
         return None
-    return adapter.client_for(adapter.raw_key(made))
+    return adapter.client_for(adapter.raw_key(skey))
 
 
-def _slot(cache: DogpileCache, made: str) -> str | None:
+def _slot(cache: DogpileCache, skey: str) -> str | None:
     """On a Redis Cluster: the record's slot and the primary serving it."""
-    client = _redis(cache, made)
+    client = _redis(cache, skey)
     if client is None or not getattr(cache.binding.adapter, "cluster", False):
         return None
-    raw = str(cache.store.make_key(made))
+    raw = str(cache.store.make_key(skey))
     return f"{client.keyslot(raw)} on {client.get_node_from_key(raw).name} (with its lease and hold)"
 
 
-def _ttl(cache: DogpileCache, made: str) -> str:
-    client = _redis(cache, made)
+def _ttl(cache: DogpileCache, skey: str) -> str:
+    client = _redis(cache, skey)
     if client is None:
         return "(this store does not tell)"
-    pttl = client.pttl(str(cache.store.make_key(made)))
+    pttl = client.pttl(str(cache.store.make_key(skey)))
     return "none (kept forever)" if pttl == -1 else "gone" if pttl == -2 else f"{pttl / 1000:.1f}s"
 
 
-def _lease(cache: DogpileCache, made: str) -> str:
-    lock_key = made + LOCK_SUFFIX
-    client = _redis(cache, made)
+def _lease(cache: DogpileCache, skey: str) -> str:
+    lock_key = skey + LOCK_SUFFIX
+    client = _redis(cache, skey)
     if client is not None:
         raw_key = str(cache.store.make_key(lock_key))
         holder, pttl = client.get(raw_key), client.pttl(raw_key)
@@ -240,7 +240,7 @@ def _lease(cache: DogpileCache, made: str) -> str:
         return text + (f"; RETRY_AFTER hold for {hold / 1000:.1f}s more" if hold > 0 else "")
     if cache.binding.adapter.lease is None:
         return "in-process only (locmem): nothing shared to show"
-    lease = cache.binding.adapter.lease(lock_key, made)
+    lease = cache.binding.adapter.lease(lock_key, skey)
     holder = lease._holder() if hasattr(lease, "_holder") else cache.store.get(lock_key)
     if hasattr(lease, "_read"):  # the file lease
         current = lease._read()
