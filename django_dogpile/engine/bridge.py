@@ -30,7 +30,7 @@ from typing import Any
 from asgiref.sync import async_to_sync, sync_to_async
 
 from django_dogpile import records
-from django_dogpile.records import MISSING
+from django_dogpile.records import MISSING, VALUE
 
 __all__ = ["aget_or_set_status", "run"]
 
@@ -101,13 +101,13 @@ async def aget_or_set_status(cache: Any, key: Any, skey: str, default: Any, time
     """The body of ``DogpileCache.aget_or_set_status`` (see the module docstring)."""
     raw = await _read(cache, skey)
     if cache.binding.fresh_hit(key, raw):
-        return raw[0], "HIT"
+        return raw[VALUE], "HIT"
     ident = cache.binding.ident(skey)
     inflight = _inflight()
     while (pending := inflight.get(ident)) is not None:
         if cache.binding.live(raw, records.now()):
             cache.binding.count("UPDATING", key)
-            return raw[0], "UPDATING"
+            return raw[VALUE], "UPDATING"
         future, waiting = pending
         waiting.append(1)
         try:
@@ -122,7 +122,7 @@ async def aget_or_set_status(cache: Any, key: Any, skey: str, default: Any, time
             return pickle.loads(blob), "MISS"
         raw = await _read(cache, skey)
         if cache.binding.fresh_hit(key, raw):
-            return raw[0], "HIT"
+            return raw[VALUE], "HIT"
     future = asyncio.get_running_loop().create_future()
     followers: list[int] = []
     inflight[ident] = (future, followers)

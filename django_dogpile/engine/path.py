@@ -43,7 +43,16 @@ from django_dogpile.engine.locks import KeyMutex
 from django_dogpile.engine.memory import fallbacks
 from django_dogpile.engine.pool import submit
 from django_dogpile.exceptions import WaitTimeout
-from django_dogpile.records import MISSING, Record, is_fresh, is_record, store_timeout
+from django_dogpile.records import (
+    CREATED,
+    EXPIRES,
+    MISSING,
+    VALUE,
+    Record,
+    is_fresh,
+    is_record,
+    store_timeout,
+)
 
 __all__ = ["Regeneration"]
 
@@ -64,7 +73,7 @@ class _Call:
     def __init__(self, first: Any) -> None:
         self.first = first
         #: creation time of the record this call started from (None: none)
-        self.seen_created: float | None = first[1] if is_record(first) else None
+        self.seen_created: float | None = first[CREATED] if is_record(first) else None
         self.reads = 0
         self.stale: Any = MISSING
         self.outcome = "UPDATING"
@@ -103,7 +112,7 @@ class Regeneration:
                 # Waited, and the lease found the value instead of the lock:
                 # serve it (this caller holds no lock, so never regenerate).
                 log.debug("%r landed while waiting", key)
-                return mutex.landed[0], _FRESH
+                return mutex.landed[VALUE], _FRESH
             else:
                 # After a wait: the Redis lease read the record atomically
                 # with taking the lock, so only other stores are read again.
@@ -118,11 +127,11 @@ class Regeneration:
                         log.debug("%r served from this process's outage fallback", key)
                         return kept, _FRESH
                 raise NeedRegenerationException()
-            if call.reads > 1 and (record[2] is None or now < record[2]):
-                return record[0], _FRESH  # another caller created it meanwhile
-            call.stale = record[0]
-            call.seen_created = record[1]
-            return record[0], _STALE
+            if call.reads > 1 and (record[EXPIRES] is None or now < record[EXPIRES]):
+                return record[VALUE], _FRESH  # another caller created it meanwhile
+            call.stale = record[VALUE]
+            call.seen_created = record[CREATED]
+            return record[VALUE], _STALE
 
         def creator() -> tuple[Any, float]:
             if call.reads == 1 and call.stale is not MISSING:
@@ -133,10 +142,10 @@ class Regeneration:
                 record = mutex.snapshot()
                 if record is MISSING:
                     record = b.store.get(skey, MISSING)
-                if is_fresh(record, records.now()) and record[1] != call.seen_created:
+                if is_fresh(record, records.now()) and record[CREATED] != call.seen_created:
                     log.debug("%r was regenerated elsewhere meanwhile", key)
                     call.outcome = "HIT"
-                    return record[0], _FRESH
+                    return record[VALUE], _FRESH
             if mutex.degraded and call.stale is not MISSING:
                 # The lease's store is unreachable, yet a stale record was
                 # read (a replica whose primary is down still answers): serve
@@ -263,7 +272,7 @@ class Regeneration:
             # the record's creation time is the fence: still the record this
             # regeneration started from (None: still no record)?
             current = adapter.backing.get(skey, MISSING)  # not a near copy
-            return (current[1] if is_record(current) else None) == call.seen_created
+            return (current[CREATED] if is_record(current) else None) == call.seen_created
 
         with b.pickling(f"the value for key {key!r}"):
             if mutex.leased:
@@ -308,7 +317,7 @@ class Regeneration:
             # Read again: the job may have queued while another host
             # regenerated (an early refresh has the same creation time).
             record = b.store.get(skey, MISSING)
-            if is_fresh(record, records.now()) and record[1] != call.seen_created:
+            if is_fresh(record, records.now()) and record[CREATED] != call.seen_created:
                 log.debug("%r was regenerated elsewhere before its job ran", key)
                 return
             self._create(key, skey, default, fresh_for, mutex, call, background=True)

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django_dogpile import records
+from django_dogpile.records import EXPIRES
 from django_dogpile.stores.base import store_ident
 from django_dogpile.stores.near_bus import _CLEAR, PING_INTERVAL, PONG_WITHIN, Bus
 
@@ -71,7 +72,7 @@ class NearCache:
 
     def offer(self, key: str, record: Any, epoch: int) -> None:
         """Keep ``record`` (fresh, read under ``epoch``) if nothing changed since."""
-        expires = record[2]
+        expires = record[EXPIRES]
         now = records.now()
         if expires is not None and now >= expires:
             return
