@@ -7,14 +7,17 @@
   stale or missing; its age, when it goes stale, how long the store keeps
   it; who holds its lease and for how long;
 * ``dogpile invalidate KEY [--alias A]`` -- make it stale (the next
-  ``get_or_set`` regenerates it once; the others keep the old value);
-* ``dogpile stampede URL [--compare URL2] [--clients N] [--duration S]`` --
-  fire N concurrent clients at a page of any running site (loopback or
-  your own hosts only) and report requests, latency, errors and the
-  ``X-Dogpile-Cache`` statuses: each ``EXPIRED`` is a request that ran
-  the view at an expiry (``MISS`` counts the first creation and the
-  requests that waited for it).  ``--compare`` runs the same load on a second URL
-  (e.g. the same page under Django's ``cache_page``) side by side.
+  ``get_or_set`` regenerates it once; the others keep the old value); a key
+  with no value is an error (exit 1: nothing was invalidated), while
+  ``inspect`` of a missing key prints ``state missing`` and exits 0;
+* ``dogpile stampede URL [--compare URL2] [--clients N] [--duration S]
+  [--rate R]`` -- fire N concurrent clients at a page of a running site
+  (loopback only, unless ``--i-own-this-host``) and report requests,
+  latency, errors, the view runs seen in the responses (either face; how:
+  ``STAMPEDE_HELP`` below) and the ``X-Dogpile-Cache`` statuses.
+  ``--compare`` runs the same load on a second URL (e.g. the same page
+  under Django's ``cache_page``) side by side.  Any failed request makes
+  the command fail (exit 1) after the table.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_dogpile.cache import LOCK_SUFFIX, DogpileCache
 from django_dogpile.conf import dogpile_aliases
 from django_dogpile.engine.shared_stats import publish_now, shared_stats
+from django_dogpile.management.stampede import OWN_FLAG, check_target, failure_summary, stampede
 from django_dogpile.records import INVALIDATED, MISSING, is_record
 from django_dogpile.stores import RedisAdapter
 from django_dogpile.stores.kinds import kind_of
@@ -43,12 +47,24 @@ class Command(BaseCommand):
         stats = sub.add_parser("stats", help="counters summed over every process")
         stats.add_argument("--alias", default=None)
         stats.add_argument("--json", action="store_true")
-        storm = sub.add_parser("stampede", help="concurrent clients on a page of a running site")
+        storm = sub.add_parser(
+            "stampede", help="concurrent clients on a page of a running site", description=STAMPEDE_HELP
+        )
         storm.add_argument("url")
         storm.add_argument("--compare", default=None, help="a second URL, run after the first")
         storm.add_argument("--clients", type=int, default=32)
-        storm.add_argument("--duration", type=float, default=6.0)
+        storm.add_argument("--duration", type=float, default=6.0, help="seconds per URL")
+        storm.add_argument(
+            "--rate", type=float, default=0.0, help="at most R requests per second per client (0: no pause)"
+        )
+        storm.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
         storm.add_argument("--header", default=None, help="status header (DOGPILE['STATUS_HEADER'])")
+        storm.add_argument(
+            "--run-header", default=None, help="a response header the view sets to a new value per run"
+        )
+        storm.add_argument(
+            OWN_FLAG, dest="own_host", action="store_true", help="allow a host that is not loopback"
+        )
         for name, text in (("inspect", "one key's state"), ("invalidate", "make a key stale")):
             one = sub.add_parser(name, help=text)
             one.add_argument("key")
@@ -93,8 +109,9 @@ class Command(BaseCommand):
             return
         key, version = options["key"], options["version"]
         if action == "invalidate":
-            done = cache.invalidate(key, version=version)
-            self.stdout.write(f"{key}: {'invalidated' if done else 'no value to invalidate'}")
+            if not cache.invalidate(key, version=version):
+                raise CommandError(f"{key}: no value in {cache.alias}: nothing was invalidated")
+            self.stdout.write(f"{key}: invalidated")
             return
         for line in inspect_key(cache, key, version):
             self.stdout.write(line)
@@ -105,72 +122,54 @@ class Command(BaseCommand):
         header = options["header"] or get_config()["STATUS_HEADER"] or "X-Dogpile-Cache"
         if options["clients"] < 1 or options["duration"] <= 0:
             raise CommandError("--clients must be >= 1 and --duration > 0")
+        if options["rate"] < 0 or options["timeout"] <= 0:
+            raise CommandError("--rate must be >= 0 and --timeout > 0")
         urls = [options["url"]] + ([options["compare"]] if options["compare"] else [])
+        for url in urls:  # every URL before any load
+            check_target(url, options["own_host"])
+        clients = options["clients"]
+        pace = f", at most {options['rate']:g} requests/s per client" if options["rate"] else ""
         self.stdout.write(
-            f"{options['clients']} clients, {options['duration']:g} s per URL\n"
+            f"{clients} clients, {options['duration']:g} s per URL{pace}\n"
             f"{'url':<40} {'requests':>8} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} "
-            f"{'max ms':>7} {'expiries':>9}  statuses"
+            f"{'max ms':>7} {'runs':>6}  statuses"
         )
+        results, notes = [], []
         for url in urls:
-            row = stampede(url, options["clients"], options["duration"], header)
-            runs = row["statuses"].get("EXPIRED", 0)
-            statuses = " ".join(f"{k}={v}" for k, v in sorted(row["statuses"].items())) or "-"
-            self.stdout.write(
-                f"{url[:40]:<40} {row['requests']:>8} {row['errors']:>6} {row['p50']:>7.1f} "
-                f"{row['p99']:>7.1f} {row['max']:>7.1f} "
-                f"{runs if row['statuses'] else '?':>9}  {statuses}"
+            row = stampede(
+                url,
+                clients,
+                options["duration"],
+                header,
+                rate=options["rate"],
+                run_header=options["run_header"],
+                timeout=options["timeout"],
             )
+            results.append(row)
+            notes += row.notes(clients)
+            statuses = " ".join(f"{k}={v}" for k, v in sorted(row.statuses.items())) or "-"
+            self.stdout.write(
+                f"{url[:40]:<40} {row.requests:>8} {row.errors:>6} {row.pct(50):>7.1f} "
+                f"{row.pct(99):>7.1f} {row.pct(100):>7.1f} {row.runs:>6}  {statuses}"
+            )
+        self.stdout.write("runs: distinct pages (body, Expires, Last-Modified, ETag) among the responses")
+        for note in notes:
+            self.stdout.write(f"note: {note}")
+        failed = failure_summary(results)
+        if failed:
+            raise CommandError(failed)
 
 
-def stampede(url: str, clients: int, duration: float, header: str) -> dict[str, Any]:
-    """``clients`` threads request ``url`` for ``duration`` seconds (bounded)."""
-    import threading
-    import urllib.error
-    import urllib.request
-    from collections import Counter
-
-    latencies: list[float] = []
-    statuses: Counter[str] = Counter()
-    errors = [0]
-    lock = threading.Lock()
-    stop = time.monotonic() + duration
-
-    def client() -> None:
-        while time.monotonic() < stop:
-            started = time.monotonic()
-            try:
-                with urllib.request.urlopen(url, timeout=30) as response:
-                    response.read()
-                    status = (response.headers.get(header) or "").split(";")[0]
-                ok = True
-            except (urllib.error.URLError, OSError):
-                ok, status = False, ""
-            took = (time.monotonic() - started) * 1000
-            with lock:
-                latencies.append(took)
-                if not ok:
-                    errors[0] += 1
-                elif status:
-                    statuses[status] += 1
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(duration + 60)
-    ordered = sorted(latencies) or [0.0]
-
-    def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
-    return {
-        "requests": len(latencies),
-        "errors": errors[0],
-        "statuses": dict(statuses),
-        "p50": pct(50),
-        "p99": pct(99),
-        "max": ordered[-1],
-    }
+STAMPEDE_HELP = """\
+Concurrent clients on a page of a running site you own.  The URLs must
+resolve to loopback addresses unless --i-own-this-host is given.  "runs" is
+the number of view runs seen in the responses, for either face: a cached page
+is replayed with the body and the Expires, Last-Modified and ETag it was made
+with, so each run makes a new page; it is exact when each run's page differs
+(or --run-header names a header set anew per run), a lower bound (>=N) when
+only Expires tells runs apart (to the second), and ? when nothing does.
+Redirects are not followed.  Any failed request (an HTTP error, a redirect, a
+timeout, a refused connection) makes the command exit 1 after the table."""
 
 
 def inspect_key(cache: DogpileCache, key: str, version: int | None = None) -> list[str]:
