@@ -42,13 +42,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
-from django.core.exceptions import ImproperlyConfigured
 
 from django_dogpile import records
 from django_dogpile.conf import (
     BackendOptions,
     ConfigError,
-    improperly_configured,
     parse_backend_options,
     parse_timeout,
     warn_if_not_installed,
@@ -90,19 +88,20 @@ class DogpileCache(BaseCache):
         given = dict(params)
         # A bad setting must reach `manage.py check` as django_dogpile.E00x,
         # and Django's own cache checks instantiate every alias: so the error
-        # is kept here and raised, clearly, on first use instead.
-        config_error: ImproperlyConfigured | None = None
+        # is kept here and raised, clearly and naming the alias, on first use.
+        config_error: ConfigError | None = None
         timeout: float | None = 300
         options: BackendOptions = parse_backend_options({})
         try:
             timeout = parse_timeout(params.get("TIMEOUT", params.get("timeout", 300)))
             options = parse_backend_options(params.get("OPTIONS"))
         except ConfigError as exc:
-            config_error = improperly_configured(exc, "DogpileCache")
+            config_error = exc
         if not location or not isinstance(location, str):
-            config_error = ImproperlyConfigured(
-                "DogpileCache: LOCATION must name the cache alias that stores "
-                "the data, e.g. 'store'. [django_dogpile.E001]"
+            config_error = ConfigError(
+                "django_dogpile.E001",
+                f"LOCATION must name the cache alias that stores the data, not {location!r}.",
+                "e.g. 'store', an alias of CACHES that is not a DogpileCache.",
             )
             location = ""
         # BaseCache's MAX_ENTRIES/CULL_FREQUENCY act on the store alias

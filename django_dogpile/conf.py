@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from typing import Any
 
 from django.apps import apps
@@ -28,8 +27,10 @@ from django_dogpile.options import (
     ConfigError,
     _with_defaults,
     backend_option_errors,
+    number,
     parse_backend_options,
     parse_timeout,
+    timeout_argument,
 )
 
 __all__ = [
@@ -44,9 +45,11 @@ __all__ = [
     "dogpile_aliases",
     "get_config",
     "improperly_configured",
+    "number",
     "parse_backend_options",
     "parse_dogpile_setting",
     "parse_timeout",
+    "timeout_argument",
     "warn_if_not_installed",
 ]
 
@@ -79,27 +82,19 @@ def parse_dogpile_setting(value: Any) -> dict[str, Any]:
             f"DOGPILE['CACHE_ALIAS'] names {alias!r}, which is not in CACHES.",
             f"Use one of: {', '.join(settings.CACHES)}.",
         )
-    try:
-        merged["TIMEOUT"] = parse_timeout(merged["TIMEOUT"])
-    except ConfigError as exc:
-        raise ConfigError("django_dogpile.E012", "DOGPILE['TIMEOUT']: " + exc.msg, exc.hint) from None
+    merged["TIMEOUT"] = parse_timeout(merged["TIMEOUT"], "DOGPILE['TIMEOUT']", "django_dogpile.E012")
     if not isinstance(merged["KEY_PREFIX"], str):
         raise ConfigError(
             "django_dogpile.E012",
             f"DOGPILE['KEY_PREFIX'] must be a str, not {merged['KEY_PREFIX']!r}.",
             "e.g. 'site'.",
         )
-    interval = merged["STATS_INTERVAL"]
-    if (
-        isinstance(interval, bool)
-        or not isinstance(interval, (int, float))
-        or not (math.isfinite(interval) and interval >= 0)
-    ):
-        raise ConfigError(
-            "django_dogpile.E012",
-            f"DOGPILE['STATS_INTERVAL'] must be seconds >= 0, not {interval!r}.",
-            "e.g. 5; 0 never publishes the counters for `manage.py dogpile stats`.",
-        )
+    merged["STATS_INTERVAL"] = number(
+        merged["STATS_INTERVAL"],
+        "DOGPILE['STATS_INTERVAL']",
+        id="django_dogpile.E012",
+        hint="e.g. 5; 0 never publishes the counters for `manage.py dogpile stats`.",
+    )
     header = merged["STATUS_HEADER"]
     if header is not None and not isinstance(header, str):
         raise ConfigError(

@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, cast
 from asgiref.sync import async_to_sync, sync_to_async
 
 from django_dogpile.conf import get_config
-from django_dogpile.faces.common import declare, face_cache, safe_key
+from django_dogpile.faces.common import check_timeout, declare, face_cache, safe_key
 from django_dogpile.faces.page import dogpile_cache_page, uncacheable
 
 __all__ = ["CachedFunction", "cached", "dogpile_cache_page", "uncacheable"]
@@ -116,7 +116,9 @@ def cached(
     """Memoise a function in a cache; one caller recomputes a stale value.
 
     :param timeout: seconds a result stays fresh; ``None`` uses
-     ``DOGPILE["TIMEOUT"]``, then the cache's default.
+     ``DOGPILE["TIMEOUT"]``, then the cache's default.  Anything else (a
+     string, a bool, NaN) is a ``TypeError`` naming the function when it
+     is decorated.
     :param cache: the cache alias.
     :param key: optional ``key(*args, **kwargs) -> str`` naming a result;
      by default the function's qualified name and a hash of its pickled
@@ -142,6 +144,7 @@ def cached(
 
     def decorator(fn: Callable[P, R]) -> CachedFunction[P, R]:
         name = f"{fn.__module__}.{fn.__qualname__}"
+        check_timeout("cached", timeout, fn)  # not on every call
         is_async = inspect.iscoroutinefunction(fn)
 
         signature = _signature(fn)

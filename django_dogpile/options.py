@@ -8,6 +8,7 @@ checks (which report the same message as ``django_dogpile.E00x``), so
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from dataclasses import dataclass
@@ -21,8 +22,10 @@ __all__ = [
     "BackendOptions",
     "ConfigError",
     "backend_option_errors",
+    "number",
     "parse_backend_options",
     "parse_timeout",
+    "timeout_argument",
 ]
 
 #: OPTIONS of a ``DogpileCache`` alias, with their defaults.
@@ -49,6 +52,26 @@ NEAR_CACHE_DEFAULTS: dict[str, Any] = {
 
 LOCK_KINDS = ("auto", "redis", "file", "cache", "local")
 
+E008 = "django_dogpile.E008"
+#: every numeric option but EARLY_REFRESH and NEAR_CACHE's: its check id,
+#: its rule for :func:`number`, its hint
+NUMERIC_OPTIONS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "GRACE": ("django_dogpile.E005", {}, "Seconds a stale value is still served, e.g. 600."),
+    "LOCK_TIMEOUT": (
+        "django_dogpile.E006",
+        {"strict": True},
+        "A lease must be finite and positive, e.g. 30.",
+    ),
+    "WAIT_TIMEOUT": ("django_dogpile.E007", {"none": True}, "None (LOCK_TIMEOUT) or seconds, e.g. 10."),
+    "BACKGROUND_WORKERS": (
+        E008,
+        {"integer": True, "minimum": 1},
+        "The pool of regeneration threads per process, e.g. 4.",
+    ),
+    "KEY_STATS": (E008, {"integer": True}, "How many keys to keep per-key counters for (0: off), e.g. 200."),
+    "RETRY_AFTER": (E008, {}, "Seconds to serve stale before retrying a failed regeneration; 0 is off."),
+}
+
 
 class ConfigError(ValueError):
     """One bad setting; ``id`` is the system check id that reports it."""
@@ -74,71 +97,83 @@ class BackendOptions:
     near_cache: tuple[int, int, float] | None = None
 
 
-def _number(name: str, value: Any, *, id: str, allow_zero: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(
-            id,
-            f"OPTIONS[{name!r}] must be a number of seconds, not {value!r}.",
-            f"Set {name} to a non-negative int or float, e.g. 30.",
-        )
-    if not math.isfinite(value):
-        raise ConfigError(
-            id,
-            f"OPTIONS[{name!r}] must be a finite number of seconds, not {value!r}.",
-            f"Set {name} to a non-negative int or float, e.g. 30.",
-        )
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(
-            id,
-            f"OPTIONS[{name!r}] must be {'>= 0' if allow_zero else '> 0'}, not {value!r}.",
-            "A lease must be finite and positive, e.g. 30."
-            if not allow_zero
-            else "Use a non-negative number of seconds, e.g. 30.",
-        )
-    return float(value)
+def number(
+    value: Any,
+    what: str,
+    *,
+    id: str,
+    hint: str,
+    integer: bool = False,
+    minimum: int | None = 0,
+    strict: bool = False,
+    none: bool = False,
+    infinite: bool = False,
+    strings: bool = True,
+) -> Any:
+    """``value`` read as the number ``what``: the one rule of every numeric
+    setting (``TIMEOUT``, each numeric option, ``STATS_INTERVAL``), at check
+    time and in the backend alike, and of timeout arguments
+    (:func:`timeout_argument`, with ``strings=False``).
 
-
-def parse_timeout(value: Any) -> float | None:
-    """Validate a cache's ``TIMEOUT`` (``None`` or seconds >= 0).
-
-    A numeric string (as read from an environment variable) is taken as
-    Django's ``BaseCache`` takes it, with ``int()`` -- or ``float()``.
+    As Django's ``BaseCache`` reads ``TIMEOUT``: a number, or a string
+    ``int()`` reads (``"600"``, from an environment variable) -- and, for
+    seconds, one ``float()`` reads (``"0.5"``, which Django would replace by
+    300).  What Django would silently replace or misread is an error: a
+    bool (``int(True)`` is 1), any other string or type, NaN, infinity
+    (unless ``infinite``), a number below ``minimum`` (or equal to it when
+    ``strict``); for an ``integer``, a fraction (``4.5``, ``"4.5"``).
+    ``None`` only when ``none``.  An int stays an int.
     """
-    if value is None:
+    if value is None and none:
         return None
-    if isinstance(value, str):
+    given = value
+    if isinstance(value, str) and strings:
         try:
             value = int(value)
         except ValueError:
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(
-                    "django_dogpile.E003",
-                    f"TIMEOUT must be None or a number of seconds, not {value!r}.",
-                    "Django's BaseCache would silently use 300 here; set e.g. 300.",
-                ) from None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(
-            "django_dogpile.E003",
-            f"TIMEOUT must be None or a number of seconds, not {value!r}.",
-            "Django's BaseCache would silently use 300 here; set e.g. 300.",
+            if not integer:
+                with contextlib.suppress(ValueError):
+                    value = float(value)
+    kind = "an integer" if integer else "a number of seconds"
+    if minimum is not None:
+        kind += f" {'>' if strict else '>='} {minimum}"
+    expected = f"{'None or ' if none else ''}{kind}"
+    ok = isinstance(value, numbers.Integral if integer else numbers.Real)
+    if isinstance(value, bool) or not ok:
+        raise ConfigError(id, f"{what} must be {expected}, not {given!r}.", hint)
+    if math.isinf(value) and not infinite:
+        raise ConfigError(id, f"{what} must be finite ({expected}), not {given!r}.", hint)
+    if math.isnan(value) or (minimum is not None and (value < minimum or (strict and value == minimum))):
+        raise ConfigError(id, f"{what} must be {expected}, not {given!r}.", hint)
+    return int(value) if integer else value
+
+
+def timeout_argument(value: Any, where: str, *, finite: bool = False) -> Any:
+    """Validate a ``timeout`` argument (of a backend method or a decorator):
+    ``None`` or a number of seconds, any sign, by :func:`number`, as
+    Django's backends and ``cache_page`` take one.  Not a string: Django
+    fails on ``"60"`` there (on every request, for ``cache_page``).
+    ``finite``: not infinity either (a page's timeout is its ``max-age``).
+    Raises :class:`TypeError` starting with ``where``."""
+    hint = "Pass seconds (60, not '60') or None." if isinstance(value, str) else "Pass seconds or None."
+    try:
+        return number(
+            value, "timeout", id="", hint=hint, minimum=None, none=True, infinite=not finite, strings=False
         )
-    if math.isnan(value):
-        raise ConfigError(
-            "django_dogpile.E003",
-            "TIMEOUT must be a number of seconds, not NaN.",
-            "Use None to never expire, or seconds, e.g. 300.",
-        )
-    if value < 0:
-        raise ConfigError(
-            "django_dogpile.E003",
-            f"TIMEOUT must not be negative ({value!r}).",
-            "Use 0 to cache nothing, None to never expire, or seconds.",
-        )
+    except ConfigError as exc:
+        raise TypeError(f"{where}: {exc.msg} {exc.hint}") from None
+
+
+def parse_timeout(value: Any, what: str = "TIMEOUT", id: str = "django_dogpile.E003") -> float | None:
+    """Validate a ``TIMEOUT``: ``None``, or seconds >= 0 by :func:`number`
+    (``math.inf`` or ``"inf"`` is ``None``: forever)."""
+    hint = "None never expires, 0 caches nothing, else seconds, e.g. 300 or '300'"
+    if what == "TIMEOUT":
+        hint += " (Django's BaseCache would silently use 300 here)"
+    value = number(value, what, id=id, hint=hint + ".", none=True, infinite=True)
     if value == math.inf:
         return None  # forever, as None
-    return value  # type: ignore[return-value]  # an int stays an int (max-age)
+    return value  # an int stays an int (max-age)
 
 
 def _with_defaults(
@@ -200,21 +235,13 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
             )
         return value
 
-    def workers(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(
-                "django_dogpile.E008",
-                f"OPTIONS['BACKGROUND_WORKERS'] must be an int >= 1, not {value!r}.",
-                "The pool of regeneration threads per process, e.g. 4.",
-            )
-        return value
-
     def early(value: Any) -> float:
         if value is True:
             return 1.0
         if value is False or value is None:
             return 0.0
-        return _number("EARLY_REFRESH", value, id="django_dogpile.E008")
+        hint = "The XFetch beta: True (1.0), False (off) or a number >= 0, e.g. 1."
+        return float(number(value, "OPTIONS['EARLY_REFRESH']", id=E008, hint=hint))
 
     def lock(value: Any) -> str:
         if value not in LOCK_KINDS:
@@ -225,15 +252,6 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
                 "Django's RedisCache, a lease file on the "
                 "file cache, an add() lease on other shared stores and the "
                 "in-process lock on locmem.",
-            )
-        return value
-
-    def key_stats(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(
-                "django_dogpile.E008",
-                f"OPTIONS['KEY_STATS'] must be an int >= 0, not {value!r}.",
-                "How many keys to keep per-key counters for (0: off), e.g. 200.",
             )
         return value
 
@@ -249,29 +267,29 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
         if not isinstance(value, dict) or set(value) - set(NEAR_CACHE_DEFAULTS):
             raise ConfigError("django_dogpile.E008", f"OPTIONS['NEAR_CACHE'] is {value!r}.", hint)
         near = {**NEAR_CACHE_DEFAULTS, **value}
-        for name in ("MAX_ENTRIES", "MAX_BYTES"):
-            if isinstance(near[name], bool) or not isinstance(near[name], int) or near[name] <= 0:
-                raise ConfigError(
-                    "django_dogpile.E008", f"OPTIONS['NEAR_CACHE']['{name}'] is {near[name]!r}.", hint
-                )
-        age = _number("NEAR_CACHE MAX_AGE", near["MAX_AGE"], id="django_dogpile.E008", allow_zero=False)
-        return near["MAX_ENTRIES"], near["MAX_BYTES"], age
+        entries, size = (
+            number(
+                near[name], f"OPTIONS['NEAR_CACHE'][{name!r}]", id=E008, hint=hint, integer=True, strict=True
+            )
+            for name in ("MAX_ENTRIES", "MAX_BYTES")
+        )
+        age = number(near["MAX_AGE"], "OPTIONS['NEAR_CACHE']['MAX_AGE']", id=E008, hint=hint, strict=True)
+        return int(entries), int(size), float(age)
 
-    parse("GRACE", lambda v: _number("GRACE", v, id="django_dogpile.E005"))
-    parse("LOCK_TIMEOUT", lambda v: _number("LOCK_TIMEOUT", v, id="django_dogpile.E006", allow_zero=False))
-    parse(
-        "WAIT_TIMEOUT", lambda v: None if v is None else _number("WAIT_TIMEOUT", v, id="django_dogpile.E007")
-    )
+    for name, (id, rule, hint) in NUMERIC_OPTIONS.items():
+        try:
+            value = number(merged[name], f"OPTIONS[{name!r}]", id=id, hint=hint, **rule)
+        except ConfigError as exc:
+            errors.append(exc)
+            continue
+        values[name] = value if value is None or "integer" in rule else float(value)
     for name in ("BACKGROUND", "SERVE_STALE_ON_ERROR"):
         try:
             values[name] = flag(merged[name])
         except ConfigError as exc:
             errors.append(ConfigError(exc.id, exc.msg.replace("[...]", f"[{name!r}]"), exc.hint))
-    parse("BACKGROUND_WORKERS", workers)
     parse("EARLY_REFRESH", early)
     parse("LOCK", lock)
-    parse("KEY_STATS", key_stats)
-    parse("RETRY_AFTER", lambda v: _number("RETRY_AFTER", v, id="django_dogpile.E008"))
     parse("NEAR_CACHE", near_cache)
     if errors:
         return None, errors

@@ -25,7 +25,13 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, memcache
 from django.core.exceptions import ImproperlyConfigured
 
 from django_dogpile import records
-from django_dogpile.conf import BackendOptions, dogpile_aliases
+from django_dogpile.conf import (
+    BackendOptions,
+    ConfigError,
+    dogpile_aliases,
+    improperly_configured,
+    timeout_argument,
+)
 from django_dogpile.engine.locks import KeyMutex, key_lock
 from django_dogpile.engine.shared_stats import start_publishing
 from django_dogpile.exceptions import UncacheableValue, WaitTimeout
@@ -60,7 +66,7 @@ class Binding:
         options: BackendOptions,
         default_timeout: float | None,
         backend: BaseCache,
-        config_error: ImproperlyConfigured | None = None,
+        config_error: ConfigError | None = None,
     ) -> None:
         self.location = location
         #: the settings as Django passed them (they tell which alias this is)
@@ -70,7 +76,8 @@ class Binding:
         self.make_key = backend.make_key
         self.validate_key = backend.validate_key
         self._plain_backend = plain_keys(backend)
-        #: a bad setting, raised on first use (``manage.py check`` reports it)
+        #: a bad setting, raised on first use naming the alias (``manage.py
+        #: check`` reports it as its id)
         self.config_error = config_error
         #: the store as this backend uses it (a near cache in front, ...);
         #: None until the first use connects
@@ -124,8 +131,9 @@ class Binding:
         return store
 
     def connect(self) -> BaseCache:
+        self.settle_alias()  # every error names the alias
         if self.config_error is not None:
-            raise self.config_error
+            raise improperly_configured(self.config_error, f"DogpileCache {self.alias!r}")
         if self.location not in settings.CACHES:
             raise ImproperlyConfigured(
                 f"DogpileCache {self.alias!r}: LOCATION {self.location!r} is not a "
@@ -133,7 +141,6 @@ class Binding:
                 "[django_dogpile.E001]"
             )
         store = caches[self.location]
-        self.settle_alias()
         if isinstance(getattr(store, "binding", None), Binding):
             raise ImproperlyConfigured(
                 f"DogpileCache {self.alias!r}: LOCATION {self.location!r} is a "
@@ -230,17 +237,14 @@ class Binding:
         """Seconds a value set now stays fresh (``None``: forever).
 
         Raises :class:`TypeError` naming the alias for anything but None or
-        a number (Django's backends fail on one with a bare arithmetic
-        error, or silently treat it as forever).
+        a number (:func:`~django_dogpile.options.timeout_argument`; Django's
+        backends fail on one with a bare arithmetic error, or silently
+        treat it as forever).
         """
         if timeout is DEFAULT_TIMEOUT:
             return self.default_timeout
-        if timeout is None:
-            return None
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
-            raise TypeError(
-                f"DogpileCache {self.alias!r}: timeout must be None or a number of seconds, not {timeout!r}"
-            )
+        if type(timeout) not in (int, float) or timeout != timeout:  # the rare case: the rule
+            timeout = timeout_argument(timeout, f"DogpileCache {self.alias!r}")
         if timeout == math.inf:
             return None
         return timeout

@@ -10,9 +10,9 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import caches
 
-from django_dogpile.conf import get_config
+from django_dogpile.conf import get_config, timeout_argument
 
-__all__ = ["declare", "face_cache", "make_fragment_key", "resolve_alias", "safe_key"]
+__all__ = ["check_timeout", "declare", "face_cache", "make_fragment_key", "resolve_alias", "safe_key"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,16 @@ _warned: set[tuple[str, str]] = set()
 def declare(face: str, alias: str | None) -> None:
     """Note that ``face`` was configured onto ``alias`` (None: the default)."""
     declared.add((face, alias))
+
+
+def check_timeout(face: str, timeout: Any, fn: Any, *, finite: bool = False) -> None:
+    """Validate a decorator's ``timeout`` when it decorates ``fn``: the rule
+    of every timeout argument (None or seconds, not a string); a
+    :class:`TypeError` naming the face and the function, at import time
+    rather than on every call."""
+    name = getattr(fn, "__qualname__", None)
+    name = f"{getattr(fn, '__module__', None)}.{name}" if name else repr(fn)
+    timeout_argument(timeout, f"{face}(timeout) on {name}", finite=finite)
 
 
 def resolve_alias(alias: str | None = None, *, fragments: bool = False) -> str:

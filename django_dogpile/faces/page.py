@@ -65,7 +65,7 @@ from django.utils.cache import get_max_age, patch_response_headers, patch_vary_h
 from django_dogpile import records
 from django_dogpile.conf import get_config
 from django_dogpile.engine import memory
-from django_dogpile.faces.common import declare, face_cache
+from django_dogpile.faces.common import check_timeout, declare, face_cache
 from django_dogpile.faces.page_keys import page_key, url_key, vary_of
 from django_dogpile.faces.visitors import (
     PAGE_REFUSES,
@@ -129,6 +129,7 @@ def dogpile_cache_page(
     declare("dogpile_cache_page", cache)
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        check_timeout("dogpile_cache_page", timeout, view, finite=True)  # not on every request
         if inspect.iscoroutinefunction(view):
 
             @functools.wraps(view)

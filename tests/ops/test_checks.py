@@ -37,7 +37,8 @@ def caches_with(**dp):
         ({"OPTIONS": {"GRAVE": 1}}, ["django_dogpile.E004"]),
         ({"OPTIONS": []}, ["django_dogpile.E004"]),
         ({"OPTIONS": {"GRACE": -1}}, ["django_dogpile.E005"]),
-        ({"OPTIONS": {"GRACE": "600"}}, ["django_dogpile.E005"]),
+        ({"OPTIONS": {"GRACE": "600"}}, []),  # as TIMEOUT: from an environment variable
+        ({"OPTIONS": {"GRACE": "10 min"}}, ["django_dogpile.E005"]),
         ({"OPTIONS": {"LOCK_TIMEOUT": 0}}, ["django_dogpile.E006"]),
         ({"OPTIONS": {"LOCK_TIMEOUT": None}}, ["django_dogpile.E006"]),
         ({"OPTIONS": {"WAIT_TIMEOUT": -1}}, ["django_dogpile.E007"]),
