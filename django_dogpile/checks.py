@@ -1,6 +1,6 @@
 """System checks for DogpileCache aliases and the DOGPILE setting.
 
-Each problem has a stable id and a hint; the README lists them all.  Every
+Each problem has a stable id and a hint; the docs (operations) list them all.  Every
 bad option of an alias is reported, each message naming the alias.
 
 * ``django_dogpile.E001`` LOCATION missing or not a cache alias.
@@ -18,8 +18,11 @@ bad option of an alias is reported, each message naming the alias.
 * ``django_dogpile.E012`` another DOGPILE value has a wrong type.
 * ``django_dogpile.W002`` OPTIONS sets MAX_ENTRIES/CULL_FREQUENCY, which act
   on the store alias, not on the wrapper.
-* ``django_dogpile.W003`` a face (``dogpile_cache_page``, ``cached``,
-  ``DOGPILE["CACHE_ALIAS"]``) uses an alias that is not a DogpileCache.
+* ``django_dogpile.W003`` a face (``dogpile_cache_page``, ``cached``, the
+  per-site cache, ``DOGPILE["CACHE_ALIAS"]``) uses an alias that is not a
+  DogpileCache.
+* ``django_dogpile.W006`` Django's own per-site cache middleware or
+  ``cache_page`` is used over a DogpileCache alias: no protection.
 * ``django_dogpile.W001`` (deploy) the store is per-process (locmem,
   dummy) or LOCK is 'local': the lock does not reach across worker processes.
 * ``django_dogpile.W004`` (deploy) the lease reaches one host only (the file
@@ -161,6 +164,8 @@ def check_faces_use_dogpile(app_configs: Any = None, **kwargs: Any) -> list[Warn
         uses: set[tuple[str, str | None]] = set(declared)
         if isinstance(configured, dict) and configured.get("CACHE_ALIAS") is not None:
             uses.add(('DOGPILE["CACHE_ALIAS"]', None))
+        if set(settings.MIDDLEWARE) & set(_OUR_CACHE_MIDDLEWARE):
+            uses.add(("the per-site cache", getattr(settings, "CACHE_MIDDLEWARE_ALIAS", "default")))
         warnings = []
         seen = set()
         for face, alias in sorted(uses, key=str):
@@ -182,6 +187,94 @@ def check_faces_use_dogpile(app_configs: Any = None, **kwargs: Any) -> list[Warn
         return warnings
     except Exception:  # a bad DOGPILE setting is E010-E012's to report
         return []
+
+
+_DJANGOS_CACHE_MIDDLEWARE = tuple(
+    f"django.middleware.cache.{name}"
+    for name in ("UpdateCacheMiddleware", "FetchFromCacheMiddleware", "CacheMiddleware")
+)
+_OUR_CACHE_MIDDLEWARE = tuple(
+    m.replace("django.middleware.cache", "django_dogpile.middleware") for m in _DJANGOS_CACHE_MIDDLEWARE
+)
+
+
+@register(Tags.caches)
+def check_djangos_cache_faces(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """Warn when Django's own per-site cache or ``cache_page`` runs over a
+    DogpileCache alias: they read and write with ``get``/``set``, so every
+    concurrent request runs the view at each expiry."""
+    dogpile = {alias for alias, _ in _dogpile_aliases()}
+    found = []
+    used = [m for m in settings.MIDDLEWARE if m in _DJANGOS_CACHE_MIDDLEWARE]
+    alias = getattr(settings, "CACHE_MIDDLEWARE_ALIAS", "default")
+    if used and alias in dogpile:
+        found.append(
+            Warning(
+                f"{', '.join(used)} runs over the DogpileCache alias {alias!r} (CACHE_MIDDLEWARE_ALIAS): "
+                "Django's middleware uses get() and set(), so it gets no stampede protection.",
+                hint="Use "
+                + " and ".join(
+                    m.replace("django.middleware.cache", "django_dogpile.middleware") for m in used
+                )
+                + " in the same places of MIDDLEWARE.",
+                id="django_dogpile.W006",
+                obj=alias,
+            )
+        )
+    try:
+        from django.urls import get_resolver
+
+        views = list(_views(get_resolver().url_patterns))
+    except Exception:  # the URL checks report a broken URLconf
+        views = []
+    for name, view in views:
+        middleware = _cache_page_of(view)
+        alias = getattr(middleware, "cache_alias", None)
+        if alias in dogpile:
+            found.append(
+                Warning(
+                    f"the view {name} is decorated with Django's cache_page over the DogpileCache "
+                    f"alias {alias!r}: it gets no stampede protection.",
+                    hint=f'Use django_dogpile.decorators.dogpile_cache_page(..., cache="{alias}") instead.',
+                    id="django_dogpile.W006",
+                    obj=name,
+                )
+            )
+    return found
+
+
+def _views(patterns: Any, prefix: str = "") -> Any:
+    """``(route, view)`` of every URL pattern, included URLconfs too."""
+    for pattern in patterns:
+        route = prefix + str(pattern.pattern)
+        if hasattr(pattern, "url_patterns"):
+            yield from _views(pattern.url_patterns, route)
+        elif callable(getattr(pattern, "callback", None)):
+            yield route, pattern.callback
+
+
+def _cache_page_of(view: Any) -> Any:
+    """The ``CacheMiddleware`` that Django's ``cache_page`` wrapped ``view``
+    in, or None: it is in the closure of the wrapper or of the helpers the
+    wrapper calls (Django 5), down the ``__wrapped__`` chain."""
+    from django.middleware.cache import CacheMiddleware
+
+    todo, seen = [view], 0
+    while todo and seen < 50:
+        fn = todo.pop()
+        seen += 1
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                content = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if isinstance(content, CacheMiddleware):
+                return content
+            if callable(content) and hasattr(content, "__closure__"):
+                todo.append(content)
+        if getattr(fn, "__wrapped__", None) is not None:
+            todo.append(fn.__wrapped__)
+    return None
 
 
 def _lease_reach(backend: str, lock: str) -> tuple[str, str, str] | None:

@@ -21,7 +21,8 @@ from asgiref.sync import async_to_sync, sync_to_async
 
 from django_dogpile.conf import get_config
 from django_dogpile.faces.common import check_timeout, declare, face_cache, safe_key
-from django_dogpile.faces.page import dogpile_cache_page, uncacheable
+from django_dogpile.faces.page import dogpile_cache_page
+from django_dogpile.faces.visitors import uncacheable
 
 __all__ = ["CachedFunction", "cached", "dogpile_cache_page", "uncacheable"]
 

@@ -13,10 +13,9 @@ The rules, in the order they are applied:
   otherwise goes through the same single flight under its own key (as
   Django stores HEAD responses).
 * A response is stored only if :func:`uncacheable` finds no reason against
-  it, *when the view returns* -- before the middleware's response phase,
-  so the rules cover what that phase will do with the request (the words
-  and their rules: :mod:`django_dogpile.faces.visitors`).  The word is logged (DEBUG, ``django_dogpile.faces.page``) and sent in the
-  status header: ``X-Dogpile-Cache: MISS; uncacheable=session``.
+  it (:mod:`django_dogpile.faces.visitors`), *when the view returns*: the
+  rules cover what the middleware's response phase will do.  The reason is
+  logged (DEBUG) and sent: ``X-Dogpile-Cache: MISS; uncacheable=session``.
 * A page that used the session varies on ``Cookie`` (as
   ``SessionMiddleware`` will make it), and so does every page made for a
   visitor who has a session cookie (``request.session.session_key`` is
@@ -66,49 +65,16 @@ from django_dogpile import records
 from django_dogpile.conf import get_config
 from django_dogpile.engine import memory
 from django_dogpile.faces.common import check_timeout, declare, face_cache
+from django_dogpile.faces.page_creator import ARegenerate, Bypass, FailedPage, Refused, Regenerate, Relearn
+from django_dogpile.faces.page_index import note_variant
 from django_dogpile.faces.page_keys import page_key, url_key, vary_of
-from django_dogpile.faces.visitors import (
-    PAGE_REFUSES,
-    REASONS,
-    directives,
-    own_csrf_flag,
-    per_visitor,
-    uncacheable,
-)
+from django_dogpile.faces.visitors import PAGE_REFUSES, directives, own_csrf_flag, uncacheable
 
-__all__ = ["REASONS", "dogpile_cache_page", "own_csrf_flag", "per_visitor", "uncacheable"]
+__all__ = ["Page", "dogpile_cache_page"]
 
 log = logging.getLogger(__name__)
 
 _PASS_TTL = 120.0  # seconds a page that refused by its nature runs uncached
-
-
-class _Refused(BaseException):
-    """A response that is not stored under the key being regenerated.
-
-    A BaseException, so that no ``except Exception`` on the way
-    (``SERVE_STALE_ON_ERROR``) mistakes it for a failure.
-    """
-
-    def __init__(self, response: HttpResponseBase, reason: str | None) -> None:
-        self.response = response
-        self.reason = reason
-
-
-class _Relearn(BaseException):
-    """Another request learnt more ``Vary`` names while this one waited."""
-
-
-class _Bypass(BaseException):
-    """The request this one queued behind was refused: run the view unlocked."""
-
-
-class _FailedPage(Exception):
-    """A non-200 from the view: a failed regeneration, as a raising creator."""
-
-    def __init__(self, response: HttpResponseBase) -> None:
-        super().__init__(f"the view answered {response.status_code}; not stored")
-        self.response = response
 
 
 def dogpile_cache_page(
@@ -136,7 +102,7 @@ def dogpile_cache_page(
             async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
                 if request.method not in ("GET", "HEAD"):
                     return await view(request, *args, **kwargs)
-                page = _Page(request, timeout, cache, key_prefix)
+                page = Page(request, timeout, cache, key_prefix)
                 if not page.usable:
                     return await view(request, *args, **kwargs)
                 return await page.aserve(lambda: view(request, *args, **kwargs))
@@ -147,7 +113,7 @@ def dogpile_cache_page(
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
             if request.method not in ("GET", "HEAD"):
                 return view(request, *args, **kwargs)
-            page = _Page(request, timeout, cache, key_prefix)
+            page = Page(request, timeout, cache, key_prefix)
             if not page.usable:
                 return view(request, *args, **kwargs)
             return page.serve(lambda: view(request, *args, **kwargs))
@@ -157,47 +123,21 @@ def dogpile_cache_page(
     return decorator
 
 
-class _Regenerate:
-    """The creator ``get_or_set`` calls: run the view in *this* request."""
-
-    #: ``BACKGROUND`` asks a creator for a copy it can run in a pool thread;
-    #: a page has none (its view would run on a request this thread uses).
-    detach = None
-
-    def __init__(self, page: _Page, key: str, run: Callable[[], Any]) -> None:
-        self.page, self.key, self.run = page, key, run
-
-    def check(self) -> None:
-        page = self.page
-        if page.memos.refused_since(page.memo_key(self.key), page.started):
-            raise _Bypass()
-        learnt = page.memos.vary.get(page.url_memo)
-        if learnt is not None and not set(learnt) <= set(page.vary):
-            raise _Relearn()
-
-    def __call__(self) -> Any:
-        self.check()
-        with own_csrf_flag(self.page.request):
-            return self.page.finish(self.key, self.run())
-
-
-class _ARegenerate(_Regenerate):
-    async def __call__(self) -> Any:
-        self.check()
-        with own_csrf_flag(self.page.request):
-            response = await self.run()
-            # where Django's handler renders a response: a thread-sensitive thread
-            return await sync_to_async(self.page.finish)(self.key, response)
-
-
-class _Page:
+class Page:
     """One GET or HEAD request through ``dogpile_cache_page``."""
 
-    def __init__(self, request: HttpRequest, timeout: Any, alias: str | None, prefix: str | None) -> None:
+    def __init__(
+        self,
+        request: HttpRequest,
+        timeout: Any,
+        alias: str | None,
+        prefix: str | None,
+        face: str = "dogpile_cache_page",
+    ) -> None:
         self.request = request
         self.started = time.monotonic()
         config = get_config()
-        self.cache = cache = face_cache(alias, face="dogpile_cache_page")
+        self.cache = cache = face_cache(alias, face=face)
         if timeout is None:
             timeout = config["TIMEOUT"]
         if timeout is None:
@@ -210,6 +150,7 @@ class _Page:
         options = getattr(cache, "options", None)
         self.grace = getattr(options, "grace", 0) or 0
         self.memos = memory.pages(getattr(cache, "location", None) or f"alias:{alias}")
+        self.prefix = prefix
         self.url_key = url_key(request, prefix)
         # The memos are keyed as the store keys the page (a KEY_FUNCTION may
         # put this request's tenant in it): one tenant's learnt Vary or
@@ -218,6 +159,7 @@ class _Page:
         self.memo_key: Callable[[str], str] = store_key if store_key is not None else cache.make_key
         self.url_memo = self.memo_key(self.url_key)
         self.vary: tuple[str, ...] = ()
+        self.made = False
 
     # --- keys ---------------------------------------------------------------
 
@@ -246,9 +188,9 @@ class _Page:
         if reason == "status":
             if response.status_code == 304:
                 patch_response_headers(response, self.timeout)  # as cache_page
-            raise _FailedPage(response)
+            raise FailedPage(response)
         if reason is not None:
-            raise _Refused(response, reason)
+            raise Refused(response, reason)
         session = getattr(self.request, "session", None)
         if session is not None and (
             getattr(session, "accessed", False) or settings.SESSION_COOKIE_NAME in self.request.COOKIES
@@ -265,8 +207,27 @@ class _Page:
             # this page under the key they give.
             self._remember(tuple(sorted(set(vary) | set(self.vary))))
             self.cache.set(self.key(self.method), (response, records.wall_clock()), self.timeout)
-            raise _Refused(response, None)
+            self.noted(self.key(self.method))
+            raise Refused(response, None)
+        self.noted(key)
         return response, records.wall_clock()
+
+    def noted(self, key: str) -> None:
+        """Note ``key`` among the stored variants of this page's URL."""
+        keep = None if self.timeout is None else self.timeout + self.grace
+        note_variant(self.cache, self.request.get_full_path(), self.prefix, key, keep)
+
+    def learn_final(self, response: HttpResponseBase) -> None:
+        """The response as the outermost middleware sees it: learn the
+        ``Vary`` names added after the page was stored (the per-site cache)."""
+        vary = vary_of(response)
+        if set(vary) <= set(self.vary):
+            return
+        self._remember(tuple(sorted(set(vary) | set(self.vary))))
+        if self.made and uncacheable(self.request, response) is None:
+            # and stored under the key they give, as Django's UpdateCacheMiddleware does
+            self.cache.set(self.key(self.method), (response, records.wall_clock()), self.timeout)
+            self.noted(self.key(self.method))
 
     def _refused(self, key: str, response: HttpResponseBase, reason: str | None) -> HttpResponseBase:
         if reason is None:
@@ -291,6 +252,8 @@ class _Page:
         return self._mark(response, status)
 
     def _mark(self, response: HttpResponseBase, status: str | None) -> HttpResponseBase:
+        #: this request's page was made now, and stored
+        self.made = status in ("MISS", "EXPIRED")
         if self.status_header and status:
             response[self.status_header] = status
         return response
@@ -311,20 +274,20 @@ class _Page:
                 return self._bypass(key, run)
             try:
                 if getter is not None:
-                    stored, status = getter(key, _Regenerate(self, key, run), self.timeout)
+                    stored, status = getter(key, Regenerate(self, key, run), self.timeout)
                 else:
                     stored, status = (
-                        self.cache.get_or_set(key, _Regenerate(self, key, run), self.timeout),
+                        self.cache.get_or_set(key, Regenerate(self, key, run), self.timeout),
                         None,
                     )
-            except _Relearn:
+            except Relearn:
                 self.vary = self.memos.vary.get(self.url_memo) or self.vary
                 continue
-            except _Bypass:
+            except Bypass:
                 return self._bypass(key, run)
-            except _Refused as refused:
+            except Refused as refused:
                 return self._refused(key, refused.response, refused.reason)
-            except _FailedPage as failed:
+            except FailedPage as failed:
                 return self._refused(key, failed.response, "status")
             return self._deliver(stored, status)
         return self._bypass(self.key(self.method), run)
@@ -334,9 +297,9 @@ class _Page:
             with own_csrf_flag(self.request):
                 stored = self.finish(key, run())
             return self._store(key, stored)
-        except _Refused as refused:
+        except Refused as refused:
             return self._refused(key, refused.response, refused.reason)
-        except _FailedPage as failed:
+        except FailedPage as failed:
             return self._refused(key, failed.response, "status")
 
     # --- async --------------------------------------------------------------
@@ -358,19 +321,19 @@ class _Page:
             if self.memos.passes.holding(self.memo_key(key)):
                 return await self._abypass(key, run)
             try:
-                creator = _ARegenerate(self, key, run)
+                creator = ARegenerate(self, key, run)
                 if getter is not None:
                     stored, status = await getter(key, creator, self.timeout)
                 else:
                     stored, status = await self.cache.aget_or_set(key, creator, self.timeout), None
-            except _Relearn:
+            except Relearn:
                 self.vary = self.memos.vary.get(self.url_memo) or self.vary
                 continue
-            except _Bypass:
+            except Bypass:
                 return await self._abypass(key, run)
-            except _Refused as refused:
+            except Refused as refused:
                 return self._refused(key, refused.response, refused.reason)
-            except _FailedPage as failed:
+            except FailedPage as failed:
                 return self._refused(key, failed.response, "status")
             return self._deliver(stored, status)
         return await self._abypass(self.key(self.method), run)
@@ -379,9 +342,9 @@ class _Page:
         try:
             with own_csrf_flag(self.request):
                 stored = await sync_to_async(self.finish)(key, await run())
-        except _Refused as refused:
+        except Refused as refused:
             return self._refused(key, refused.response, refused.reason)
-        except _FailedPage as failed:
+        except FailedPage as failed:
             return self._refused(key, failed.response, "status")
         await self.cache.aset(key, stored, self.timeout)
         self.memos.passes.forget(self.memo_key(key))

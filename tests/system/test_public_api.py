@@ -47,7 +47,16 @@ PUBLIC = {
     "django_dogpile.signals": ["caller_waited", "regeneration_failed", "stale_served", "value_regenerated"],
     "django_dogpile.exceptions": ["UncacheableValue", "WaitTimeout"],
     "django_dogpile.prometheus": ["DogpileCollector", "metrics_view"],
-    "django_dogpile.pages": ["REASONS", "dogpile_cache_page", "own_csrf_flag", "per_visitor", "uncacheable"],
+    "django_dogpile.pages": [
+        "REASONS",
+        "dogpile_cache_page",
+        "invalidate_page",
+        "own_csrf_flag",
+        "page_keys",
+        "per_visitor",
+        "uncacheable",
+    ],
+    "django_dogpile.middleware": ["CacheMiddleware", "FetchFromCacheMiddleware", "UpdateCacheMiddleware"],
     "django_dogpile.faces": ["make_fragment_key"],
     "django_dogpile.apps": ["DogpileConfig", "warn_if_not_installed"],
 }

@@ -6,6 +6,8 @@
 * ``dogpile inspect KEY [--alias A] [--version N]`` -- one key: fresh,
   stale or missing; its age, when it goes stale, how long the store keeps
   it; who holds its lease and for how long;
+* ``dogpile inspect|invalidate /path/ [--alias A] [--prefix P]`` -- the
+  same for every stored variant of a page (its URL or path);
 * ``dogpile invalidate KEY [--alias A]`` -- make it stale (the next
   ``get_or_set`` regenerates it once; the others keep the old value); a key
   with no value is an error (exit 1: nothing was invalidated), while
@@ -33,6 +35,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_dogpile.cache import LOCK_SUFFIX, DogpileCache
 from django_dogpile.conf import dogpile_aliases
 from django_dogpile.engine.shared_stats import publish_now, shared_stats
+from django_dogpile.faces.page_index import invalidate_page, page_keys
 from django_dogpile.management.stampede import OWN_FLAG, check_target, failure_summary, stampede
 from django_dogpile.records import INVALIDATED, MISSING, is_record
 from django_dogpile.stores import RedisAdapter
@@ -66,10 +69,13 @@ class Command(BaseCommand):
             OWN_FLAG, dest="own_host", action="store_true", help="allow a host that is not loopback"
         )
         for name, text in (("inspect", "one key's state"), ("invalidate", "make a key stale")):
-            one = sub.add_parser(name, help=text)
-            one.add_argument("key")
+            one = sub.add_parser(name, help=f"{text}, or every stored variant of a page (a URL or /path/)")
+            one.add_argument("key", help="a cache key, or a page's URL or path (/report/?q=1)")
             one.add_argument("--alias", default=None)
             one.add_argument("--version", type=int, default=None)
+            one.add_argument(
+                "--prefix", default=None, help="a page face's key_prefix (CACHE_MIDDLEWARE_KEY_PREFIX)"
+            )
 
     def _cache(self, alias: str | None) -> DogpileCache:
         if alias is None:
@@ -108,6 +114,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {proc} ({age:.0f}s ago): {counts}")
             return
         key, version = options["key"], options["version"]
+        if key.startswith(("/", "http://", "https://")):
+            self._page(action, cache, key, options["prefix"])
+            return
         if action == "invalidate":
             if not cache.invalidate(key, version=version):
                 raise CommandError(f"{key}: no value in {cache.alias}: nothing was invalidated")
@@ -115,6 +124,27 @@ class Command(BaseCommand):
             return
         for line in inspect_key(cache, key, version):
             self.stdout.write(line)
+
+    def _page(self, action: str, cache: DogpileCache, url: str, prefix: str | None) -> None:
+        """``inspect``/``invalidate`` of a page: every variant stored for the URL."""
+        keys = page_keys(url, cache=cache.alias, key_prefix=prefix)
+        where = f"page {url} in {cache.alias}" + (f" (key prefix {prefix!r})" if prefix else "")
+        if action == "invalidate":
+            if not keys:
+                raise CommandError(f"{where}: no stored variant: nothing was invalidated")
+            invalidate_page(url, cache=cache.alias, key_prefix=prefix)
+            self.stdout.write(f"{where}: {len(keys)} variant(s) invalidated")
+            return
+        self.stdout.write(f"{where}: {len(keys)} stored variant(s)")
+        if not keys:
+            self.stdout.write(
+                "state     missing (no page stored for this path; a page face with another cache "
+                "alias or key prefix: --alias, --prefix)"
+            )
+        for key in keys:
+            self.stdout.write("")
+            for line in inspect_key(cache, key):
+                self.stdout.write(line)
 
     def _stampede(self, options: dict[str, Any]) -> None:
         from django_dogpile.conf import get_config

@@ -1,0 +1,110 @@
+"""The stored variants of each page, found by its URL.
+
+A page is stored under one key per variant (host, method, the values of
+the headers it varies on, language, time zone), none of which can be
+rebuilt from the URL alone.  So each page face notes, beside the pages, the
+keys it stored for a path (``/report/?q=1``: path and query, every host):
+:func:`page_keys` lists them, :func:`invalidate_page` makes them all stale
+(or gone), and ``manage.py dogpile inspect|invalidate`` accept a URL.
+
+The note is written when a variant is stored -- a regeneration, not a hit --
+under the key's lock when the cache is a DogpileCache (so two processes
+storing two variants at once both land), and kept as long as the page
+(freshness plus ``GRACE``); it holds the :data:`INDEX_SIZE` most recent
+variants.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from django_dogpile.faces.common import face_cache, safe_key
+
+__all__ = ["INDEX_SIZE", "index_key", "invalidate_page", "note_variant", "page_keys"]
+
+#: variants remembered per path (the most recently stored)
+INDEX_SIZE = 256
+
+
+def _path_of(url: str) -> str:
+    """The path and query of ``url`` (a path, or a full URL)."""
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    return f"{path}?{parts.query}" if parts.query else path
+
+
+def index_key(url: str, key_prefix: str | None = None) -> str:
+    """The key of the note of ``url``'s variants."""
+    digest = hashlib.md5(_path_of(url).encode(), usedforsecurity=False).hexdigest()
+    return safe_key("dogpile.page.index", key_prefix or "", digest)
+
+
+def note_variant(cache: Any, url: str, key_prefix: str | None, key: str, keep_for: float | None) -> None:
+    """Note that the page at ``url`` was stored under ``key``, for ``keep_for`` seconds."""
+    where = index_key(url, key_prefix)
+    known = cache.get(where)
+    if isinstance(known, dict) and key in known:
+        return  # the usual case: the same variant regenerated
+    binding = getattr(cache, "binding", None)
+    if binding is None:
+        _add(cache, where, key, keep_for)
+        return
+    with binding.exclusive(where, cache.make_and_validate_key(where)):
+        _add(cache, where, key, keep_for)
+
+
+def _add(cache: Any, where: str, key: str, keep_for: float | None) -> None:
+    known = cache.get(where)
+    known = dict(known) if isinstance(known, dict) else {}
+    known[key] = time.time()
+    if len(known) > INDEX_SIZE:
+        known = dict(sorted(known.items(), key=lambda item: item[1])[-INDEX_SIZE:])
+    cache.set(where, known, keep_for)
+
+
+def page_keys(url: str, *, cache: str | None = None, key_prefix: str | None = None) -> list[str]:
+    """The keys of the stored variants of the page at ``url``.
+
+    :param url: a path (``/report/?q=1``) or a full URL (its path and query
+     are used: the variants of every host are listed).
+    :param cache: the alias the page face uses (``dogpile_cache_page``'s
+     ``cache``, ``CACHE_MIDDLEWARE_ALIAS`` for the per-site cache).
+    :param key_prefix: the face's ``key_prefix`` (``CACHE_MIDDLEWARE_KEY_PREFIX``).
+    """
+    store = face_cache(cache)
+    known = store.get(index_key(url, key_prefix))
+    if not isinstance(known, dict):
+        return []
+    return [key for key in sorted(known, key=known.__getitem__) if store.has_key(key) or _stale(store, key)]
+
+
+def _stale(store: Any, key: str) -> bool:
+    """True if ``key`` still holds a record, fresh or stale (a DogpileCache)."""
+    binding = getattr(store, "binding", None)
+    if binding is None:
+        return False
+    from django_dogpile import records
+
+    raw = store.store.get(store.make_and_validate_key(key), records.MISSING)
+    return binding.live(raw, records.now())
+
+
+def invalidate_page(
+    url: str, *, cache: str | None = None, key_prefix: str | None = None, hard: bool = False
+) -> int:
+    """Make every stored variant of the page at ``url`` stale but servable
+    (the next request regenerates it once; others get the old page
+    meanwhile), or delete them with ``hard=True``.  Return how many there
+    were.  On a cache that is not a DogpileCache they are deleted."""
+    store = face_cache(cache)
+    keys = page_keys(url, cache=cache, key_prefix=key_prefix)
+    soft = not hard and hasattr(store, "invalidate")
+    for key in keys:
+        if soft:
+            store.invalidate(key)
+        else:
+            store.delete(key)
+    return len(keys)

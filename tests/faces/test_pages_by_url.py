@@ -1,0 +1,97 @@
+"""A page found by its URL: every stored variant of a page (host, language,
+the headers it varies on) listed, inspected and invalidated from its path,
+through the page decorator and the per-site cache."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import caches
+from django.core.management import CommandError, call_command
+from django.test import Client, override_settings
+
+from django_dogpile.pages import invalidate_page, page_keys
+from django_dogpile.testing import run_concurrently
+from tests.helpers import site_worker
+from tests.helpers.page_urls import CALLS
+from tests.settings import FULL_STACK
+
+
+@pytest.fixture(autouse=True)
+def stack():
+    caches["dp_locmem"].clear()
+    CALLS.clear()
+    with override_settings(ROOT_URLCONF="tests.helpers.page_urls", MIDDLEWARE=FULL_STACK):
+        yield
+
+
+def get(path: str, language: str):
+    return Client(headers={"accept-language": language}).get(path)
+
+
+def test_every_variant_of_a_page_is_found_by_its_path_or_url():
+    for language in ("en", "fr", "en"):
+        get("/dl/varies/", language)
+    keys = page_keys("/dl/varies/", cache="dp_locmem")
+    assert len(keys) == 2  # en and fr
+    assert page_keys("http://testserver/dl/varies/", cache="dp_locmem") == keys
+    assert page_keys("/dl/varies/?other=1", cache="dp_locmem") == []
+    assert all(caches["dp_locmem"].has_key(key) for key in keys)
+
+
+def test_invalidating_a_page_makes_each_variant_stale_once():
+    for language in ("en", "fr"):
+        get("/dl/varies/", language)
+    assert CALLS["varies"] == 2
+    assert invalidate_page("/dl/varies/", cache="dp_locmem") == 2
+    first = get("/dl/varies/", "en")
+    assert first["X-Dogpile-Cache"] == "EXPIRED"  # this request regenerated it
+    assert get("/dl/varies/", "en")["X-Dogpile-Cache"] == "HIT"
+    assert get("/dl/varies/", "fr")["X-Dogpile-Cache"] == "EXPIRED"
+    assert CALLS["varies"] == 4
+    assert invalidate_page("/nothing/", cache="dp_locmem") == 0
+
+
+def test_a_hard_invalidation_deletes_the_variants():
+    get("/dl/varies/", "en")
+    assert invalidate_page("/dl/varies/", cache="dp_locmem", hard=True) == 1
+    assert get("/dl/varies/", "en")["X-Dogpile-Cache"] == "MISS"
+
+
+def test_variants_stored_at_once_are_all_noted():
+    """Eight languages regenerated concurrently: the note is written under
+    the key's lock, so none of the eight is lost."""
+    run_concurrently(8, lambda i: get("/dl/varies/", f"l{i}"))
+    assert len(page_keys("/dl/varies/", cache="dp_locmem")) == 8
+
+
+def test_the_per_site_cache_pages_are_found_with_its_key_prefix():
+    with override_settings(
+        MIDDLEWARE=site_worker.middleware(site_worker.OURS),
+        ROOT_URLCONF="tests.helpers.site_urls",
+        CACHE_MIDDLEWARE_ALIAS="dp_locmem",
+        CACHE_MIDDLEWARE_SECONDS=60,
+        CACHE_MIDDLEWARE_KEY_PREFIX="site",
+    ):
+        get("/plain/", "en")
+        get("/plain/", "fr")
+    # the first page, stored before the update half learnt the Vary that
+    # LocaleMiddleware adds (Accept-Language), and one per language after
+    assert len(page_keys("/plain/", cache="dp_locmem", key_prefix="site")) == 3
+    assert page_keys("/plain/", cache="dp_locmem") == []  # another face's prefix
+
+
+def test_the_command_inspects_and_invalidates_a_page_by_its_path(capsys):
+    for language in ("en", "fr"):
+        get("/dl/varies/", language)
+    call_command("dogpile", "inspect", "/dl/varies/", "--alias", "dp_locmem")
+    out = capsys.readouterr().out
+    assert "page /dl/varies/ in dp_locmem: 2 stored variant(s)" in out
+    assert out.count("fresh for") == 2
+    call_command("dogpile", "invalidate", "/dl/varies/", "--alias", "dp_locmem")
+    assert "2 variant(s) invalidated" in capsys.readouterr().out
+    call_command("dogpile", "inspect", "/dl/varies/", "--alias", "dp_locmem")
+    assert capsys.readouterr().out.count("stale (invalidated)") == 2
+    with pytest.raises(CommandError, match="nothing was invalidated"):
+        call_command("dogpile", "invalidate", "/no-such-page/", "--alias", "dp_locmem")
+    call_command("dogpile", "inspect", "/no-such-page/", "--alias", "dp_locmem")
+    assert "0 stored variant(s)" in capsys.readouterr().out
