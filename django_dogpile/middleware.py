@@ -24,7 +24,10 @@ that wrote the session, showed messages, used the CSRF token, set a cookie,
 is private, varies on ``*``...).  ``UpdateCacheMiddleware``, first, sees the
 response after every other middleware's response phase: the ``Vary`` names
 they added (``Cookie``, ``Accept-Language``) are learnt for the URL, as
-Django's learns them, so the next request keys on them too.
+Django's learns them, so the next request keys on them too.  Until a URL's
+names have been learnt from such a final response, its requests run the
+view themselves and the update half stores the page (as Django's pair
+does): no request is served a page another made before its key is known.
 
 ``CacheMiddleware`` is the two in one, as Django's ``CacheMiddleware``.
 Unlike Django's pair, a view's own ``Cache-Control: max-age`` does not set
@@ -38,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
@@ -51,6 +54,7 @@ __all__ = ["CacheMiddleware", "FetchFromCacheMiddleware", "UpdateCacheMiddleware
 FACE = "the per-site cache"
 #: the request attribute the two halves share
 _PAGE = "_dogpile_page"
+UPDATE = "django_dogpile.middleware.UpdateCacheMiddleware"
 
 
 class _Middleware:
@@ -73,12 +77,14 @@ class FetchFromCacheMiddleware(_Middleware):
         self.alias: str = settings.CACHE_MIDDLEWARE_ALIAS
         self.timeout: Any = settings.CACHE_MIDDLEWARE_SECONDS
         self.key_prefix: str = settings.CACHE_MIDDLEWARE_KEY_PREFIX
+        #: the update half is installed: it knows the final Vary (learn_final)
+        self.final = UPDATE in settings.MIDDLEWARE and type(self) is not CacheMiddleware
         declare(FACE, self.alias)
 
     def _page(self, request: HttpRequest) -> Page | None:
         if request.method not in ("GET", "HEAD"):
             return None
-        page = Page(request, self.timeout, self.alias, self.key_prefix, face=FACE)
+        page = Page(request, self.timeout, self.alias, self.key_prefix, face=FACE, final=self.final)
         if not page.usable:
             return None
         setattr(request, _PAGE, page)
@@ -112,7 +118,10 @@ class UpdateCacheMiddleware(_Middleware):
 
     async def __acall__(self, request: HttpRequest) -> Any:
         response = await self.get_response(request)
-        self._learn(request, response)
+        page = getattr(request, _PAGE, None)
+        if page is not None and page.needs_learning(response):
+            # store I/O: where Django runs a cache's sync calls
+            await sync_to_async(page.learn_final)(response)
         return response
 
     @staticmethod

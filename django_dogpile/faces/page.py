@@ -133,6 +133,7 @@ class Page:
         alias: str | None,
         prefix: str | None,
         face: str = "dogpile_cache_page",
+        final: bool = False,
     ) -> None:
         self.request = request
         self.started = time.monotonic()
@@ -159,7 +160,13 @@ class Page:
         self.memo_key: Callable[[str], str] = store_key if store_key is not None else cache.make_key
         self.url_memo = self.memo_key(self.url_key)
         self.vary: tuple[str, ...] = ()
-        self.made = False
+        #: the per-site cache with its update half: the Vary names other
+        #: middleware adds are known only from a final response (learn_final)
+        self.final = final
+        #: this URL's Vary names were learnt from a final response
+        self.settled = False
+        #: this request ran its own view (the page stored is this request's)
+        self.ran = False
 
     # --- keys ---------------------------------------------------------------
 
@@ -172,16 +179,24 @@ class Page:
         self.memos.learnt(self.url_memo, vary)
         return vary
 
-    def _remember(self, vary: tuple[str, ...]) -> None:
-        self.memos.learnt(self.url_memo, vary)
+    def _learnt(self, raw: tuple[str, ...]) -> None:
+        """Take the learnt names; a trailing "" marks them learnt from a final response."""
+        self.vary = tuple(name for name in raw if name)
+        self.settled = len(self.vary) != len(raw)
+
+    def _remember(self, vary: tuple[str, ...], settled: bool | None = None) -> None:
+        settled = self.settled if settled is None else settled
+        raw = vary + (("",) if settled else ())
+        self.memos.learnt(self.url_memo, raw)
         timeout = None if self.timeout is None else self.timeout + self.grace
-        self.cache.set(self.url_key + ".vary", list(vary), timeout)
-        self.vary = vary
+        self.cache.set(self.url_key + ".vary", list(raw), timeout)
+        self.vary, self.settled = vary, settled
 
     # --- the response -----------------------------------------------------
 
     def finish(self, key: str, response: HttpResponseBase) -> tuple[HttpResponseBase, float]:
         """Turn the view's response into what is stored, or refuse it."""
+        self.ran = True
         if hasattr(response, "render") and callable(response.render):
             response = response.render()
         reason = uncacheable(self.request, response)
@@ -217,17 +232,34 @@ class Page:
         keep = None if self.timeout is None else self.timeout + self.grace
         note_variant(self.cache, self.request.get_full_path(), self.prefix, key, keep)
 
+    def needs_learning(self, response: HttpResponseBase) -> bool:
+        """True if :meth:`learn_final` has work (store I/O) to do."""
+        return not self.settled or not set(vary_of(response)) <= set(self.vary)
+
     def learn_final(self, response: HttpResponseBase) -> None:
-        """The response as the outermost middleware sees it: learn the
-        ``Vary`` names added after the page was stored (the per-site cache)."""
-        vary = vary_of(response)
-        if set(vary) <= set(self.vary):
+        """The response as the outermost middleware sees it (the per-site
+        cache's update half): learn the ``Vary`` names added after the view
+        returned, and store this request's own page under the key they give,
+        as Django's UpdateCacheMiddleware does.  A page this request got
+        from another is never stored under this request's key."""
+        if not self.needs_learning(response):
             return
-        self._remember(tuple(sorted(set(vary) | set(self.vary))))
-        if self.made and uncacheable(self.request, response) is None:
-            # and stored under the key they give, as Django's UpdateCacheMiddleware does
-            self.cache.set(self.key(self.method), (response, records.wall_clock()), self.timeout)
-            self.noted(self.key(self.method))
+        self._remember(tuple(sorted(set(vary_of(response)) | set(self.vary))), settled=True)
+        if self.ran and uncacheable(self.request, response) is None:
+            key = self.key(self.method)
+            self.cache.set(key, (response, records.wall_clock()), self.timeout)
+            self.noted(key)
+
+    def _first(self, run: Callable[[], Any]) -> HttpResponseBase:
+        """Final Vary unknown yet: run the view here; the update half stores it."""
+        key = self.key(self.method)
+        try:
+            with own_csrf_flag(self.request):
+                return self._deliver(self.finish(key, run()), "MISS")
+        except Refused as refused:
+            return self._refused(key, refused.response, refused.reason)
+        except FailedPage as failed:
+            return self._refused(key, failed.response, "status")
 
     def _refused(self, key: str, response: HttpResponseBase, reason: str | None) -> HttpResponseBase:
         if reason is None:
@@ -252,8 +284,6 @@ class Page:
         return self._mark(response, status)
 
     def _mark(self, response: HttpResponseBase, status: str | None) -> HttpResponseBase:
-        #: this request's page was made now, and stored
-        self.made = status in ("MISS", "EXPIRED")
         if self.status_header and status:
             response[self.status_header] = status
         return response
@@ -262,7 +292,9 @@ class Page:
 
     def serve(self, run: Callable[[], Any]) -> HttpResponseBase:
         vary = self.memos.vary.get(self.url_memo)
-        self.vary = self._learn_from_store() if vary is None else vary
+        self._learnt(self._learn_from_store() if vary is None else vary)
+        if self.final and not self.settled:
+            return self._first(run)
         if self.method == "HEAD":
             stored = self.cache.get(self.key("GET"))
             if stored is not None:
@@ -281,7 +313,9 @@ class Page:
                         None,
                     )
             except Relearn:
-                self.vary = self.memos.vary.get(self.url_memo) or self.vary
+                self._learnt(
+                    self.memos.vary.get(self.url_memo) or self.vary + (("",) if self.settled else ())
+                )
                 continue
             except Bypass:
                 return self._bypass(key, run)
@@ -310,7 +344,9 @@ class Page:
             vary = await self.cache.aget(self.url_key + ".vary")
             vary = tuple(vary or ())
             self.memos.learnt(self.url_memo, vary)
-        self.vary = vary
+        self._learnt(vary)
+        if self.final and not self.settled:
+            return await self._afirst(run)
         if self.method == "HEAD":
             stored = await self.cache.aget(self.key("GET"))
             if stored is not None:
@@ -327,7 +363,9 @@ class Page:
                 else:
                     stored, status = await self.cache.aget_or_set(key, creator, self.timeout), None
             except Relearn:
-                self.vary = self.memos.vary.get(self.url_memo) or self.vary
+                self._learnt(
+                    self.memos.vary.get(self.url_memo) or self.vary + (("",) if self.settled else ())
+                )
                 continue
             except Bypass:
                 return await self._abypass(key, run)
@@ -337,6 +375,17 @@ class Page:
                 return self._refused(key, failed.response, "status")
             return self._deliver(stored, status)
         return await self._abypass(self.key(self.method), run)
+
+    async def _afirst(self, run: Callable[[], Awaitable[Any]]) -> HttpResponseBase:
+        key = self.key(self.method)
+        try:
+            with own_csrf_flag(self.request):
+                stored = await sync_to_async(self.finish)(key, await run())
+        except Refused as refused:
+            return self._refused(key, refused.response, refused.reason)
+        except FailedPage as failed:
+            return self._refused(key, failed.response, "status")
+        return self._deliver(stored, "MISS")
 
     async def _abypass(self, key: str, run: Callable[[], Awaitable[Any]]) -> HttpResponseBase:
         try:

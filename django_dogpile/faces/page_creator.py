@@ -57,7 +57,7 @@ class Regenerate:
         if page.memos.refused_since(page.memo_key(self.key), page.started):
             raise Bypass()
         learnt = page.memos.vary.get(page.url_memo)
-        if learnt is not None and not set(learnt) <= set(page.vary):
+        if learnt is not None and not set(name for name in learnt if name) <= set(page.vary):
             raise Relearn()
 
     def __call__(self) -> Any:

@@ -10,17 +10,21 @@ keys it stored for a path (``/report/?q=1``: path and query, every host):
 The note is written when a variant is stored -- a regeneration, not a hit --
 under the key's lock when the cache is a DogpileCache (so two processes
 storing two variants at once both land), and kept as long as the page
-(freshness plus ``GRACE``); it holds the :data:`INDEX_SIZE` most recent
-variants.
+(freshness plus ``GRACE``, renewed by the regenerations that find it past
+half of that); it holds the :data:`INDEX_SIZE` most recent variants: a page
+with more (one per visitor: a page that varies on ``Cookie``) is invalidated
+for the most recent ones, the others end with their freshness.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+from django.utils.encoding import escape_uri_path
+
+from django_dogpile import records
 from django_dogpile.faces.common import face_cache, safe_key
 
 __all__ = ["INDEX_SIZE", "index_key", "invalidate_page", "note_variant", "page_keys"]
@@ -30,9 +34,11 @@ INDEX_SIZE = 256
 
 
 def _path_of(url: str) -> str:
-    """The path and query of ``url`` (a path, or a full URL)."""
+    """The path and query of ``url`` (a path, or a full URL), the path
+    percent-encoded as ``request.get_full_path()`` gives it (``/café/`` and
+    ``/caf%C3%A9/`` are one page)."""
     parts = urlsplit(url)
-    path = parts.path or "/"
+    path = escape_uri_path(unquote(parts.path or "/"))
     return f"{path}?{parts.query}" if parts.query else path
 
 
@@ -46,20 +52,26 @@ def note_variant(cache: Any, url: str, key_prefix: str | None, key: str, keep_fo
     """Note that the page at ``url`` was stored under ``key``, for ``keep_for`` seconds."""
     where = index_key(url, key_prefix)
     known = cache.get(where)
-    if isinstance(known, dict) and key in known:
-        return  # the usual case: the same variant regenerated
+    if (
+        isinstance(known, dict)
+        and key in known
+        and (keep_for is None or records.now() - known[key] < keep_for / 2)
+    ):
+        return  # the usual case: the same variant regenerated, the note not near its end
     binding = getattr(cache, "binding", None)
     if binding is None:
         _add(cache, where, key, keep_for)
         return
-    with binding.exclusive(where, cache.make_and_validate_key(where)):
+    # a lock of its own: a write to the note itself would revoke the note's lease
+    lock = where + ".lock"
+    with binding.exclusive(lock, cache.make_and_validate_key(lock)):
         _add(cache, where, key, keep_for)
 
 
 def _add(cache: Any, where: str, key: str, keep_for: float | None) -> None:
     known = cache.get(where)
     known = dict(known) if isinstance(known, dict) else {}
-    known[key] = time.time()
+    known[key] = records.now()
     if len(known) > INDEX_SIZE:
         known = dict(sorted(known.items(), key=lambda item: item[1])[-INDEX_SIZE:])
     cache.set(where, known, keep_for)
@@ -86,8 +98,6 @@ def _stale(store: Any, key: str) -> bool:
     binding = getattr(store, "binding", None)
     if binding is None:
         return False
-    from django_dogpile import records
-
     raw = store.store.get(store.make_and_validate_key(key), records.MISSING)
     return binding.live(raw, records.now())
 

@@ -27,3 +27,29 @@ urlpatterns = [
     path("shared/", shared),
     *[path(f"{name}/", view) for name, view in {**page_urls.VIEWS, **page_urls.EXTRA}.items()],
 ]
+
+
+class PartialVaryMiddleware:
+    """Marks fragment requests and varies every response on their header
+    (as django-htmx's middleware and a site's own Vary do): a Vary added
+    after the view returned, which the page's key cannot know at first."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from django.utils.cache import patch_vary_headers
+
+        request.partial = request.headers.get("X-Partial") == "true"
+        response = self.get_response(request)
+        patch_vary_headers(response, ("X-Partial",))
+        return response
+
+
+def products(request):
+    n = page_urls.count("products")
+    time.sleep(float(request.GET.get("sleep", 0)))
+    return HttpResponse(f"partial {n}" if request.partial else f"<html>full {n}</html>")
+
+
+urlpatterns += [path("products/", products)]
