@@ -7,13 +7,20 @@ Optional (``pip install prometheus-client``)::
     urlpatterns += [path("metrics/dogpile", metrics_view)]
 
 or register :class:`DogpileCollector` on a registry you already export.
-Each DogpileCache alias gives ``django_dogpile_events_total{alias,event}``
-(``event`` is one of :data:`~django_dogpile.stats.COUNTERS`) and
-``django_dogpile_processes{alias}``.  The numbers are those of
-``manage.py dogpile stats``: every worker publishes its counters into the
-store (``DOGPILE["STATS_INTERVAL"]``), so any one worker answers for all of
-them -- no ``prometheus_client`` multiprocess directory is needed under
-gunicorn.
+Each DogpileCache alias gives
+
+* ``django_dogpile_events_total{alias,event}``, a counter (``event`` is one
+  of :data:`~django_dogpile.stats.COUNTERS`): summed over every process,
+  those that exited included, so it never goes down when a worker exits or
+  is killed -- only when the store itself loses the counters (``clear()``,
+  an eviction), which Prometheus takes as a counter reset;
+* ``django_dogpile_processes{alias}``, a gauge: the serving processes
+  (those that counted an event) whose record is live.
+
+The numbers are those of ``manage.py dogpile stats``: every worker
+publishes its counters into the store (``DOGPILE["STATS_INTERVAL"]``), so
+any one worker answers for all of them -- no ``prometheus_client``
+multiprocess directory is needed under gunicorn.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ class DogpileCollector:
         )
         processes = GaugeMetricFamily(
             "django_dogpile_processes",
-            "Processes that published their counters recently",
+            "Serving processes whose counters are live in the store",
             labels=["alias"],
         )
         publish_now()

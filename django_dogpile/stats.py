@@ -54,7 +54,7 @@ class Stats:
     atomic C call: the hit path counts without taking a lock.
     """
 
-    __slots__ = ("_counts", "_zero", "hit", "last_regeneration")
+    __slots__ = ("_counts", "_zero", "epoch", "hit", "last_regeneration")
 
     def __init__(self) -> None:
         self._counts = {name: itertools.count() for name in COUNTERS}
@@ -62,6 +62,9 @@ class Stats:
         #: ``next`` of the HIT counter, bound once for the hot path.
         self.hit = self._counts["HIT"].__next__
         self.last_regeneration: float | None = None
+        #: how many times :meth:`reset` ran (the publisher starts a new
+        #: record then, so the shared totals keep what was counted before)
+        self.epoch = 0
 
     def incr(self, name: str, n: int = 1) -> None:
         counter = self._counts[name]
@@ -80,6 +83,7 @@ class Stats:
         # The counters stay (callers hold ``hit``); reset moves the zero.
         self._zero = self._read()
         self.last_regeneration = None
+        self.epoch += 1
 
 
 class KeyStats:

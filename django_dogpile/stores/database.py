@@ -10,7 +10,7 @@ from typing import Any
 
 from django_dogpile.stores.base import AddLease, LeaseUnavailable
 
-__all__ = ["DatabaseLease"]
+__all__ = ["DatabaseLease", "stored"]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,17 @@ class DatabaseLease(AddLease):
                 time.sleep(0.005 * (attempt + 1))
         log.warning("%s: could not delete the lease row (database busy); it expires", self.lock_key)
         return True
+
+
+def stored(store: Any, key: str, value: Any, timeout: float | None) -> bool:
+    """``store.set()`` on the database cache, retried while the database is
+    busy (its own ``set()`` fails silently then, and says nothing)."""
+    made = store.make_key(key)
+    for attempt in range(20):
+        if store._base_set("set", made, value, timeout):
+            return True
+        time.sleep(0.005 * (attempt + 1))
+    return False
 
 
 def _timedelta(seconds: float) -> Any:

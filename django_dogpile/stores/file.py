@@ -18,7 +18,29 @@ from typing import Any
 
 from django_dogpile.stores.base import AddLease
 
-__all__ = ["FileLease"]
+__all__ = ["FileLease", "guarded_add"]
+
+
+@contextlib.contextmanager
+def _guarded(guard: str) -> Iterator[None]:
+    """An exclusive ``flock`` of the file ``guard`` (created if missing)."""
+    os.makedirs(os.path.dirname(guard), exist_ok=True)
+    fd = os.open(guard, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
+
+
+def guarded_add(store: Any, key: str, value: Any, timeout: float | None) -> bool:
+    """``store.add()`` made atomic between the processes of one host that add
+    through here: ``has_key()`` then ``set()`` under the lease's guard."""
+    with _guarded(os.path.join(store._dir, ".dogpile-guard")):
+        if store.has_key(key):
+            return False
+        store.set(key, value, timeout=timeout)
+        return True
 
 
 class FileLease(AddLease):
@@ -41,15 +63,8 @@ class FileLease(AddLease):
         self.path = os.path.join(directory, name + ".dogpile-lease")
         self.guard = os.path.join(directory, ".dogpile-guard")
 
-    @contextlib.contextmanager
-    def _guarded(self) -> Iterator[None]:
-        os.makedirs(os.path.dirname(self.guard), exist_ok=True)
-        fd = os.open(self.guard, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing drops the flock
+    def _guarded(self) -> contextlib.AbstractContextManager[None]:
+        return _guarded(self.guard)
 
     def _read(self) -> tuple[str, float] | None:
         try:

@@ -175,17 +175,18 @@ def set_value(location, prefix, key, value, timeout, options, results):
 
 def hits_then_linger(location_alias, key, n, results):
     """``n`` get_or_set calls on a DogpileCache alias, then live on long
-    enough for the counters thread to publish them."""
+    enough for the counters thread to publish them; exit cleanly (the
+    setting stays on to the end: the exit folds the counters)."""
     _setup()
     from django.core.cache import caches
     from django.test import override_settings
 
-    with override_settings(DOGPILE={"STATS_INTERVAL": 0.2}):
-        cache = caches[location_alias]
-        for _ in range(n):
-            cache.get_or_set(key, "v", 60)
-        results.put("done")
-        time.sleep(1.0)
+    override_settings(DOGPILE={"STATS_INTERVAL": 0.2}).enable()
+    cache = caches[location_alias]
+    for _ in range(n):
+        cache.get_or_set(key, "v", 60)
+    results.put("done")
+    time.sleep(1.0)
 
 
 def near_reader(prefix, options, start_at, until, results):

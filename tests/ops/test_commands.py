@@ -33,6 +33,8 @@ def command(*args):
 
 @pytest.mark.slow
 def test_stats_are_summed_over_every_process():
+    """Three processes count and exit cleanly: each folds its record into
+    the totals at exit, so their counts stay and they are no longer listed."""
     caches["dp_redis"].clear()
     results = SPAWN.Queue()
     procs = [
@@ -47,12 +49,12 @@ def test_stats_are_summed_over_every_process():
 
     data = json.loads(command("stats", "--alias", "dp_redis", "--json"))
     children = {k: v for k, v in data["processes"].items() if not k.endswith(f".{os.getpid()}")}
-    assert len(children) == 3
+    assert children == {}
     # each child: one MISS (it made or waited for the value), the rest hits
-    assert sum(row["HIT"] + row["MISS"] + row["UPDATING"] for row in children.values()) == 21
-    assert data["total"]["HIT"] >= sum(row["HIT"] for row in children.values())
+    assert sum(data["retired"][name] for name in ("HIT", "MISS", "UPDATING")) == 21
+    assert data["total"]["HIT"] >= data["retired"]["HIT"]
     text = command("stats", "--alias", "dp_redis")
-    assert "4 process(es)" in text or "3 process(es)" in text
+    assert "0 process(es)" in text or "1 process(es)" in text  # this one, if it used dp_redis
 
 
 @pytest.mark.slow

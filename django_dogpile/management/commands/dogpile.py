@@ -2,7 +2,8 @@
 
 * ``dogpile stats [--alias A]`` -- the counters summed over every process
   sharing the store (each publishes every ``DOGPILE["STATS_INTERVAL"]``
-  seconds), and per process;
+  seconds; those of processes that exited stay in the sum), and per
+  serving process;
 * ``dogpile inspect KEY [--alias A] [--version N]`` -- one key: fresh,
   stale or missing; its age, when it goes stale, how long the store keeps
   it; who holds its lease and for how long;
@@ -106,6 +107,10 @@ class Command(BaseCommand):
             self.stdout.write(f"{cache.alias}: {len(data['processes'])} process(es)")
             for name, n in data["total"].items():
                 self.stdout.write(f"  {name:<14} {n}")
+            retired = " ".join(
+                f"{k}={data['retired'][k]}" for k in ("HIT", "UPDATING", "MISS", "REGENERATIONS")
+            )
+            self.stdout.write(f"  of which from processes that exited: {retired}")
             for proc, row in data["processes"].items():
                 age = time.time() - row.get("at", time.time())
                 counts = " ".join(
