@@ -221,10 +221,12 @@ class Page:
             # The key was made with fewer Vary names: learn them, and store
             # this page under the key they give.
             self._remember(tuple(sorted(set(vary) | set(self.vary))))
-            self.cache.set(self.key(self.method), (response, records.wall_clock()), self.timeout)
-            self.noted(self.key(self.method))
+            if not self.final or self.settled:  # else the update half stores it
+                self.cache.set(self.key(self.method), (response, records.wall_clock()), self.timeout)
+                self.noted(self.key(self.method))
             raise Refused(response, None)
-        self.noted(key)
+        if not self.final or self.settled:
+            self.noted(key)
         return response, records.wall_clock()
 
     def noted(self, key: str) -> None:
@@ -249,17 +251,6 @@ class Page:
             key = self.key(self.method)
             self.cache.set(key, (response, records.wall_clock()), self.timeout)
             self.noted(key)
-
-    def _first(self, run: Callable[[], Any]) -> HttpResponseBase:
-        """Final Vary unknown yet: run the view here; the update half stores it."""
-        key = self.key(self.method)
-        try:
-            with own_csrf_flag(self.request):
-                return self._deliver(self.finish(key, run()), "MISS")
-        except Refused as refused:
-            return self._refused(key, refused.response, refused.reason)
-        except FailedPage as failed:
-            return self._refused(key, failed.response, "status")
 
     def _refused(self, key: str, response: HttpResponseBase, reason: str | None) -> HttpResponseBase:
         if reason is None:
@@ -294,7 +285,7 @@ class Page:
         vary = self.memos.vary.get(self.url_memo)
         self._learnt(self._learn_from_store() if vary is None else vary)
         if self.final and not self.settled:
-            return self._first(run)
+            return self._bypass(self.key(self.method), run, store=False)
         if self.method == "HEAD":
             stored = self.cache.get(self.key("GET"))
             if stored is not None:
@@ -326,11 +317,13 @@ class Page:
             return self._deliver(stored, status)
         return self._bypass(self.key(self.method), run)
 
-    def _bypass(self, key: str, run: Callable[[], Any]) -> HttpResponseBase:
+    def _bypass(self, key: str, run: Callable[[], Any], store: bool = True) -> HttpResponseBase:
+        """Run the view in this request, unlocked; ``store=False``: a URL
+        whose final Vary is not known yet (the update half stores it)."""
         try:
             with own_csrf_flag(self.request):
                 stored = self.finish(key, run())
-            return self._store(key, stored)
+            return self._store(key, stored) if store else self._deliver(stored, "MISS")
         except Refused as refused:
             return self._refused(key, refused.response, refused.reason)
         except FailedPage as failed:
@@ -346,7 +339,7 @@ class Page:
             self.memos.learnt(self.url_memo, vary)
         self._learnt(vary)
         if self.final and not self.settled:
-            return await self._afirst(run)
+            return await self._abypass(self.key(self.method), run, store=False)
         if self.method == "HEAD":
             stored = await self.cache.aget(self.key("GET"))
             if stored is not None:
@@ -376,8 +369,9 @@ class Page:
             return self._deliver(stored, status)
         return await self._abypass(self.key(self.method), run)
 
-    async def _afirst(self, run: Callable[[], Awaitable[Any]]) -> HttpResponseBase:
-        key = self.key(self.method)
+    async def _abypass(
+        self, key: str, run: Callable[[], Awaitable[Any]], store: bool = True
+    ) -> HttpResponseBase:
         try:
             with own_csrf_flag(self.request):
                 stored = await sync_to_async(self.finish)(key, await run())
@@ -385,16 +379,7 @@ class Page:
             return self._refused(key, refused.response, refused.reason)
         except FailedPage as failed:
             return self._refused(key, failed.response, "status")
-        return self._deliver(stored, "MISS")
-
-    async def _abypass(self, key: str, run: Callable[[], Awaitable[Any]]) -> HttpResponseBase:
-        try:
-            with own_csrf_flag(self.request):
-                stored = await sync_to_async(self.finish)(key, await run())
-        except Refused as refused:
-            return self._refused(key, refused.response, refused.reason)
-        except FailedPage as failed:
-            return self._refused(key, failed.response, "status")
-        await self.cache.aset(key, stored, self.timeout)
-        self.memos.passes.forget(self.memo_key(key))
+        if store:
+            await self.cache.aset(key, stored, self.timeout)
+            self.memos.passes.forget(self.memo_key(key))
         return self._deliver(stored, "MISS")
