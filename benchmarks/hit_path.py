@@ -1,5 +1,9 @@
 """Fresh-hit cost: DogpileCache.get_or_set against a raw get on the same store.
 
+Also a *tagged* hit (a value stored with two tags, read with its tags
+known to this process: one store read and a table lookup per tag), as a
+ratio to the untagged hit of the same value.
+
 Run: .venv/bin/python benchmarks/hit_path.py   (starts its own redis-server)
 Both (and, on Redis, a hot hit through NEAR_CACHE) are measured side by
 side in 15 interleaved rounds of one run; the
@@ -49,7 +53,9 @@ def main() -> None:
     print(
         f"{'store':7} {'value':12} {'raw get µs':>11} {'dogpile hit µs':>15} {'ratio':>6}"
         f"  {'floor µs':>9} {'floor ratio':>11}  {'near hit µs':>11} {'raw/near':>9}"
+        f"  {'tagged µs':>9} {'tagged/hit':>10}"
     )
+    tags = ["category:shoes", "product:1"]
     try:
         for store, dp in (("locmem", "dp_locmem"), ("redis", "dp_redis")):
             raw, cache = caches[store], caches[dp]
@@ -58,12 +64,14 @@ def main() -> None:
                 # (its prefix inside the store's), which is part of its cost
                 raw.set("bench:page", value)
                 cache.set("bench:page", value)
+                cache.delete("bench:tagged")
+                cache.get_or_set("bench:tagged", lambda: value, tags=tags)  # noqa: B023
                 n = 20000 if store == "locmem" else 2000
                 # the floor: the store's own get of the wrapper's key and
                 # record, with none of the wrapper's logic
                 made = cache.make_and_validate_key("bench:page")
                 raws, hits, floors, ratios, floor_ratios = [], [], [], [], []
-                nears, speedups = [], []
+                nears, speedups, tagged, tagged_ratios = [], [], [], []
                 if store == "redis":
                     near.set("bench:page", value)
                     near.get_or_set("bench:page", "y")  # hot: in the near cache
@@ -77,6 +85,9 @@ def main() -> None:
                     floors.append(f)
                     ratios.append(b / a)
                     floor_ratios.append(f / a)
+                    t = timeit.timeit(lambda: cache.get_or_set("bench:tagged", "y", tags=tags), number=n) / n  # noqa: B023
+                    tagged.append(t)
+                    tagged_ratios.append(t / b)
                     if store == "redis":
                         c = timeit.timeit(lambda: near.get_or_set("bench:page", "y"), number=n) / n
                         nears.append(c)
@@ -85,7 +96,9 @@ def main() -> None:
                 near_cells = f"  {med(nears) * 1e6:11.2f} {med(speedups):8.1f}x" if nears else ""
                 print(
                     f"{store:7} {label:12} {med(raws) * 1e6:11.2f} {med(hits) * 1e6:15.2f} "
-                    f"{med(ratios):6.2f}  {med(floors) * 1e6:9.2f} {med(floor_ratios):11.2f}" + near_cells
+                    f"{med(ratios):6.2f}  {med(floors) * 1e6:9.2f} {med(floor_ratios):11.2f}"
+                    + (near_cells or " " * 23)
+                    + f"  {med(tagged) * 1e6:9.2f} {med(tagged_ratios):10.2f}"
                 )
     finally:
         server.cleanup()

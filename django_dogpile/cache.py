@@ -6,9 +6,10 @@ option is in the docs (configuration).
 The contract, method by method, is Django's ``BaseCache``; how each method
 counts a *stale* record is in its docstring.  The rules:
 
-* Every key holds one record ``(value, created, expires, cost)``; the store
+* Every key holds one record (:mod:`django_dogpile.records`); the store
   keeps it for ``TIMEOUT + GRACE`` seconds.  A record is *fresh* before
-  ``expires``, *stale* until ``expires + GRACE``, then gone.
+  ``expires`` (and while its tags are current), *stale* until ``expires +
+  GRACE``, then gone.
 * ``get``, ``has_key``, ``get_many``, ``touch``, ``incr``... have Django's
   meaning: a stale record is a miss.  ``set(timeout=0)`` or a negative
   timeout deletes, ``timeout=None`` never expires.
@@ -18,12 +19,8 @@ counts a *stale* record is in its docstring.  The rules:
   value, or wait for a first one).
 
 * A regeneration's write is fenced: an explicit ``set()`` or ``add()`` that
-  lands while it runs wins.
-* ``invalidate(key)`` makes a value stale (for every host, whatever its
-  clock) but servable: the next ``get_or_set`` regenerates it once.
-  ``delete`` removes it.
-* ``RETRY_AFTER`` holds back only regeneration of a stale value; ``set`` and
-  ``delete`` end it.
+  lands while it runs wins.  ``invalidate(key)`` and ``invalidate_tags(*tags)``
+  make values stale but servable: the next ``get_or_set`` regenerates each once.
 * Every outcome is counted (:mod:`django_dogpile.stats`), signalled
   (:mod:`django_dogpile.signals`) and logged.
 
@@ -43,14 +40,8 @@ from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
-from django_dogpile import records
-from django_dogpile.conf import (
-    BackendOptions,
-    ConfigError,
-    parse_backend_options,
-    parse_timeout,
-    warn_if_not_installed,
-)
+from django_dogpile import records, signals
+from django_dogpile.conf import alias_settings, warn_if_not_installed
 from django_dogpile.engine import bridge, memory
 from django_dogpile.engine.binding import LOCK_SUFFIX, Binding
 from django_dogpile.engine.path import Regeneration
@@ -70,9 +61,9 @@ class DogpileCache(BaseCache):
      freshness; ``OPTIONS`` takes ``GRACE``, ``LOCK_TIMEOUT``,
      ``WAIT_TIMEOUT``, ``BACKGROUND``, ``BACKGROUND_WORKERS``,
      ``SERVE_STALE_ON_ERROR``, ``EARLY_REFRESH``, ``LOCK``, ``KEY_STATS``,
-     ``RETRY_AFTER`` and ``NEAR_CACHE`` (and ``BaseCache``'s
-     ``MAX_ENTRIES``/``CULL_FREQUENCY``, which act on the store alias, not
-     here).
+     ``RETRY_AFTER``, ``NEAR_CACHE``, ``REGENERATION_BUDGET`` and
+     ``TAGS_MAX_AGE`` (and ``BaseCache``'s ``MAX_ENTRIES``/``CULL_FREQUENCY``,
+     which act on the store alias, not here).
 
     It holds :attr:`binding`, :attr:`regeneration` and :attr:`writes`.
     Async methods not defined here are ``BaseCache``'s (the sync method in
@@ -84,26 +75,12 @@ class DogpileCache(BaseCache):
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
         warn_if_not_installed()  # the tag and the checks need the app
-        params = dict(params)
         given = dict(params)
         # A bad setting must reach `manage.py check` as django_dogpile.E00x,
         # and Django's own cache checks instantiate every alias: so the error
-        # is kept here and raised, clearly and naming the alias, on first use.
-        config_error: ConfigError | None = None
-        timeout: float | None = 300
-        options: BackendOptions = parse_backend_options({})
-        try:
-            timeout = parse_timeout(params.get("TIMEOUT", params.get("timeout", 300)))
-            options = parse_backend_options(params.get("OPTIONS"))
-        except ConfigError as exc:
-            config_error = exc
-        if not location or not isinstance(location, str):
-            config_error = ConfigError(
-                "django_dogpile.E001",
-                f"LOCATION must name the cache alias that stores the data, not {location!r}.",
-                "e.g. 'store', an alias of CACHES that is not a DogpileCache.",
-            )
-            location = ""
+        # is kept and raised, clearly and naming the alias, on first use.
+        location, timeout, options, config_error = alias_settings(location, given)
+        params = dict(params)
         # BaseCache's MAX_ENTRIES/CULL_FREQUENCY act on the store alias
         params["OPTIONS"] = {}
         params.pop("TIMEOUT", None)
@@ -145,6 +122,8 @@ class DogpileCache(BaseCache):
         default: Any,
         timeout: Any = DEFAULT_TIMEOUT,
         version: int | None = None,
+        *,
+        tags: Any = None,
     ) -> Any:
         """Return the value of ``key``, letting one caller (re)create it.
 
@@ -162,6 +141,8 @@ class DogpileCache(BaseCache):
         :param timeout: freshness of a newly created value, as in
          :meth:`set`; 0 or negative computes without storing.
         :param version: the key version.
+        :param tags: a tag or a list of tags the value shows
+         (:meth:`invalidate_tags`); stamped on it when it is made.
         """
         # The fresh hit, inline: this is the path every request takes.
         # (str keys only: the memo also holds (key, version) tuples; the
@@ -171,16 +152,19 @@ class DogpileCache(BaseCache):
         if skey is None:
             skey = b.store_key(key, version)
         raw = (b.connected or b.store).get(skey, MISSING)
-        if type(raw) is tuple and len(raw) == 4:
-            expires = raw[2]
-            if expires is None or (
-                records.now() < expires and not (b.early_refresh and b.early(raw, records.now()))
-            ):
-                b.hit()
-                if b.keys is not None:
-                    b.keys.incr(key, "HIT")
+        if type(raw) is tuple:
+            if len(raw) == 4:
+                expires = raw[2]
+                if expires is None or (
+                    records.now() < expires and not (b.early_refresh and b.early(raw, records.now()))
+                ):
+                    b.hit()
+                    if b.keys is not None:
+                        b.keys.incr(key, "HIT")
+                    return raw[0]
+            elif b.fresh_hit(key, raw):  # a tagged record: its tags are current
                 return raw[0]
-        return self.regeneration.run(key, skey, raw, default, timeout)[0]
+        return self.regeneration.run(key, skey, raw, default, timeout, b.tags.names(tags))[0]
 
     async def aget_or_set(
         self,
@@ -188,9 +172,11 @@ class DogpileCache(BaseCache):
         default: Any,
         timeout: Any = DEFAULT_TIMEOUT,
         version: int | None = None,
+        *,
+        tags: Any = None,
     ) -> Any:
         """Async :meth:`get_or_set`; ``default`` may also be an async callable."""
-        return (await self.aget_or_set_status(key, default, timeout, version))[0]
+        return (await self.aget_or_set_status(key, default, timeout, version, tags=tags))[0]
 
     def get_or_set_status(
         self,
@@ -198,6 +184,8 @@ class DogpileCache(BaseCache):
         default: Any,
         timeout: Any = DEFAULT_TIMEOUT,
         version: int | None = None,
+        *,
+        tags: Any = None,
     ) -> tuple[Any, str]:
         """As :meth:`get_or_set`, returning ``(value, status)``.
 
@@ -211,7 +199,7 @@ class DogpileCache(BaseCache):
         raw = b.store.get(skey, MISSING)
         if b.fresh_hit(key, raw):
             return raw[VALUE], "HIT"
-        return self.regeneration.run(key, skey, raw, default, timeout)
+        return self.regeneration.run(key, skey, raw, default, timeout, b.tags.names(tags))
 
     async def aget_or_set_status(
         self,
@@ -219,11 +207,15 @@ class DogpileCache(BaseCache):
         default: Any,
         timeout: Any = DEFAULT_TIMEOUT,
         version: int | None = None,
+        *,
+        tags: Any = None,
     ) -> tuple[Any, str]:
         """Async :meth:`get_or_set_status` (:mod:`~django_dogpile.engine.bridge`)."""
         skey = self.binding.store_key(key, version)
         self.store  # noqa: B018 - connect, which tells whether the store is local
-        return await bridge.aget_or_set_status(self, key, skey, default, timeout)
+        return await bridge.aget_or_set_status(
+            self, key, skey, default, timeout, self.binding.tags.names(tags)
+        )
 
     # --- Django's API -------------------------------------------------------
 
@@ -245,6 +237,8 @@ class DogpileCache(BaseCache):
         """Return the value if it is fresh, else ``default`` (stale is a miss)."""
         raw = self.store.get(self.binding.store_key(key, version), MISSING)
         if raw is not MISSING and is_record(raw):
+            if len(raw) == 5 and self.binding.seen(raw) is not raw:
+                return default  # behind one of its tags
             expires = raw[EXPIRES]
             if expires is None or records.now() < expires:
                 return raw[VALUE]
@@ -256,18 +250,47 @@ class DogpileCache(BaseCache):
             return self.get(key, default, version)
         return await bridge.run(self.get, key, default, version)
 
-    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
+    def set(
+        self,
+        key: Any,
+        value: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+        *,
+        tags: Any = None,
+    ) -> None:
         """Set a value; ``timeout`` 0 or negative deletes, ``None`` keeps it forever.
 
         Wins over a regeneration running meanwhile, ends a ``RETRY_AFTER``
         retry hold and this process's outage fallback for the key.
+        ``tags``: as :meth:`get_or_set`'s, their versions read now (or a
+        :class:`~django_dogpile.engine.tags.Collector` that read them when
+        the value's making started).
         """
         skey = self.binding.store_key(key, version)
         fresh_for = self.binding.freshness(timeout)
         if fresh_for is not None and fresh_for <= 0:
             self.delete(key, version)
             return
-        self.writes.set(key, skey, value, fresh_for)
+        self.writes.set(key, skey, value, fresh_for, self.binding.tags.stamp_for(tags))
+
+    aset = bridge.hop("set")
+
+    def invalidate_tags(self, *tags: str, hard: bool = False) -> int:
+        """Make every value carrying one of ``tags`` stale but servable, in
+        every process on every host: the next caller of each gets the old
+        value while one caller regenerates it.  ``hard=True``: misses
+        instead (a cold single flight each).  O(1) in the number of values:
+        one write and one broadcast per tag (:mod:`~django_dogpile.engine.tags`).
+        Return how many of the tags were in use; an unknown tag costs one read.
+        """
+        names = self.binding.tags.names(tags, "invalidate_tags()")
+        moved = self.binding.tags.invalidate(names, hard)
+        log.info("invalidated tags %s (%s) on %r", ", ".join(names), "hard" if hard else "soft", self.alias)
+        signals.tags_invalidated.send(type(self), alias=self.alias, tags=names, hard=hard)
+        return moved
+
+    ainvalidate_tags = bridge.hop("invalidate_tags")
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         """Give a fresh value a new timeout; return False if there is none."""
@@ -293,8 +316,7 @@ class DogpileCache(BaseCache):
         """
         return self.writes.invalidate(key, self.binding.store_key(key, version))
 
-    async def ainvalidate(self, key: Any, version: int | None = None) -> bool:
-        return await bridge.run(self.invalidate, key, version)
+    ainvalidate = bridge.hop("invalidate")
 
     def has_key(self, key: Any, version: int | None = None) -> bool:
         """Return True if the key holds a fresh value."""
@@ -313,8 +335,7 @@ class DogpileCache(BaseCache):
         """
         return self.writes.incr(key, self.binding.store_key(key, version), delta)
 
-    async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
-        return await bridge.run(self.incr, key, delta, version)
+    aincr = bridge.hop("incr")
 
     def decr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         """Subtract ``delta``; see :meth:`incr`."""
@@ -328,8 +349,7 @@ class DogpileCache(BaseCache):
         self.writes.move(key, old, self.binding.store_key(key, version + delta))
         return version + delta
 
-    async def aincr_version(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        return await bridge.run(self.incr_version, key, delta, version)
+    aincr_version = bridge.hop("incr_version")
 
     def decr_version(self, key: Any, delta: int = 1, version: int | None = None) -> int:
         """Move a fresh value to version ``version - delta``; return that."""
@@ -363,17 +383,13 @@ class DogpileCache(BaseCache):
             return []
         return self.writes.set_many(data, skeys, fresh_for)
 
-    async def aset_many(
-        self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
-    ) -> list[Any]:
-        return await bridge.run(self.set_many, data, timeout, version)
+    aset_many = bridge.hop("set_many")
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
         """Remove several keys; each wins over a regeneration running meanwhile."""
         self.writes.delete_many([self.binding.store_key(key, version) for key in keys])
 
-    async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
-        return await bridge.run(self.delete_many, list(keys), version)
+    adelete_many = bridge.hop("delete_many")
 
     def clear(self) -> None:
         """Clear the *store* (every key of the wrapped alias).

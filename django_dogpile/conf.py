@@ -26,6 +26,7 @@ from django_dogpile.options import (
     BackendOptions,
     ConfigError,
     _with_defaults,
+    alias_settings,
     backend_option_errors,
     number,
     parse_backend_options,
@@ -41,6 +42,7 @@ __all__ = [
     "NEAR_CACHE_DEFAULTS",
     "BackendOptions",
     "ConfigError",
+    "alias_settings",
     "backend_option_errors",
     "dogpile_aliases",
     "get_config",
@@ -62,6 +64,7 @@ DOGPILE_DEFAULTS: dict[str, Any] = {
     "KEY_PREFIX": "",
     "STATUS_HEADER": "X-Dogpile-Cache",  # None or "" to send no header
     "STATS_INTERVAL": 5,  # seconds between publishing a process's counters; 0: never
+    "CDN_HEADERS": False,  # pages: stale-while-revalidate, stale-if-error, Surrogate-Key
 }
 
 
@@ -101,6 +104,12 @@ def parse_dogpile_setting(value: Any) -> dict[str, Any]:
             "django_dogpile.E012",
             f"DOGPILE['STATUS_HEADER'] must be a header name or None, not {header!r}.",
             "e.g. 'X-Dogpile-Cache'.",
+        )
+    if not isinstance(merged["CDN_HEADERS"], bool):
+        raise ConfigError(
+            "django_dogpile.E012",
+            f"DOGPILE['CDN_HEADERS'] must be True or False, not {merged['CDN_HEADERS']!r}.",
+            "True sends the headers a CDN needs to serve stale and purge by tag.",
         )
     return merged
 

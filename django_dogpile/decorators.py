@@ -20,8 +20,9 @@ from typing import Any, ParamSpec, Protocol, TypeVar, cast
 from asgiref.sync import async_to_sync, sync_to_async
 
 from django_dogpile.conf import get_config
+from django_dogpile.engine.tags import tag_names
 from django_dogpile.faces.common import check_timeout, declare, face_cache, safe_key
-from django_dogpile.faces.page import dogpile_cache_page
+from django_dogpile.faces.page_decorator import dogpile_cache_page
 from django_dogpile.faces.visitors import uncacheable
 
 __all__ = ["CachedFunction", "cached", "dogpile_cache_page", "uncacheable"]
@@ -113,6 +114,7 @@ def cached(
     *,
     cache: str | None = None,
     key: Callable[..., str] | None = None,
+    tags: Callable[..., Any] | list[str] | tuple[str, ...] | str | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
     """Memoise a function in a cache; one caller recomputes a stale value.
 
@@ -130,6 +132,9 @@ def cached(
      stable order, the same in every process (arguments that cannot be
      pickled are a ``TypeError`` asking for ``key=``; arguments the
      signature does not take are the ``TypeError`` the call would raise).
+    :param tags: the result's tags (``invalidate_tags``): a list, or a
+     callable of the function's arguments returning one (on a cache that is
+     not a DogpileCache they are ignored).
 
     The decorated function keeps its signature and return type (for type
     checkers too) and gains ``.invalidate(*args, **kw)`` (soft: the next
@@ -168,6 +173,14 @@ def cached(
             t = timeout if timeout is not None else get_config()["TIMEOUT"]
             return c, ({} if t is None else {"timeout": t})
 
+        static = () if callable(tags) else tag_names(tags, f"cached({name})")
+
+        def tagged(c: Any, kw: dict[str, Any], args: Any, kwargs: Any) -> dict[str, Any]:
+            if tags is None or not getattr(c, "dogpile_backend", False):
+                return kw
+            names = tag_names(tags(*args, **kwargs), f"cached({name})") if callable(tags) else static
+            return {**kw, "tags": names}
+
         wrapper: Any
         if is_async:
 
@@ -178,7 +191,7 @@ def cached(
                 async def create() -> Any:  # awaited on the caller's loop
                     return await fn(*args, **kwargs)  # type: ignore[misc]
 
-                return await c.aget_or_set(key_for(*args, **kwargs), create, **kw)
+                return await c.aget_or_set(key_for(*args, **kwargs), create, **tagged(c, kw, args, kwargs))
 
             wrapper = async_wrapper
         else:
@@ -186,7 +199,9 @@ def cached(
             @functools.wraps(fn)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
                 c, kw = resolve()
-                return c.get_or_set(key_for(*args, **kwargs), lambda: fn(*args, **kwargs), **kw)
+                return c.get_or_set(
+                    key_for(*args, **kwargs), lambda: fn(*args, **kwargs), **tagged(c, kw, args, kwargs)
+                )
 
             wrapper = sync_wrapper
 
@@ -208,7 +223,7 @@ def cached(
                 value = await fn(*args, **kwargs)  # type: ignore[misc]
             else:  # a sync function may use the database: never on the loop
                 value = await sync_to_async(fn)(*args, **kwargs)
-            await c.aset(key_for(*args, **kwargs), value, **kw)
+            await c.aset(key_for(*args, **kwargs), value, **tagged(c, kw, args, kwargs))
             return value
 
         def refresh(*args: Any, **kwargs: Any) -> Any:
@@ -223,7 +238,7 @@ def cached(
                 )
             c, kw = resolve()
             value = fn(*args, **kwargs)
-            c.set(key_for(*args, **kwargs), value, **kw)
+            c.set(key_for(*args, **kwargs), value, **tagged(c, kw, args, kwargs))
             return value
 
         wrapper.invalidate = invalidate

@@ -21,6 +21,7 @@ __all__ = [
     "NEAR_CACHE_DEFAULTS",
     "BackendOptions",
     "ConfigError",
+    "alias_settings",
     "backend_option_errors",
     "number",
     "parse_backend_options",
@@ -41,6 +42,8 @@ BACKEND_OPTION_DEFAULTS: dict[str, Any] = {
     "KEY_STATS": 0,  # per-key counters for up to this many keys; 0 is off
     "RETRY_AFTER": 0,  # seconds to serve stale before retrying a failed regeneration
     "NEAR_CACHE": False,  # a per-process copy of hot fresh records (see near.py)
+    "REGENERATION_BUDGET": None,  # at most this many regenerations at once, store-wide
+    "TAGS_MAX_AGE": 1.0,  # seconds a tag version is trusted where no broadcast reaches
 }
 
 #: NEAR_CACHE: True, or a dict overriding these
@@ -70,6 +73,18 @@ NUMERIC_OPTIONS: dict[str, tuple[str, dict[str, Any], str]] = {
     ),
     "KEY_STATS": (E008, {"integer": True}, "How many keys to keep per-key counters for (0: off), e.g. 200."),
     "RETRY_AFTER": (E008, {}, "Seconds to serve stale before retrying a failed regeneration; 0 is off."),
+    "REGENERATION_BUDGET": (
+        E008,
+        {"integer": True, "minimum": 1, "none": True},
+        "None (no bound) or how many regenerations may run at once across every "
+        "process sharing the store, e.g. 8.",
+    ),
+    "TAGS_MAX_AGE": (
+        E008,
+        {},
+        "Seconds a process trusts a tag version it read, on stores with no broadcast "
+        "(memcached, database, file), e.g. 1.",
+    ),
 }
 
 
@@ -95,6 +110,10 @@ class BackendOptions:
     retry_after: float = 0.0
     #: (MAX_ENTRIES, MAX_BYTES, MAX_AGE), or None when off
     near_cache: tuple[int, int, float] | None = None
+    #: at most this many regenerations at once over the store (None: no bound)
+    regeneration_budget: int | None = None
+    #: seconds a tag version read from a store without broadcast is trusted
+    tags_max_age: float = 1.0
 
 
 def number(
@@ -306,6 +325,8 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
         early_refresh=values["EARLY_REFRESH"],
         lock=values["LOCK"],
         near_cache=values["NEAR_CACHE"],
+        regeneration_budget=values["REGENERATION_BUDGET"],
+        tags_max_age=values["TAGS_MAX_AGE"],
     ), []
 
 
@@ -316,3 +337,27 @@ def parse_backend_options(options: Any) -> BackendOptions:
         raise errors[0]
     assert parsed is not None
     return parsed
+
+
+def alias_settings(
+    location: Any, params: dict[str, Any]
+) -> tuple[str, float | None, BackendOptions, ConfigError | None]:
+    """A DogpileCache alias's ``LOCATION``, ``TIMEOUT`` and ``OPTIONS``, read:
+    ``(location, timeout, options, error)``; with a bad setting, the
+    defaults and the error (which the backend raises on first use)."""
+    error: ConfigError | None = None
+    timeout: float | None = 300
+    options = parse_backend_options({})
+    try:
+        timeout = parse_timeout(params.get("TIMEOUT", params.get("timeout", 300)))
+        options = parse_backend_options(params.get("OPTIONS"))
+    except ConfigError as exc:
+        error = exc
+    if not location or not isinstance(location, str):
+        error = ConfigError(
+            "django_dogpile.E001",
+            f"LOCATION must name the cache alias that stores the data, not {location!r}.",
+            "e.g. 'store', an alias of CACHES that is not a DogpileCache.",
+        )
+        location = ""
+    return location, timeout, options, error

@@ -1,10 +1,15 @@
 """The record kept in the store: the value, when it was made, until when fresh.
 
-One store key holds a tuple ``(value, created, expires, cost)``:
+One store key holds a tuple ``(value, created, expires, cost)``, or
+``(value, created, expires, cost, stamp)`` for a value with tags:
 
 * ``created`` -- :func:`now` when the value was computed (for ``Age``);
 * ``expires`` -- when it stops being fresh; ``None`` for never;
-* ``cost`` -- seconds the computation took (the XFetch rule uses it).
+* ``cost`` -- seconds the computation took (the XFetch rule uses it);
+* ``stamp`` -- the value's tags, each with the version it had when the
+  regeneration *started*: ``((tag, version), ...)``
+  (:mod:`django_dogpile.engine.tags`).  A record whose stamp is behind the
+  current versions is stale (or gone, after a hard invalidation).
 
 So a fresh hit is exactly one store read.  The store keeps the record for
 ``freshness + GRACE`` seconds: past ``expires`` it is *stale* (a miss for
@@ -31,6 +36,7 @@ __all__ = [
     "EXPIRES",
     "INVALIDATED",
     "MISSING",
+    "STAMP",
     "VALUE",
     "Record",
     "is_fresh",
@@ -44,7 +50,7 @@ __all__ = [
 MISSING: Any = object()
 
 #: The record's fields by position (records are plain tuples in the store).
-VALUE, CREATED, EXPIRES, COST = 0, 1, 2, 3
+VALUE, CREATED, EXPIRES, COST, STAMP = 0, 1, 2, 3, 4
 
 #: The clock for freshness decisions (``time.time``, bound once: it is on
 #: the hot path).  ``django_dogpile.testing.Clock`` replaces it to move time
@@ -78,7 +84,7 @@ class Record(NamedTuple):
 
 def is_record(raw: Any) -> bool:
     """Return True if ``raw`` read from the store is one of our records."""
-    return type(raw) is tuple and len(raw) == 4 or type(raw) is Record
+    return type(raw) is tuple and 4 <= len(raw) <= 5 or type(raw) is Record
 
 
 def is_fresh(raw: Any, at: float) -> bool:

@@ -12,6 +12,9 @@ passed, before ``make_key``).
 * :data:`caller_waited` -- a caller waited for a first value; extra
   ``duration`` and ``timed_out`` (True when ``WAIT_TIMEOUT`` ran out).
 * :data:`regeneration_failed` -- the creator raised; extra ``exception``.
+* :data:`tags_invalidated` -- ``invalidate_tags()`` moved tags on; extra
+  ``tags`` (a tuple) and ``hard`` (bool), and no ``key``.  The hook for a
+  CDN's soft purge by tag (``Surrogate-Key``): connect a receiver.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ __all__ = [
     "caller_waited",
     "regeneration_failed",
     "stale_served",
+    "tags_invalidated",
     "value_regenerated",
 ]
 
@@ -29,3 +33,4 @@ value_regenerated = Signal()
 stale_served = Signal()
 caller_waited = Signal()
 regeneration_failed = Signal()
+tags_invalidated = Signal()

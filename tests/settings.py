@@ -146,6 +146,12 @@ CACHES = {
         "LOCATION": os.environ.get("DOGPILE_TEST_MEMCACHED", "127.0.0.1:1"),
     },
     "file": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": _FILE_DIR},
+    # locmem that keeps thousands of keys (the tag load test's 2,000 pages)
+    "locmem_big": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "big",
+        "OPTIONS": {"MAX_ENTRIES": 100_000},
+    },
     "dp_locmem": {
         "BACKEND": "django_dogpile.cache.DogpileCache",
         "LOCATION": "locmem",

@@ -32,10 +32,12 @@ from django_dogpile.conf import (
     improperly_configured,
     timeout_argument,
 )
+from django_dogpile.engine.budget import Budget
 from django_dogpile.engine.locks import KeyMutex, key_lock
 from django_dogpile.engine.shared_stats import start_publishing
+from django_dogpile.engine.tags import Tags, bubble
 from django_dogpile.exceptions import UncacheableValue, WaitTimeout
-from django_dogpile.records import EXPIRES, INVALIDATED, is_record
+from django_dogpile.records import EXPIRES, INVALIDATED, MISSING, STAMP, is_record
 from django_dogpile.stats import KeyStats, Stats, key_stats_for, stats_for
 from django_dogpile.stores import StoreAdapter, adapter_for, near
 from django_dogpile.stores.base import plain_keys
@@ -88,6 +90,10 @@ class Binding:
         #: both aliases make keys as Django does (then memos by store key are sound)
         self.plain_keys = False
         self.early_refresh = options.early_refresh
+        #: the tag versions (:mod:`~django_dogpile.engine.tags`)
+        self.tags = Tags(self)
+        #: ``REGENERATION_BUDGET`` (:mod:`~django_dogpile.engine.budget`)
+        self.budget = Budget(self, options.regeneration_budget) if options.regeneration_budget else None
         self.alias = ""
         self.rename(find_alias(location, params))
 
@@ -174,6 +180,7 @@ class Binding:
         else:
             # no near cache of our own: still evict this process's others
             front = near.EvictingStore(adapter.store, self.location, self.plain_keys)
+        self.tags.connect(adapter, adapter.store)
         adapter.store = front
         adapter.wrote = front.wrote
         self.adapter = adapter
@@ -251,10 +258,22 @@ class Binding:
 
     # --- records ------------------------------------------------------------
 
+    def seen(self, raw: Any) -> Any:
+        """``raw`` as read from the store, as its tags make it: a tagged
+        record behind a tag is stale, or missing after a hard invalidation
+        (:meth:`~django_dogpile.engine.tags.Tags.view`)."""
+        if type(raw) is tuple and len(raw) == 5:
+            return self.tags.view(raw)
+        return raw
+
     def live(self, raw: Any, now: float) -> bool:
         """True if ``raw`` is a record still servable (fresh or stale)."""
         if not is_record(raw):
             return False
+        if len(raw) == 5:
+            raw = self.tags.view(raw)
+            if raw is MISSING:
+                return False
         expires = raw[EXPIRES]
         return expires is None or expires == INVALIDATED or now < expires + self.options.grace
 
@@ -265,12 +284,16 @@ class Binding:
         """
         if not is_record(raw):
             return False
+        if len(raw) == 5 and self.tags.view(raw) is not raw:
+            return False  # behind a tag
         now = records.now()
         expires = raw[EXPIRES]
         if expires is None or (now < expires and not (self.early_refresh and self.early(raw, now))):
             self.hit()
             if self.keys is not None:
                 self.keys.incr(key, "HIT")
+            if len(raw) == 5:
+                bubble(raw[STAMP])
             return True
         return False
 

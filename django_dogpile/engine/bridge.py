@@ -32,12 +32,24 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django_dogpile import records
 from django_dogpile.records import MISSING, VALUE
 
-__all__ = ["aget_or_set_status", "run"]
+__all__ = ["aget_or_set_status", "hop", "run"]
 
 
 async def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run a sync cache method as Django's ``BaseCache`` runs its ``a*`` twins."""
     return await sync_to_async(fn)(*args, **kwargs)
+
+
+def hop(name: str) -> Callable[..., Any]:
+    """The async twin of the backend's method ``name``: the sync method in
+    the request's thread-sensitive thread (:func:`run`)."""
+
+    async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return await sync_to_async(getattr(self, name))(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = "a" + name
+    method.__doc__ = f"Async :meth:`{name}`, in the request's thread-sensitive thread."
+    return method
 
 
 _Inflight = dict[Any, tuple["asyncio.Future[Any]", list[int]]]
@@ -97,7 +109,9 @@ async def _read(cache: Any, skey: str) -> Any:
     return await sync_to_async(store.get)(skey, MISSING)
 
 
-async def aget_or_set_status(cache: Any, key: Any, skey: str, default: Any, timeout: Any) -> tuple[Any, str]:
+async def aget_or_set_status(
+    cache: Any, key: Any, skey: str, default: Any, timeout: Any, tags: tuple[str, ...] = ()
+) -> tuple[Any, str]:
     """The body of ``DogpileCache.aget_or_set_status`` (see the module docstring)."""
     raw = await _read(cache, skey)
     if cache.binding.fresh_hit(key, raw):
@@ -127,7 +141,7 @@ async def aget_or_set_status(cache: Any, key: Any, skey: str, default: Any, time
     followers: list[int] = []
     inflight[ident] = (future, followers)
     try:
-        result = await sync_to_async(cache.regeneration.run)(key, skey, raw, _syncify(default), timeout)
+        result = await sync_to_async(cache.regeneration.run)(key, skey, raw, _syncify(default), timeout, tags)
     except BaseException as exc:
         future.set_exception(exc)
         future.exception()  # retrieved: followers may be none

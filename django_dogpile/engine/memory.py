@@ -28,7 +28,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from django_dogpile.records import MISSING
-from django_dogpile.stores import near
+from django_dogpile.stores import near, tags
 
 __all__ = [
     "Deadlines",
@@ -213,6 +213,7 @@ def forget(store: str) -> None:
     """Forget everything this process remembers about ``store``."""
     fallbacks.forget(store)
     retry_after.forget_store(store)
+    tags.forget(near.family(store))
     memos = _pages.get(store)
     if memos is not None:
         memos.clear()
@@ -224,4 +225,5 @@ def _caches_changed(*, setting: str, **kwargs: Any) -> None:
     ones, even under the same alias names."""
     if setting == "CACHES":
         near.reset()
+        tags.reset()
         forget_all()

@@ -42,11 +42,13 @@ from django_dogpile.engine.binding import Binding
 from django_dogpile.engine.locks import KeyMutex
 from django_dogpile.engine.memory import fallbacks
 from django_dogpile.engine.pool import submit
+from django_dogpile.engine.tags import bubble, collecting
 from django_dogpile.exceptions import WaitTimeout
 from django_dogpile.records import (
     CREATED,
     EXPIRES,
     MISSING,
+    STAMP,
     VALUE,
     Record,
     is_fresh,
@@ -68,15 +70,23 @@ _AS_IS: Any = object()
 class _Call:
     """What happened inside one dogpile-protected ``get_or_set``."""
 
-    __slots__ = ("reads", "stale", "outcome", "first", "seen_created")
+    __slots__ = ("reads", "stale", "outcome", "first", "seen_created", "tags", "stamp")
 
-    def __init__(self, first: Any) -> None:
+    def __init__(self, first: Any, tags: tuple[str, ...]) -> None:
         self.first = first
         #: creation time of the record this call started from (None: none)
         self.seen_created: float | None = first[CREATED] if is_record(first) else None
         self.reads = 0
         self.stale: Any = MISSING
         self.outcome = "UPDATING"
+        #: the tags the caller gave (stamped when a regeneration starts)
+        self.tags = tags
+        #: the stamp of the value served (it bubbles up to a value being made)
+        self.stamp: tuple[Any, ...] = ()
+
+
+def _stamp_of(record: Any) -> tuple[Any, ...]:
+    return record[STAMP] if len(record) == 5 else ()
 
 
 class Regeneration:
@@ -92,7 +102,9 @@ class Regeneration:
 
     # --- the path -----------------------------------------------------------
 
-    def run(self, key: Any, skey: str, raw: Any, default: Any, timeout: Any) -> tuple[Any, str]:
+    def run(
+        self, key: Any, skey: str, raw: Any, default: Any, timeout: Any, tags: tuple[str, ...] = ()
+    ) -> tuple[Any, str]:
         """``get_or_set`` past its one store read: ``(value, status)``."""
         b = self.binding
         fresh_for = b.freshness(timeout)
@@ -101,7 +113,7 @@ class Regeneration:
             return (default() if callable(default) else default), "MISS"
         b.store  # noqa: B018 - connect: the adapter is chosen there
         mutex = b.mutex(skey)
-        call = _Call(raw)
+        call = _Call(b.seen(raw), tags)
 
         def value_and_created() -> tuple[Any, float]:
             call.reads += 1
@@ -112,6 +124,7 @@ class Regeneration:
                 # Waited, and the lease found the value instead of the lock:
                 # serve it (this caller holds no lock, so never regenerate).
                 log.debug("%r landed while waiting", key)
+                call.stamp = _stamp_of(mutex.landed)
                 return mutex.landed[VALUE], _FRESH
             else:
                 # After a wait: the Redis lease read the record atomically
@@ -119,6 +132,7 @@ class Regeneration:
                 record = mutex.snapshot()
                 if record is MISSING:
                     record = b.store.get(skey, MISSING)
+                record = b.seen(record)
             now = records.now()
             if not b.live(record, now):
                 if mutex.degraded:  # the store is unreachable
@@ -127,6 +141,7 @@ class Regeneration:
                         log.debug("%r served from this process's outage fallback", key)
                         return kept, _FRESH
                 raise NeedRegenerationException()
+            call.stamp = _stamp_of(record)
             if call.reads > 1 and (record[EXPIRES] is None or now < record[EXPIRES]):
                 return record[VALUE], _FRESH  # another caller created it meanwhile
             call.stale = record[VALUE]
@@ -142,9 +157,11 @@ class Regeneration:
                 record = mutex.snapshot()
                 if record is MISSING:
                     record = b.store.get(skey, MISSING)
+                record = b.seen(record)
                 if is_fresh(record, records.now()) and record[CREATED] != call.seen_created:
                     log.debug("%r was regenerated elsewhere meanwhile", key)
                     call.outcome = "HIT"
+                    call.stamp = _stamp_of(record)
                     return record[VALUE], _FRESH
             if mutex.degraded and call.stale is not MISSING:
                 # The lease's store is unreachable, yet a stale record was
@@ -155,10 +172,21 @@ class Regeneration:
                 if kept is not MISSING:
                     log.debug("%r served from this process's outage fallback", key)
                     call.outcome = "HIT"
+                    call.stamp = ()
                     return kept, _FRESH
+            slot = None
+            if b.budget is not None:
+                slot = b.budget.take(wait=call.stale is MISSING)
+                if slot is None:  # over budget: serve stale, regenerate later
+                    log.debug("%r stays stale: REGENERATION_BUDGET is spent", key)
+                    return call.stale, _STALE
             call.outcome = "EXPIRED" if call.stale is not MISSING else "MISS"
             log.debug("regenerating %r (%s)", key, call.outcome)
-            return self._create(key, skey, default, fresh_for, mutex, call)
+            try:
+                return self._create(key, skey, default, fresh_for, mutex, call)
+            finally:
+                if slot is not None:
+                    b.budget.give(slot)  # type: ignore[union-attr]
 
         async_creator: Any = None
         detach = getattr(default, "detach", _AS_IS)
@@ -171,6 +199,12 @@ class Regeneration:
                     # computed the value: no new job on every call
                     m.release()
                     return
+                slot = None
+                if b.budget is not None:
+                    slot = b.budget.take(wait=False)
+                    if slot is None:  # over budget: stays stale, a later request tries
+                        m.release()
+                        return
                 # in the caller's thread: a creator that reads request state
                 # hands the pool a copy of it (the template tag's context)
                 job = default if detach is _AS_IS else detach()
@@ -184,8 +218,11 @@ class Regeneration:
                     m,
                     call,
                     b.ident(skey),
+                    slot,
                 ):
                     log.warning("background queue full; %r stays stale until a worker is free", key)
+                    if slot is not None:
+                        b.budget.give(slot)  # type: ignore[union-attr]
                     m.release()
                 else:
                     log.debug("regeneration of %r handed to a pool thread", key)
@@ -198,6 +235,8 @@ class Regeneration:
                 pass
         except WaitTimeout:
             return self._wait_timed_out(key, default, started), "MISS"
+        if call.stamp:
+            bubble(call.stamp)  # to the value being made around this call, if any
         return value, self._account(key, call, mutex, started)
 
     def _create(
@@ -211,10 +250,16 @@ class Regeneration:
         background: bool = False,
     ) -> tuple[Any, float]:
         b = self.binding
+        # the versions of its tags before the creator reads anything: an
+        # invalidation landing meanwhile leaves this value behind it
+        # (a caller that names no tags keeps those of the value it replaces)
+        tags = call.tags or tuple(tag for tag, _ in call.stamp)
+        stamp = b.tags.stamp(tags) if tags else ()
         started = time.monotonic()
         b.count("REGENERATIONS", key)
         try:
-            value = default() if callable(default) else default
+            with collecting(stamp) as collector:
+                value = default() if callable(default) else default
         except Exception as exc:
             b.count("ERRORS", key)
             signals.regeneration_failed.send(self.sender, alias=b.alias, key=key, exception=exc)
@@ -228,6 +273,7 @@ class Regeneration:
             log.debug("regenerating %r failed", key, exc_info=True)
             raise
         cost = time.monotonic() - started
+        call.stamp = collector.stamp
         stored = self._store_regenerated(key, skey, value, fresh_for, cost, mutex, call)
         if stored is False or (stored and mutex.degraded):
             # Serve it to this process while the store is unreachable: for
@@ -263,7 +309,7 @@ class Regeneration:
         b = self.binding
         now = records.now()
         expires = None if fresh_for is None else now + fresh_for
-        record = tuple(Record(value, now, expires, cost))
+        record = tuple(Record(value, now, expires, cost)) + ((call.stamp,) if call.stamp else ())
         ttl = store_timeout(expires, b.options.grace, now)
         store = b.store
         adapter = b.adapter
@@ -271,7 +317,7 @@ class Regeneration:
         def unchanged() -> bool:
             # the record's creation time is the fence: still the record this
             # regeneration started from (None: still no record)?
-            current = adapter.backing.get(skey, MISSING)  # not a near copy
+            current = b.seen(adapter.backing.get(skey, MISSING))  # not a near copy
             return (current[CREATED] if is_record(current) else None) == call.seen_created
 
         with b.pickling(f"the value for key {key!r}"):
@@ -297,6 +343,7 @@ class Regeneration:
         mutex: KeyMutex,
         call: _Call,
         ident: tuple[str, str],
+        slot: Any = None,
     ) -> None:
         # A pool thread is outside any request: Django's request signals do
         # not close its database connections, so do what they do.
@@ -316,7 +363,7 @@ class Regeneration:
                 return
             # Read again: the job may have queued while another host
             # regenerated (an early refresh has the same creation time).
-            record = b.store.get(skey, MISSING)
+            record = b.seen(b.store.get(skey, MISSING))
             if is_fresh(record, records.now()) and record[CREATED] != call.seen_created:
                 log.debug("%r was regenerated elsewhere before its job ran", key)
                 return
@@ -324,6 +371,8 @@ class Regeneration:
         except Exception:
             log.exception("background regeneration of %r failed", key)
         finally:
+            if slot is not None:
+                b.budget.give(slot)  # type: ignore[union-attr]
             mutex.release()
             close_old_connections()
 

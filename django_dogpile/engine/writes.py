@@ -26,6 +26,7 @@ from django_dogpile.records import (
     EXPIRES,
     INVALIDATED,
     MISSING,
+    STAMP,
     VALUE,
     Record,
     is_fresh,
@@ -41,13 +42,15 @@ class Writes:
     def __init__(self, binding: Binding) -> None:
         self.binding = binding
 
-    def record(self, value: Any, fresh_for: float | None) -> tuple[tuple[Any, ...], float | None]:
-        """A new record for ``value`` and the store timeout that keeps it."""
+    def record(
+        self, value: Any, fresh_for: float | None, stamp: tuple[Any, ...] = ()
+    ) -> tuple[tuple[Any, ...], float | None]:
+        """A new record for ``value`` (tagged with ``stamp``) and the store
+        timeout that keeps it."""
         now = records.now()
         expires = None if fresh_for is None else now + fresh_for
-        return tuple(Record(value, now, expires, 0.0)), store_timeout(
-            expires, self.binding.options.grace, now
-        )
+        record = tuple(Record(value, now, expires, 0.0)) + ((stamp,) if stamp else ())
+        return record, store_timeout(expires, self.binding.options.grace, now)
 
     def forget(self, skey: str) -> None:
         """An explicit write or delete ends this process's memory of the key."""
@@ -65,9 +68,11 @@ class Writes:
 
     # --- one key --------------------------------------------------------------
 
-    def set(self, key: Any, skey: str, value: Any, fresh_for: float | None) -> None:
+    def set(
+        self, key: Any, skey: str, value: Any, fresh_for: float | None, stamp: tuple[Any, ...] = ()
+    ) -> None:
         b = self.binding
-        record, ttl = self.record(value, fresh_for)
+        record, ttl = self.record(value, fresh_for, stamp)
         b.store  # noqa: B018 - connect
         with b.pickling(f"the value for key {key!r}"):
             b.adapter.set(skey, record, ttl, skey + LOCK_SUFFIX)
@@ -84,7 +89,7 @@ class Writes:
             self.forget(skey)
             return True
         with b.exclusive(key, skey):
-            raw = b.adapter.backing.get(skey, MISSING)  # not a near copy
+            raw = b.seen(b.adapter.backing.get(skey, MISSING))  # not a near copy
             if is_fresh(raw, records.now()):
                 return False
             record, ttl = self.record(value, fresh_for)
@@ -104,7 +109,7 @@ class Writes:
     def touch(self, key: Any, skey: str, fresh_for: float | None) -> bool:
         b = self.binding
         with b.exclusive(key, skey):
-            raw = b.adapter.backing.get(skey, MISSING)  # not a near copy
+            raw = b.seen(b.adapter.backing.get(skey, MISSING))  # not a near copy
             now = records.now()
             if not is_fresh(raw, now):
                 return False
@@ -114,7 +119,7 @@ class Writes:
             expires = None if fresh_for is None else now + fresh_for
             b.store.set(
                 skey,
-                (raw[VALUE], raw[CREATED], expires, raw[records.COST]),
+                (raw[VALUE], raw[CREATED], expires, raw[records.COST], *raw[STAMP:]),
                 timeout=store_timeout(expires, b.options.grace, now),
             )
             return True
@@ -122,7 +127,7 @@ class Writes:
     def invalidate(self, key: Any, skey: str) -> bool:
         b = self.binding
         with b.exclusive(key, skey):
-            raw = b.adapter.backing.get(skey, MISSING)  # not a near copy
+            raw = b.seen(b.adapter.backing.get(skey, MISSING))  # not a near copy
             now = records.now()
             if not b.live(raw, now):
                 return False
@@ -130,7 +135,7 @@ class Writes:
                 return True  # already stale; keep its grace period
             b.store.set(
                 skey,
-                (raw[VALUE], raw[CREATED], INVALIDATED, raw[records.COST]),
+                (raw[VALUE], raw[CREATED], INVALIDATED, raw[records.COST], *raw[STAMP:]),
                 timeout=b.options.grace,
             )
             return True
@@ -138,14 +143,14 @@ class Writes:
     def incr(self, key: Any, skey: str, delta: int) -> Any:
         b = self.binding
         with b.exclusive(key, skey):
-            raw = b.adapter.backing.get(skey, MISSING)  # not a near copy
+            raw = b.seen(b.adapter.backing.get(skey, MISSING))  # not a near copy
             now = records.now()
             if not is_fresh(raw, now):
                 raise ValueError(f"Key '{key}' not found")
             value = raw[VALUE] + delta
             b.store.set(
                 skey,
-                (value, raw[CREATED], raw[EXPIRES], raw[records.COST]),
+                (value, raw[CREATED], raw[EXPIRES], raw[records.COST], *raw[STAMP:]),
                 timeout=store_timeout(raw[EXPIRES], b.options.grace, now),
             )
             return value
@@ -154,7 +159,7 @@ class Writes:
         """``incr_version``: the fresh record of ``old`` moves to ``new``."""
         b = self.binding
         b.store  # noqa: B018 - connect
-        raw = b.adapter.backing.get(old, MISSING)  # not a near copy
+        raw = b.seen(b.adapter.backing.get(old, MISSING))  # not a near copy
         now = records.now()
         if not is_fresh(raw, now):
             raise ValueError(f"Key '{key}' not found")
@@ -169,7 +174,9 @@ class Writes:
             return {}
         now = records.now()
         found = {}
-        for skey, raw in self.binding.store.get_many(list(skeys)).items():
+        b = self.binding
+        for skey, raw in b.store.get_many(list(skeys)).items():
+            raw = b.seen(raw)
             if is_fresh(raw, now):
                 for key in skeys[skey]:
                     found[key] = raw[VALUE]

@@ -49,8 +49,6 @@ The rules, in the order they are applied:
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -64,63 +62,19 @@ from django.utils.cache import get_max_age, patch_response_headers, patch_vary_h
 from django_dogpile import records
 from django_dogpile.conf import get_config
 from django_dogpile.engine import memory
-from django_dogpile.faces.common import check_timeout, declare, face_cache
+from django_dogpile.engine.tags import Collector, current
+from django_dogpile.faces.common import face_cache
 from django_dogpile.faces.page_creator import ARegenerate, Bypass, FailedPage, Refused, Regenerate, Relearn
 from django_dogpile.faces.page_index import note_variant
 from django_dogpile.faces.page_keys import page_key, url_key, vary_of
+from django_dogpile.faces.page_tags import cdn_headers, page_collecting
 from django_dogpile.faces.visitors import PAGE_REFUSES, directives, own_csrf_flag, uncacheable
 
-__all__ = ["Page", "dogpile_cache_page"]
+__all__ = ["Page"]
 
 log = logging.getLogger(__name__)
 
 _PASS_TTL = 120.0  # seconds a page that refused by its nature runs uncached
-
-
-def dogpile_cache_page(
-    timeout: float | None, *, cache: str | None = None, key_prefix: str | None = None
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Cache a view's page; one request regenerates it when it goes stale.
-
-    :param timeout: seconds the page stays fresh (as ``cache_page``'s);
-     ``None`` uses ``DOGPILE["TIMEOUT"]``, then the cache's default.
-    :param cache: the cache alias (default: ``DOGPILE["CACHE_ALIAS"]`` or
-     ``"default"``), best a :class:`~django_dogpile.cache.DogpileCache`.
-    :param key_prefix: distinguishes pages of different decorators on the
-     same URL.
-
-    See the module docstring for what is never stored.
-    """
-
-    declare("dogpile_cache_page", cache)
-
-    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
-        check_timeout("dogpile_cache_page", timeout, view, finite=True)  # not on every request
-        if inspect.iscoroutinefunction(view):
-
-            @functools.wraps(view)
-            async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                if request.method not in ("GET", "HEAD"):
-                    return await view(request, *args, **kwargs)
-                page = Page(request, timeout, cache, key_prefix)
-                if not page.usable:
-                    return await view(request, *args, **kwargs)
-                return await page.aserve(lambda: view(request, *args, **kwargs))
-
-            return async_wrapper
-
-        @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            if request.method not in ("GET", "HEAD"):
-                return view(request, *args, **kwargs)
-            page = Page(request, timeout, cache, key_prefix)
-            if not page.usable:
-                return view(request, *args, **kwargs)
-            return page.serve(lambda: view(request, *args, **kwargs))
-
-        return wrapper
-
-    return decorator
 
 
 class Page:
@@ -134,6 +88,8 @@ class Page:
         prefix: str | None,
         face: str = "dogpile_cache_page",
         final: bool = False,
+        tags: tuple[str, ...] = (),
+        cdn: bool | None = None,
     ) -> None:
         self.request = request
         self.started = time.monotonic()
@@ -167,6 +123,10 @@ class Page:
         self.settled = False
         #: this request ran its own view (the page stored is this request's)
         self.ran = False
+        #: the page's own tags; the stamp collected while its view ran
+        self.tags = tags
+        self.collected: Collector | None = None
+        self.cdn = config["CDN_HEADERS"] if cdn is None else cdn
 
     # --- keys ---------------------------------------------------------------
 
@@ -197,6 +157,7 @@ class Page:
     def finish(self, key: str, response: HttpResponseBase) -> tuple[HttpResponseBase, float]:
         """Turn the view's response into what is stored, or refuse it."""
         self.ran = True
+        self.collected = current()
         if hasattr(response, "render") and callable(response.render):
             response = response.render()
         reason = uncacheable(self.request, response)
@@ -214,6 +175,8 @@ class Page:
             # whose key a view may read without marking the session accessed
             patch_vary_headers(response, ("Cookie",))
         patch_response_headers(response, self.timeout)
+        if self.cdn:
+            cdn_headers(response, self.collected.tags if self.collected else list(self.tags), self.grace)
         if self.request.headers.get("Authorization") and "public" not in directives(response):
             patch_vary_headers(response, ("Authorization",))
         vary = vary_of(response)
@@ -222,12 +185,18 @@ class Page:
             # this page under the key they give.
             self._remember(tuple(sorted(set(vary) | set(self.vary))))
             if not self.final or self.settled:  # else the update half stores it
-                self.cache.set(self.key(self.method), (response, records.wall_clock()), self.timeout)
+                self.cache.set(
+                    self.key(self.method), (response, records.wall_clock()), self.timeout, **self.tagged()
+                )
                 self.noted(self.key(self.method))
             raise Refused(response, None)
         if not self.final or self.settled:
             self.noted(key)
         return response, records.wall_clock()
+
+    def tagged(self) -> dict[str, Any]:
+        """``set()``'s ``tags`` for this page: the stamp collected as it was made."""
+        return {"tags": self.collected} if self.collected is not None and self.collected.pairs else {}
 
     def noted(self, key: str) -> None:
         """Note ``key`` among the stored variants of this page's URL."""
@@ -249,7 +218,7 @@ class Page:
         self._remember(tuple(sorted(set(vary_of(response)) | set(self.vary))), settled=True)
         if self.ran and uncacheable(self.request, response) is None:
             key = self.key(self.method)
-            self.cache.set(key, (response, records.wall_clock()), self.timeout)
+            self.cache.set(key, (response, records.wall_clock()), self.timeout, **self.tagged())
             self.noted(key)
 
     def _refused(self, key: str, response: HttpResponseBase, reason: str | None) -> HttpResponseBase:
@@ -264,7 +233,7 @@ class Page:
         return self._mark(response, f"MISS; uncacheable={reason}")
 
     def _store(self, key: str, stored: tuple[HttpResponseBase, float]) -> HttpResponseBase:
-        self.cache.set(key, stored, self.timeout)  # cacheable again
+        self.cache.set(key, stored, self.timeout, **self.tagged())  # cacheable again
         self.memos.passes.forget(self.memo_key(key))
         return self._deliver(stored, "MISS")
 
@@ -297,7 +266,7 @@ class Page:
                 return self._bypass(key, run)
             try:
                 if getter is not None:
-                    stored, status = getter(key, Regenerate(self, key, run), self.timeout)
+                    stored, status = getter(key, Regenerate(self, key, run), self.timeout, tags=self.tags)
                 else:
                     stored, status = (
                         self.cache.get_or_set(key, Regenerate(self, key, run), self.timeout),
@@ -321,7 +290,7 @@ class Page:
         """Run the view in this request, unlocked; ``store=False``: a URL
         whose final Vary is not known yet (the update half stores it)."""
         try:
-            with own_csrf_flag(self.request):
+            with own_csrf_flag(self.request), page_collecting(self.cache, self.tags):
                 stored = self.finish(key, run())
             return self._store(key, stored) if store else self._deliver(stored, "MISS")
         except Refused as refused:
@@ -352,7 +321,7 @@ class Page:
             try:
                 creator = ARegenerate(self, key, run)
                 if getter is not None:
-                    stored, status = await getter(key, creator, self.timeout)
+                    stored, status = await getter(key, creator, self.timeout, tags=self.tags)
                 else:
                     stored, status = await self.cache.aget_or_set(key, creator, self.timeout), None
             except Relearn:
@@ -373,13 +342,13 @@ class Page:
         self, key: str, run: Callable[[], Awaitable[Any]], store: bool = True
     ) -> HttpResponseBase:
         try:
-            with own_csrf_flag(self.request):
+            with own_csrf_flag(self.request), page_collecting(self.cache, self.tags):
                 stored = await sync_to_async(self.finish)(key, await run())
         except Refused as refused:
             return self._refused(key, refused.response, refused.reason)
         except FailedPage as failed:
             return self._refused(key, failed.response, "status")
         if store:
-            await self.cache.aset(key, stored, self.timeout)
+            await self.cache.aset(key, stored, self.timeout, **self.tagged())
             self.memos.passes.forget(self.memo_key(key))
         return self._deliver(stored, "MISS")

@@ -211,7 +211,7 @@ class NearStore(_Evicting):
             return pickle.loads(blob)  # each caller its own copy
         epoch = near.epoch
         raw = self._read(key, default, version)
-        if type(raw) is tuple and len(raw) == 4:
+        if type(raw) is tuple and 4 <= len(raw) <= 5:
             near.offer(ident, raw, epoch)
         return raw
 

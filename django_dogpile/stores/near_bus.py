@@ -35,7 +35,16 @@ class Bus:
     time it subscribes again.
     """
 
-    def __init__(self, client: Any, channel: str, near: Any, errors: tuple[type[BaseException], ...]) -> None:
+    def __init__(
+        self,
+        client: Any,
+        channel: str,
+        near: Any,
+        errors: tuple[type[BaseException], ...],
+        what: str = "near cache",
+    ) -> None:
+        #: what the listener keeps coherent, for the log
+        self.what = what
         self.client = client
         self.channel = channel
         self.near = near
@@ -69,7 +78,7 @@ class Bus:
             publish(self.client, self.channel, f"{self.sender} {key}")
         except self.errors as exc:
             # the listeners lose their connection too, and start over empty
-            log.warning("near cache: could not broadcast %r (%s)", key, exc)
+            log.warning("%s: could not broadcast %r (%s)", self.what, key, exc)
 
     def _listen(self) -> None:
         delay = 0.05
@@ -85,17 +94,18 @@ class Bus:
                 delay = 0.05
             except self.errors as exc:
                 if self.near.ready:
-                    log.warning("near cache: lost %s (%s); bypassed until it is back", self.channel, exc)
+                    log.warning("%s: lost %s (%s); bypassed until it is back", self.what, self.channel, exc)
             except _Silent:
                 log.warning(
-                    "near cache: %s answered no PING for %.1fs; bypassed, reconnecting",
+                    "%s: %s answered no PING for %.1fs; bypassed, reconnecting",
+                    self.what,
                     self.channel,
                     PING_INTERVAL + PONG_WITHIN,
                 )
             except _Moved:
-                log.warning("near cache: %s moved to another node; bypassed, resubscribing", self.channel)
+                log.warning("%s: %s moved to another node; bypassed, resubscribing", self.what, self.channel)
             except Exception:  # pragma: no cover - never let the listener die silently
-                log.exception("near cache: listener on %s failed; restarting", self.channel)
+                log.exception("%s: listener on %s failed; restarting", self.what, self.channel)
             failed = True
             self.near.ready = False
             self.subscribed.clear()

@@ -42,6 +42,7 @@ from django.template.base import FilterExpression, NodeList, Parser, Token
 from django.template.context_processors import csrf
 from django.utils.safestring import mark_safe
 
+from django_dogpile.engine.tags import tag_names
 from django_dogpile.faces.common import face_cache, make_fragment_key
 from django_dogpile.faces.visitors import own_csrf_flag
 
@@ -62,12 +63,14 @@ class DogpileCacheNode(template.Node):
         fragment_name: str,
         vary_on: list[FilterExpression],
         using: FilterExpression | None,
+        tags: FilterExpression | None = None,
     ) -> None:
         self.nodelist = nodelist
         self.timeout_var = timeout
         self.fragment_name = fragment_name
         self.vary_on = vary_on
         self.using = using
+        self.tags = tags
 
     def render(self, context: template.Context) -> str:
         try:
@@ -98,12 +101,28 @@ class DogpileCacheNode(template.Node):
                 )
         cache = face_cache(alias, fragments=True, face="{% dogpile_cache %}")
         key = make_fragment_key(self.fragment_name, [v.resolve(context) for v in self.vary_on])
+        tagged = {}
+        if self.tags is not None:
+            names = self._tags(context)  # checked on any cache; used on a DogpileCache
+            if getattr(cache, "dogpile_backend", False):
+                tagged["tags"] = names
         try:
-            value = cache.get_or_set(key, _Render(self.nodelist, context), timeout)
+            value = cache.get_or_set(key, _Render(self.nodelist, context), timeout, **tagged)
         except _NotStored as refused:
             log.debug("fragment %r not stored: %s", self.fragment_name, refused.reason)
             return mark_safe(refused.rendered)
         return mark_safe(value)
+
+    def _tags(self, context: template.Context) -> tuple[str, ...]:
+        assert self.tags is not None
+        try:
+            return tag_names(self.tags.resolve(context), f"'{TAG}' tag")
+        except template.VariableDoesNotExist:
+            raise template.TemplateSyntaxError(
+                f"'{TAG}' tag got an unknown variable: {self.tags.var!r}"
+            ) from None
+        except TypeError as exc:
+            raise template.TemplateSyntaxError(str(exc)) from None
 
 
 class _NotStored(BaseException):
@@ -303,7 +322,7 @@ def detached_request(request: Any) -> Any:
 
 @register.tag(TAG)
 def do_dogpile_cache(parser: Parser, token: Token) -> DogpileCacheNode:
-    """Compile ``{% dogpile_cache TIMEOUT NAME [VARY ...] [using="alias"] %}``."""
+    """Compile ``{% dogpile_cache TIMEOUT NAME [VARY ...] [tags=...] [using="alias"] %}``."""
     bits = token.split_contents()
     nodelist = parser.parse((f"end{TAG}",))
     parser.delete_first_token()
@@ -312,14 +331,17 @@ def do_dogpile_cache(parser: Parser, token: Token) -> DogpileCacheNode:
             f"'{TAG}' tag requires at least 2 arguments: a timeout and a "
             f'fragment name, e.g. {{% {TAG} 300 "sidebar" %}}'
         )
-    using = None
-    if bits[-1].startswith("using="):
-        using = parser.compile_filter(bits[-1][len("using=") :])
-        bits = bits[:-1]
-        if len(bits) < 3:
-            raise template.TemplateSyntaxError(
-                f"'{TAG}' tag requires a timeout and a fragment name before using="
-            )
+    named: dict[str, FilterExpression] = {}
+    while len(bits) > 3 and bits[-1].split("=", 1)[0] in ("using", "tags"):
+        name, _, value = bits.pop().partition("=")
+        if name in named:
+            raise template.TemplateSyntaxError(f"'{TAG}' tag got {name}= twice")
+        named[name] = parser.compile_filter(value)
+    if bits[-1].split("=", 1)[0] in ("using", "tags"):
+        raise template.TemplateSyntaxError(
+            f"'{TAG}' tag requires a timeout and a fragment name before {bits[-1].split('=', 1)[0]}="
+        )
+    using = named.get("using")
     timeout = parser.compile_filter(bits[1])
     if not isinstance(timeout.var, template.Variable) and timeout.var is not None:
         try:
@@ -334,4 +356,5 @@ def do_dogpile_cache(parser: Parser, token: Token) -> DogpileCacheNode:
         bits[2].strip("\"'"),
         [parser.compile_filter(b) for b in bits[3:]],
         using,
+        named.get("tags"),
     )

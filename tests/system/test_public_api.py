@@ -44,7 +44,19 @@ PUBLIC = {
         "run_concurrently",
     ],
     "django_dogpile.stats": ["COUNTERS", "KeyStats", "Stats", "get_key_stats", "get_stats", "reset_stats"],
-    "django_dogpile.signals": ["caller_waited", "regeneration_failed", "stale_served", "value_regenerated"],
+    "django_dogpile.signals": [
+        "caller_waited",
+        "regeneration_failed",
+        "stale_served",
+        "tags_invalidated",
+        "value_regenerated",
+    ],
+    "django_dogpile.invalidation": [
+        "ainvalidate_tags",
+        "invalidate_on_change",
+        "invalidate_page",
+        "invalidate_tags",
+    ],
     "django_dogpile.exceptions": ["UncacheableValue", "WaitTimeout"],
     "django_dogpile.prometheus": ["DogpileCollector", "metrics_view"],
     "django_dogpile.pages": [

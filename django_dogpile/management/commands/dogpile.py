@@ -13,6 +13,9 @@
   ``get_or_set`` regenerates it once; the others keep the old value); a key
   with no value is an error (exit 1: nothing was invalidated), while
   ``inspect`` of a missing key prints ``state missing`` and exits 0;
+* ``dogpile invalidate --tag T [--tag T2] [--hard] [--alias A]`` -- every
+  value carrying a tag becomes stale (``--hard``: a miss), on every
+  DogpileCache alias unless ``--alias``; a tag nothing carries is a no-op;
 * ``dogpile stampede URL [--compare URL2] [--clients N] [--duration S]
   [--rate R]`` -- fire N concurrent clients at a page of a running site
   (loopback only, unless ``--i-own-this-host``) and report requests,
@@ -37,6 +40,7 @@ from django_dogpile.cache import LOCK_SUFFIX, DogpileCache
 from django_dogpile.conf import dogpile_aliases
 from django_dogpile.engine.shared_stats import publish_now, shared_stats
 from django_dogpile.faces.page_index import invalidate_page, page_keys
+from django_dogpile.invalidation import invalidate_tags
 from django_dogpile.management.stampede import OWN_FLAG, check_target, failure_summary, stampede
 from django_dogpile.records import INVALIDATED, MISSING, is_record
 from django_dogpile.stores import RedisAdapter
@@ -71,7 +75,12 @@ class Command(BaseCommand):
         )
         for name, text in (("inspect", "one key's state"), ("invalidate", "make a key stale")):
             one = sub.add_parser(name, help=f"{text}, or every stored variant of a page (a URL or /path/)")
-            one.add_argument("key", help="a cache key, or a page's URL or path (/report/?q=1)")
+            one.add_argument(
+                "key", nargs="?" if name == "invalidate" else None, help="a cache key, or a URL or /path/"
+            )
+            if name == "invalidate":
+                one.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
+                one.add_argument("--hard", action="store_true", help="with --tag: misses, not stale")
             one.add_argument("--alias", default=None)
             one.add_argument("--version", type=int, default=None)
             one.add_argument(
@@ -96,6 +105,11 @@ class Command(BaseCommand):
         if action == "stampede":
             self._stampede(options)
             return
+        if action == "invalidate" and options["tag"]:
+            self._tags(options)
+            return
+        if action == "invalidate" and options["key"] is None:
+            raise CommandError("invalidate needs a key, a URL or /path/, or --tag T")
         cache = self._cache(options["alias"])
         if action == "stats":
             cache.store  # noqa: B018 - connect (this process publishes too)
@@ -129,6 +143,20 @@ class Command(BaseCommand):
             return
         for line in inspect_key(cache, key, version):
             self.stdout.write(line)
+
+    def _tags(self, options: dict[str, Any]) -> None:
+        if options["key"] is not None:
+            raise CommandError("invalidate takes a key or --tag, not both")
+        aliases = [self._cache(options["alias"]).alias] if options["alias"] else dogpile_aliases()
+        if not aliases:
+            raise CommandError("no DogpileCache alias in CACHES")
+        for tag in options["tag"]:
+            hit = [alias for alias in aliases if invalidate_tags(tag, hard=options["hard"], using=alias)]
+            how = "hard" if options["hard"] else "stale"
+            if hit:
+                self.stdout.write(f"tag {tag}: invalidated ({how}) on {', '.join(hit)}")
+            else:
+                self.stdout.write(f"tag {tag}: nothing carries it; nothing to do")
 
     def _page(self, action: str, cache: DogpileCache, url: str, prefix: str | None) -> None:
         """``inspect``/``invalidate`` of a page: every variant stored for the URL."""
