@@ -65,7 +65,7 @@ from django_dogpile.engine import memory
 from django_dogpile.engine.tags import Collector, current
 from django_dogpile.faces.common import face_cache
 from django_dogpile.faces.page_creator import ARegenerate, Bypass, FailedPage, Refused, Regenerate, Relearn
-from django_dogpile.faces.page_index import note_variant
+from django_dogpile.faces.page_index import note_variant, url_tag
 from django_dogpile.faces.page_keys import page_key, url_key, vary_of
 from django_dogpile.faces.page_tags import cdn_headers, page_collecting
 from django_dogpile.faces.visitors import PAGE_REFUSES, directives, own_csrf_flag, uncacheable
@@ -185,10 +185,10 @@ class Page:
             # this page under the key they give.
             self._remember(tuple(sorted(set(vary) | set(self.vary))))
             if not self.final or self.settled:  # else the update half stores it
+                self.noted(self.key(self.method))
                 self.cache.set(
                     self.key(self.method), (response, records.wall_clock()), self.timeout, **self.tagged()
                 )
-                self.noted(self.key(self.method))
             raise Refused(response, None)
         if not self.final or self.settled:
             self.noted(key)
@@ -199,9 +199,13 @@ class Page:
         return {"tags": self.collected} if self.collected is not None and self.collected.pairs else {}
 
     def noted(self, key: str) -> None:
-        """Note ``key`` among the stored variants of this page's URL."""
+        """Note ``key`` among the stored variants of this page's URL (before
+        it is stored: a URL with many variants tags each with its own tag)."""
         keep = None if self.timeout is None else self.timeout + self.grace
-        note_variant(self.cache, self.request.get_full_path(), self.prefix, key, keep)
+        url = self.request.get_full_path()
+        binding = getattr(self.cache, "binding", None)
+        if note_variant(self.cache, url, self.prefix, key, keep) and binding and self.collected:
+            self.collected.add(binding.tags.stamp((url_tag(url, self.prefix),)))
 
     def needs_learning(self, response: HttpResponseBase) -> bool:
         """True if :meth:`learn_final` has work (store I/O) to do."""
@@ -218,8 +222,8 @@ class Page:
         self._remember(tuple(sorted(set(vary_of(response)) | set(self.vary))), settled=True)
         if self.ran and uncacheable(self.request, response) is None:
             key = self.key(self.method)
-            self.cache.set(key, (response, records.wall_clock()), self.timeout, **self.tagged())
             self.noted(key)
+            self.cache.set(key, (response, records.wall_clock()), self.timeout, **self.tagged())
 
     def _refused(self, key: str, response: HttpResponseBase, reason: str | None) -> HttpResponseBase:
         if reason is None:

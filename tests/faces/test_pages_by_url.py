@@ -145,3 +145,24 @@ def test_noting_new_variants_on_redis_logs_no_lease_warning(redis_server, caplog
             get("/dr/varies/", language)
     assert len(page_keys("/dr/varies/", cache="dp_redis")) == 3
     assert not [r for r in caplog.records if "lease" in r.getMessage()]
+
+
+def test_a_url_with_more_variants_than_the_note_keeps_is_invalidated_whole(monkeypatch):
+    """Past INDEX_SIZE variants the note keeps the most recent only; the URL
+    is marked (the variants stored before the mark stay listed) and its
+    later variants carry the URL's own tag: every one is still reached."""
+    from django_dogpile.faces import page_index
+
+    monkeypatch.setattr(page_index, "INDEX_SIZE", 4)
+    languages = [f"x{i}" for i in range(12)]
+    for language in languages:
+        assert get("/dl/varies/", language)["X-Dogpile-Cache"] == "MISS"
+    # the 4 from before the mark, and the 4 most recent
+    assert len(page_keys("/dl/varies/", cache="dp_locmem")) == 8
+    assert invalidate_page("/dl/varies/", cache="dp_locmem") == 8
+    statuses = [get("/dl/varies/", language)["X-Dogpile-Cache"] for language in languages]
+    assert statuses == ["EXPIRED"] * 12
+    assert [get("/dl/varies/", language)["X-Dogpile-Cache"] for language in languages] == ["HIT"] * 12
+    # a hard one reaches them all too
+    invalidate_page("/dl/varies/", cache="dp_locmem", hard=True)
+    assert {get("/dl/varies/", language)["X-Dogpile-Cache"] for language in languages} == {"MISS"}
