@@ -5,7 +5,8 @@ tagged hit compares the versions its record was stamped with against this
 table, so it costs no extra round trip while the table knows them.
 
 * On Redis (any store we script) an invalidation is broadcast on one
-  pub/sub channel per store (:class:`~django_dogpile.stores.near_bus.Bus`,
+  pub/sub channel per server (:data:`CHANNEL`, whatever the aliases'
+  ``KEY_PREFIX``; the message is the store's own key of the tag) (:class:`~django_dogpile.stores.near_bus.Bus`,
   the near cache's listener): each process evicts the tag from its table.
   While the listener is not subscribed the table is bypassed (every tagged
   read asks the store), and it starts empty when it subscribes again; a
@@ -30,11 +31,13 @@ from typing import Any
 from django_dogpile.records import MISSING
 from django_dogpile.stores.near_bus import Bus
 
-__all__ = ["BROADCAST_MAX_AGE", "TagTable", "forget", "reset", "table_for"]
+__all__ = ["BROADCAST_MAX_AGE", "CHANNEL", "TagTable", "forget", "reset", "table_for"]
 
 #: seconds a version is trusted on a store with a broadcast
 BROADCAST_MAX_AGE = 60.0
 _MAX_ENTRIES = 10_000
+#: the pub/sub channel of tag invalidations on a Redis server
+CHANNEL = "dogpile-tags"
 
 
 class TagTable:
@@ -118,11 +121,10 @@ def table_for(family: str, adapter: Any, store: Any) -> TagTable:
         access = getattr(adapter, "access", None)
         table = TagTable(exact=adapter.in_process)
         if access is not None:
-            from django.core.cache.backends.base import default_key_func
-
-            channel = default_key_func("dogpile-tags", store.key_prefix, store.version)
+            # one channel per server, whatever the aliases' KEY_PREFIX: the
+            # table is per server too, and its keys are the store's own
             table.max_age = BROADCAST_MAX_AGE
-            table.bus = Bus(access.clients()[0], channel, table, access.errors, what="tag table")
+            table.bus = Bus(access.clients()[0], CHANNEL, table, access.errors, what="tag table")
             table.bus.start()
         _tables[family] = table
         return table
