@@ -45,8 +45,9 @@ from django_dogpile.conf import alias_settings, warn_if_not_installed
 from django_dogpile.engine import bridge, memory
 from django_dogpile.engine.binding import LOCK_SUFFIX, Binding
 from django_dogpile.engine.path import Regeneration
+from django_dogpile.engine.tags import bubble
 from django_dogpile.engine.writes import Writes
-from django_dogpile.records import EXPIRES, MISSING, VALUE, is_record
+from django_dogpile.records import EXPIRES, MISSING, STAMP, VALUE, is_record
 
 __all__ = ["LOCK_SUFFIX", "DogpileCache"]
 
@@ -241,6 +242,8 @@ class DogpileCache(BaseCache):
                 return default  # behind one of its tags
             expires = raw[EXPIRES]
             if expires is None or records.now() < expires:
+                if len(raw) == 5:
+                    bubble(raw[STAMP])  # to the value being made, if any
                 return raw[VALUE]
         return default
 

@@ -2,9 +2,10 @@
 
 A tag is a *version* in the store, not a list of keys.  Its key is
 ``dogpile.tag.<tag>`` (made as any key of the alias: ``KEY_PREFIX``,
-``VERSION``, the key function); its value ``(version, hard_at)``: a number
+``VERSION``, the key function); its value ``(version, hard)``: a number
 that each invalidation moves up (nanoseconds of the clock, and always past
-the version it replaces), and the time of the last hard invalidation.
+the version it replaces), and the version the last hard invalidation gave
+(no clock is compared: hosts whose clocks differ agree).
 
 * **Stamping**: a regeneration reads the versions of its tags *before* its
   creator runs and stores them in the record (``records.STAMP``); so an
@@ -17,9 +18,9 @@ the version it replaces), and the time of the last hard invalidation.
   invalidated by the tags of what it shows.  A tag met with two versions
   gets a version no tag ever has: the record is stale at once.
 * **The check**: a tagged record whose stamp is behind the current version
-  of any of its tags is stale but servable (``invalidate``); if that tag
-  was invalidated ``hard`` after the record's regeneration started, it is
-  a miss.  Current versions come from this process's table
+  of any of its tags is stale but servable (``invalidate``); if its stamp
+  is behind the version a ``hard`` invalidation gave (its regeneration
+  started before it), it is a miss.  Current versions come from this process's table
   (:mod:`django_dogpile.stores.tags`), else from the store, in one read; a
   stamp *ahead* of the table (another process invalidated, and this one
   has not heard yet) is checked against the store before anything is
@@ -37,8 +38,7 @@ from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from django_dogpile import records
-from django_dogpile.records import COST, CREATED, EXPIRES, INVALIDATED, MISSING, STAMP
+from django_dogpile.records import COST, EXPIRES, INVALIDATED, MISSING, STAMP
 from django_dogpile.stores import tags as tables
 from django_dogpile.stores.near import family
 
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["Collector", "Tags", "bubble", "collecting", "current", "tag_names"]
 
 #: the version of a tag the store does not hold
-ABSENT: tuple[int, float] = (0, 0.0)
+ABSENT: tuple[int, int] = (0, 0)
 #: the version given to a tag met with two versions while a value was made:
 #: behind every version
 CONFLICT = -1
@@ -137,9 +137,11 @@ def _is_version(value: Any) -> bool:
     return type(value) is tuple and len(value) == 2
 
 
-def new_version(hard_at: float, after: int = 0) -> tuple[int, float]:
-    """A version past ``after`` (the one it replaces)."""
-    return max(time.time_ns(), after + 1), hard_at
+def new_version(old: tuple[int, int] = ABSENT, hard: bool = False) -> tuple[int, int]:
+    """A version past ``old`` (the one it replaces); a ``hard`` one is also
+    the floor below which stamps are misses."""
+    version = max(time.time_ns(), old[0] + 1)
+    return version, version if hard else old[1]
 
 
 class Tags:
@@ -200,11 +202,17 @@ class Tags:
 
     def view(self, raw: Any) -> Any:
         """A tagged record as its tags make it: itself, stale (its expiry the
-        epoch), or :data:`MISSING` (a hard invalidation since it was made)."""
+        epoch), or :data:`MISSING` (a hard invalidation since it was made,
+        or a five-item tuple that is not ours: no stamp of pairs)."""
+        try:
+            return self._view(raw)
+        except (TypeError, ValueError):  # not a stamp of (tag, version) pairs
+            return MISSING
+
+    def _view(self, raw: Any) -> Any:
         table = self._table or self.table
         table.forked()
         max_age = self.binding.options.tags_max_age
-        started = raw[CREATED] - (raw[COST] or 0.0)
         behind = False
         unknown: list[tuple[str, Any]] = []
         own = self.own
@@ -214,7 +222,7 @@ class Tags:
             if now is MISSING or version > now[0]:  # unknown, or the table is behind
                 unknown.append((tag, version))
             elif version < now[0]:
-                if started < now[1]:
+                if version < now[1]:
                     return MISSING
                 behind = True
         if unknown:
@@ -222,14 +230,14 @@ class Tags:
             for tag, version in unknown:
                 now = found[tag]
                 if version != now[0]:  # behind it, or a version the store lost
-                    if started < now[1]:
+                    if version < now[1]:
                         return MISSING
                     behind = True
         if behind:
             return raw[:EXPIRES] + (INVALIDATED,) + raw[COST:]
         return raw
 
-    def read(self, tags: list[str]) -> dict[str, tuple[Any, float]]:
+    def read(self, tags: list[str]) -> dict[str, tuple[Any, int]]:
         """The current versions of ``tags``, from the store (one read); the
         table learns them."""
         b = self.binding
@@ -245,7 +253,7 @@ class Tags:
         found = {}
         for tag, (skey, own) in keys.items():
             value: Any = got.get(skey)
-            version: tuple[Any, float] = value if _is_version(value) else ABSENT
+            version: tuple[Any, int] = value if _is_version(value) else ABSENT
             table.put(own, version, epoch)
             found[tag] = version
         return found
@@ -260,7 +268,7 @@ class Tags:
         for tag in tags:
             if not found[tag][0]:
                 skey, own = self.keys(tag)
-                version = new_version(0.0)
+                version = new_version()
                 epoch = self.table.epoch
                 if store.add(skey, version, timeout=None):
                     self.table.put(own, version, epoch)
@@ -279,14 +287,13 @@ class Tags:
         found = self.read(list(tags))
         table = self.table
         store = self.binding.store
-        now = records.now()
         moved = 0
         for tag in tags:
             old = found[tag]
             if not old[0]:
                 continue
             skey, own = self.keys(tag)
-            version = new_version(now if hard else old[1], old[0])
+            version = new_version(old, hard)
             store.set(skey, version, timeout=None)
             table.evict(own)
             table.put(own, version, table.epoch)

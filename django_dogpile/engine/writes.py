@@ -21,6 +21,7 @@ from typing import Any
 from django_dogpile import records
 from django_dogpile.engine.binding import LOCK_SUFFIX, Binding
 from django_dogpile.engine.memory import fallbacks, retry_after
+from django_dogpile.engine.tags import bubble
 from django_dogpile.records import (
     CREATED,
     EXPIRES,
@@ -178,6 +179,8 @@ class Writes:
         for skey, raw in b.store.get_many(list(skeys)).items():
             raw = b.seen(raw)
             if is_fresh(raw, now):
+                if len(raw) == 5:
+                    bubble(raw[STAMP])  # to the value being made, if any
                 for key in skeys[skey]:
                     found[key] = raw[VALUE]
         return found

@@ -106,6 +106,51 @@ def test_a_later_soft_invalidation_keeps_values_made_before_a_hard_one_gone(stor
         assert cache.get_or_set_status("old", slow) == ("o2", "MISS")
 
 
+@pytest.mark.parametrize("store", stores("locmem", "redis"))
+def test_a_hard_invalidation_compares_versions_not_clocks(store):
+    """A host whose clock runs a minute ahead made "old" before the hard
+    invalidation another host made: still a miss.  One a minute behind made
+    "new" after it: still served."""
+    cache = fresh_cache(store)
+    with Clock() as clock:
+        clock.advance(60)
+        cache.get_or_set("old", "o1", tags="t")
+        clock.advance(-60)
+        cache.invalidate_tags("t", hard=True)
+        clock.advance(-60)
+        cache.get_or_set("new", "n1", tags="t")
+        clock.advance(60)
+        assert cache.get("old") is None
+        assert cache.get_or_set_status("old", lambda: "o2") == ("o2", "MISS")
+        assert cache.get_or_set_status("new", lambda: "n2") == ("n1", "HIT")
+
+
+def test_a_foreign_five_item_tuple_in_the_store_is_a_miss():
+    """Not ours (no stamp of (tag, version) pairs): never a crash."""
+    cache = fresh_cache("locmem")
+    skey = cache.binding.store_key("k", None)
+    for foreign in [(1, 2.0, None, 0.0, "not a stamp"), (1, 2.0, None, 0.0, (("t", "x", "y"),))]:
+        cache.store.set(skey, foreign)
+        assert cache.get("k") is None
+        assert cache.get_many(["k"]) == {}
+        assert cache.get_or_set("k", lambda: "mine") == "mine"
+        cache.delete("k")
+
+
+def test_get_and_get_many_bubble_up_to_the_value_being_made():
+    """A tagged value read with get() or get_many() inside a creator tags
+    what it makes, as get_or_set() does."""
+    cache = fresh_cache("locmem")
+    cache.get_or_set("a", "A", tags="ta")
+    cache.set("b", "B", tags="tb")
+    cache.get_or_set("outer1", lambda: cache.get("a") + "!")
+    cache.get_or_set("outer2", lambda: "".join(cache.get_many(["b"]).values()))
+    cache.invalidate_tags("ta")
+    assert cache.get("outer1") is None and cache.get("outer2") == "B"
+    cache.invalidate_tags("tb")
+    assert cache.get("outer2") is None
+
+
 @pytest.mark.parametrize("store", TAGGED_STORES)
 def test_an_invalidation_during_a_regeneration_is_never_lost(store):
     cache = fresh_cache(store)
@@ -260,14 +305,21 @@ def test_redis_commands_of_tagged_hits_and_invalidations(redis_server):
 
 
 @pytest.mark.parametrize("store", stores("redis", "memcached"))
-def test_an_invalidation_reaches_another_process(store):
+@pytest.mark.parametrize("first", ["same prefix", "other prefix"])
+def test_an_invalidation_reaches_another_process(store, first):
     """On Redis by the broadcast (the reader's table would trust the old
-    version for a minute without it); on memcached within TAGS_MAX_AGE."""
+    version for a minute without it); on memcached within TAGS_MAX_AGE.
+    The table is per server: the broadcast reaches a process whatever
+    alias (KEY_PREFIX) made its table first."""
     import multiprocessing
 
+    from django_dogpile.stores import tags as tables
     from tests.helpers import tag_workers
 
     spawn = multiprocessing.get_context("spawn")
+    tables.reset()
+    if first == "other prefix":
+        fresh_cache(store).get_or_set("k", "other", tags="t")
     cache = fresh_cache(store, TAGS_MAX_AGE=1.0)
     cache.get_or_set("k", "v1", tags="t")
     ready, go, results = spawn.Event(), spawn.Event(), spawn.Queue()
