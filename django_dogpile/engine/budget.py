@@ -11,8 +11,10 @@ K, a regeneration first takes one of K *slots*:
   ``WAIT_TIMEOUT``; then it goes on without one, and says so in the log).
 
 The slots are leases of the store's own kind (``dogpile.budget.<i>``:
-Redis scripts, ``add()``, a lease file or row), so the bound holds across
-every process and host sharing the store, and a slot held by a process
+Redis scripts, ``add()``, a lease file or row), named by the store alone
+(its own ``KEY_PREFIX``, never the DogpileCache alias's ``KEY_PREFIX`` or
+``KEY_FUNCTION``: tenants share one budget, as they share one database),
+so the bound holds across every process and host sharing the store, and a slot held by a process
 killed mid-regeneration frees itself after ``LOCK_TIMEOUT``.  On locmem
 (one process) they are a semaphore of the process.  A process that found
 every slot taken does not ask the store again for :data:`FULL_FOR` seconds:
@@ -64,7 +66,7 @@ class Budget:
         self.size = size
 
     def _family(self) -> str:
-        return family(self.binding.location) + "|" + self.binding.store_key("dogpile.budget")
+        return family(self.binding.location)
 
     def _try(self) -> Any:
         b = self.binding
@@ -78,7 +80,9 @@ class Budget:
             return _LocalSlot(semaphore) if semaphore.acquire(blocking=False) else self._full(where)
         first = random.randrange(self.size)
         for i in range(self.size):
-            skey = b.store_key(f"dogpile.budget.{(first + i) % self.size}")
+            # the store's key, not the alias's: one budget per store, whatever
+            # the aliases' KEY_PREFIX or (tenant) KEY_FUNCTION
+            skey = f"dogpile.budget.{(first + i) % self.size}"
             lease = factory(skey, skey + ".none")  # (no RETRY_AFTER hold is ever left on a slot)
             try:
                 if lease.acquire(False, 0.0, landed_ok=False):

@@ -49,6 +49,10 @@ def caches_with(**dp):
         ({"OPTIONS": {"RETRY_AFTER": "1s"}}, ["django_dogpile.E008"]),
         ({"OPTIONS": {"KEY_STATS": True}}, ["django_dogpile.E008"]),
         ({"OPTIONS": {"KEY_STATS": -5}}, ["django_dogpile.E008"]),
+        ({"OPTIONS": {"REGENERATION_BUDGET": 0}}, ["django_dogpile.E008"]),
+        ({"OPTIONS": {"REGENERATION_BUDGET": 2.5}}, ["django_dogpile.E008"]),
+        ({"OPTIONS": {"REGENERATION_BUDGET": None}}, []),
+        ({"OPTIONS": {"TAGS_MAX_AGE": -1}}, ["django_dogpile.E008"]),
         ({"OPTIONS": {"LOCK": "redis"}}, ["django_dogpile.E009"]),
     ],
 )
