@@ -10,11 +10,15 @@ With the CDN headers a stored page carries:
   the fragments and ``cached()`` values it shows, so the CDN can purge by
   tag.  Connect a receiver to :data:`~django_dogpile.signals.tags_invalidated`
   to soft-purge those tags at the CDN when ``invalidate_tags`` runs.
+  Only tags a header can carry whole are listed (visible ASCII, no comma or
+  space: :func:`cdn_safe`), at most :data:`CDN_HEADER_MAX` characters (the
+  CDNs' own limit is about 16 KB); a tag left out is still invalidated here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,7 +27,11 @@ from django.utils.cache import patch_cache_control
 
 from django_dogpile.engine.tags import Collector, collecting, tag_names
 
-__all__ = ["cdn_headers", "page_collecting", "tags_of"]
+__all__ = ["CDN_HEADER_MAX", "cdn_headers", "cdn_safe", "page_collecting", "tags_of"]
+
+#: the longest tag header a page gets
+CDN_HEADER_MAX = 8000
+_SAFE = re.compile(r"[!-+\--~]+")  # visible ASCII but the comma
 
 TagsArgument = Callable[..., Any] | list[str] | tuple[str, ...] | str | None
 
@@ -59,6 +67,17 @@ def cdn_headers(response: HttpResponseBase, tags: list[str], grace: float) -> No
     if grace:
         seconds = int(grace)
         patch_cache_control(response, stale_while_revalidate=seconds, stale_if_error=seconds)
-    if tags:
-        response["Surrogate-Key"] = " ".join(tags)
-        response["Cache-Tag"] = ",".join(tags)
+    listed: list[str] = []
+    size = 0
+    for tag in tags:
+        if cdn_safe(tag) and size + len(tag) < CDN_HEADER_MAX:
+            listed.append(tag)
+            size += len(tag) + 1
+    if listed:
+        response["Surrogate-Key"] = " ".join(listed)
+        response["Cache-Tag"] = ",".join(listed)
+
+
+def cdn_safe(tag: str) -> bool:
+    """True if ``tag`` can be listed in a CDN's tag header as it is."""
+    return _SAFE.fullmatch(tag) is not None

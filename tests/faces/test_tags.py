@@ -78,6 +78,20 @@ def test_the_cdn_headers_list_every_tag_and_the_grace(shop):
     assert "Surrogate-Key" not in shop.get("/shelf/")
 
 
+def test_a_tag_no_header_can_carry_is_left_out_of_the_cdn_headers_only(shop):
+    """A space, a comma, a newline or non-ASCII would split a tag or break
+    the header: such tags are not listed (never a crash), and are still
+    invalidated here."""
+    response = shop.get("/cdn-odd/")
+    assert response.status_code == 200
+    assert sorted(response["Surrogate-Key"].split()) == ["menu", "product:1", "shop", "sidebar"]
+    assert sorted(response["Cache-Tag"].split(",")) == ["menu", "product:1", "shop", "sidebar"]
+    for tag in ("a b", "x,y", "new\nline", "café"):
+        assert shop.get("/cdn-odd/")[STATUS] == "HIT"
+        invalidate_tags(tag)
+        assert shop.get("/cdn-odd/")[STATUS] == "EXPIRED"
+
+
 @pytest.mark.redis
 def test_a_page_tagged_by_its_view_arguments(shop):
     for slug in ("shoes", "hats"):

@@ -49,6 +49,12 @@ urlpatterns = [
     path("shelf/", dogpile_cache_page(300, cache="dp_locmem")(shelf)),
     path("cdn/", dogpile_cache_page(300, cache="dp_locmem", tags=["shop"], cdn=True)(shelf)),
     path(
+        "cdn-odd/",
+        dogpile_cache_page(
+            300, cache="dp_locmem", tags=["shop", "a b", "x,y", "new\nline", "café"], cdn=True
+        )(shelf),
+    ),
+    path(
         "c/<slug:slug>/",
         dogpile_cache_page(300, cache="dp_redis", tags=lambda request, slug: [f"category:{slug}"])(
             by_category
