@@ -17,7 +17,6 @@ counts a *stale* record is in its docstring.  The rules:
   that, the dogpile path (:mod:`django_dogpile.engine.path`: one caller
   regenerates, in any thread, process or host; the others get the stale
   value, or wait for a first one).
-
 * A regeneration's write is fenced: an explicit ``set()`` or ``add()`` that
   lands while it runs wins.  ``invalidate(key)`` and ``invalidate_tags(*tags)``
   make values stale but servable: the next ``get_or_set`` regenerates each once.
@@ -34,24 +33,21 @@ leases and the table of kinds: :mod:`django_dogpile.stores`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
-from django_dogpile import records, signals
+from django_dogpile import records
 from django_dogpile.conf import alias_settings, warn_if_not_installed
 from django_dogpile.engine import bridge, memory
 from django_dogpile.engine.binding import LOCK_SUFFIX, Binding
 from django_dogpile.engine.path import Regeneration
 from django_dogpile.engine.tags import bubble
 from django_dogpile.engine.writes import Writes
-from django_dogpile.records import EXPIRES, MISSING, STAMP, VALUE, is_record
+from django_dogpile.records import MISSING, VALUE
 
 __all__ = ["LOCK_SUFFIX", "DogpileCache"]
-
-log = logging.getLogger(__name__)
 
 
 class DogpileCache(BaseCache):
@@ -154,7 +150,8 @@ class DogpileCache(BaseCache):
             skey = b.store_key(key, version)
         raw = (b.connected or b.store).get(skey, MISSING)
         if type(raw) is tuple:
-            if len(raw) == 4:
+            n = len(raw)
+            if n == 4 or (n == 5 and b.tags.view(raw) is raw):  # 5: tagged, and current
                 expires = raw[2]
                 if expires is None or (
                     records.now() < expires and not (b.early_refresh and b.early(raw, records.now()))
@@ -162,9 +159,9 @@ class DogpileCache(BaseCache):
                     b.hit()
                     if b.keys is not None:
                         b.keys.incr(key, "HIT")
+                    if n == 5:
+                        bubble(raw[4])  # to the value being made, if any
                     return raw[0]
-            elif b.fresh_hit(key, raw):  # a tagged record: its tags are current
-                return raw[0]
         return self.regeneration.run(key, skey, raw, default, timeout, b.tags.names(tags))[0]
 
     async def aget_or_set(
@@ -236,16 +233,7 @@ class DogpileCache(BaseCache):
 
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         """Return the value if it is fresh, else ``default`` (stale is a miss)."""
-        raw = self.store.get(self.binding.store_key(key, version), MISSING)
-        if raw is not MISSING and is_record(raw):
-            if len(raw) == 5 and self.binding.seen(raw) is not raw:
-                return default  # behind one of its tags
-            expires = raw[EXPIRES]
-            if expires is None or records.now() < expires:
-                if len(raw) == 5:
-                    bubble(raw[STAMP])  # to the value being made, if any
-                return raw[VALUE]
-        return default
+        return self.writes.get(self.binding.store_key(key, version), default)
 
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         self.store  # noqa: B018 - connect
@@ -287,11 +275,7 @@ class DogpileCache(BaseCache):
         one write and one broadcast per tag (:mod:`~django_dogpile.engine.tags`).
         Return how many of the tags were in use; an unknown tag costs one read.
         """
-        names = self.binding.tags.names(tags, "invalidate_tags()")
-        moved = self.binding.tags.invalidate(names, hard)
-        log.info("invalidated tags %s (%s) on %r", ", ".join(names), "hard" if hard else "soft", self.alias)
-        signals.tags_invalidated.send(type(self), alias=self.alias, tags=names, hard=hard)
-        return moved
+        return self.binding.tags.invalidate_named(tags, hard, type(self))
 
     ainvalidate_tags = bridge.hop("invalidate_tags")
 

@@ -32,7 +32,7 @@ from django_dogpile.conf import (
     improperly_configured,
     timeout_argument,
 )
-from django_dogpile.engine.budget import Budget
+from django_dogpile.engine.budget import budget_for
 from django_dogpile.engine.locks import KeyMutex, key_lock
 from django_dogpile.engine.shared_stats import start_publishing
 from django_dogpile.engine.tags import Tags, bubble
@@ -93,7 +93,7 @@ class Binding:
         #: the tag versions (:mod:`~django_dogpile.engine.tags`)
         self.tags = Tags(self)
         #: ``REGENERATION_BUDGET`` (:mod:`~django_dogpile.engine.budget`)
-        self.budget = Budget(self, options.regeneration_budget) if options.regeneration_budget else None
+        self.budget = budget_for(self, options.regeneration_budget)
         self.alias = ""
         self.rename(find_alias(location, params))
 

@@ -35,7 +35,7 @@ from django_dogpile.stores.near import family
 if TYPE_CHECKING:
     from django_dogpile.engine.binding import Binding
 
-__all__ = ["FULL_FOR", "Budget"]
+__all__ = ["FULL_FOR", "Budget", "Unbounded", "budget_for"]
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +133,21 @@ class _NoSlotType:
 
 
 _NoSlot = _NoSlotType()
+
+
+class Unbounded:
+    """No ``REGENERATION_BUDGET``: every regeneration runs at once."""
+
+    def take(self, wait: bool) -> Any:
+        return _NoSlot
+
+    def give(self, slot: Any) -> None:
+        pass
+
+
+_UNBOUNDED = Unbounded()
+
+
+def budget_for(binding: Binding, size: int | None) -> Budget | Unbounded:
+    """The budget of ``binding`` (``size`` slots; None: unbounded)."""
+    return Budget(binding, size) if size else _UNBOUNDED

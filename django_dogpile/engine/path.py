@@ -39,6 +39,7 @@ from django.db import close_old_connections
 from django_dogpile import records, signals
 from django_dogpile.core import Lock, NeedRegenerationException
 from django_dogpile.engine.binding import Binding
+from django_dogpile.engine.call import Call, stamp_of
 from django_dogpile.engine.locks import KeyMutex
 from django_dogpile.engine.memory import fallbacks
 from django_dogpile.engine.pool import submit
@@ -48,7 +49,6 @@ from django_dogpile.records import (
     CREATED,
     EXPIRES,
     MISSING,
-    STAMP,
     VALUE,
     Record,
     is_fresh,
@@ -65,28 +65,6 @@ _STALE = 1.0  # ... and for a stale one (> 0: there is a value; long expired)
 
 #: ``default.detach`` when ``default`` has none: run it as it is.
 _AS_IS: Any = object()
-
-
-class _Call:
-    """What happened inside one dogpile-protected ``get_or_set``."""
-
-    __slots__ = ("reads", "stale", "outcome", "first", "seen_created", "tags", "stamp")
-
-    def __init__(self, first: Any, tags: tuple[str, ...]) -> None:
-        self.first = first
-        #: creation time of the record this call started from (None: none)
-        self.seen_created: float | None = first[CREATED] if is_record(first) else None
-        self.reads = 0
-        self.stale: Any = MISSING
-        self.outcome = "UPDATING"
-        #: the tags the caller gave (stamped when a regeneration starts)
-        self.tags = tags
-        #: the stamp of the value served (it bubbles up to a value being made)
-        self.stamp: tuple[Any, ...] = ()
-
-
-def _stamp_of(record: Any) -> tuple[Any, ...]:
-    return record[STAMP] if len(record) == 5 else ()
 
 
 class Regeneration:
@@ -113,7 +91,7 @@ class Regeneration:
             return (default() if callable(default) else default), "MISS"
         b.store  # noqa: B018 - connect: the adapter is chosen there
         mutex = b.mutex(skey)
-        call = _Call(b.seen(raw), tags)
+        call = Call(b.seen(raw), tags)
 
         def value_and_created() -> tuple[Any, float]:
             call.reads += 1
@@ -124,7 +102,7 @@ class Regeneration:
                 # Waited, and the lease found the value instead of the lock:
                 # serve it (this caller holds no lock, so never regenerate).
                 log.debug("%r landed while waiting", key)
-                call.stamp = _stamp_of(mutex.landed)
+                call.stamp = stamp_of(mutex.landed)
                 return mutex.landed[VALUE], _FRESH
             else:
                 # After a wait: the Redis lease read the record atomically
@@ -141,7 +119,7 @@ class Regeneration:
                         log.debug("%r served from this process's outage fallback", key)
                         return kept, _FRESH
                 raise NeedRegenerationException()
-            call.stamp = _stamp_of(record)
+            call.stamp = stamp_of(record)
             if call.reads > 1 and (record[EXPIRES] is None or now < record[EXPIRES]):
                 return record[VALUE], _FRESH  # another caller created it meanwhile
             call.stale = record[VALUE]
@@ -161,7 +139,7 @@ class Regeneration:
                 if is_fresh(record, records.now()) and record[CREATED] != call.seen_created:
                     log.debug("%r was regenerated elsewhere meanwhile", key)
                     call.outcome = "HIT"
-                    call.stamp = _stamp_of(record)
+                    call.stamp = stamp_of(record)
                     return record[VALUE], _FRESH
             if mutex.degraded and call.stale is not MISSING:
                 # The lease's store is unreachable, yet a stale record was
@@ -174,19 +152,16 @@ class Regeneration:
                     call.outcome = "HIT"
                     call.stamp = ()
                     return kept, _FRESH
-            slot = None
-            if b.budget is not None:
-                slot = b.budget.take(wait=call.stale is MISSING)
-                if slot is None:  # over budget: serve stale, regenerate later
-                    log.debug("%r stays stale: REGENERATION_BUDGET is spent", key)
-                    return call.stale, _STALE
+            slot = b.budget.take(wait=call.stale is MISSING)
+            if slot is None:  # over budget: serve stale, regenerate later
+                log.debug("%r stays stale: REGENERATION_BUDGET is spent", key)
+                return call.stale, _STALE
             call.outcome = "EXPIRED" if call.stale is not MISSING else "MISS"
             log.debug("regenerating %r (%s)", key, call.outcome)
             try:
                 return self._create(key, skey, default, fresh_for, mutex, call)
             finally:
-                if slot is not None:
-                    b.budget.give(slot)  # type: ignore[union-attr]
+                b.budget.give(slot)
 
         async_creator: Any = None
         detach = getattr(default, "detach", _AS_IS)
@@ -199,12 +174,10 @@ class Regeneration:
                     # computed the value: no new job on every call
                     m.release()
                     return
-                slot = None
-                if b.budget is not None:
-                    slot = b.budget.take(wait=False)
-                    if slot is None:  # over budget: stays stale, a later request tries
-                        m.release()
-                        return
+                slot = b.budget.take(wait=False)
+                if slot is None:  # over budget: stays stale, a later request tries
+                    m.release()
+                    return
                 # in the caller's thread: a creator that reads request state
                 # hands the pool a copy of it (the template tag's context)
                 job = default if detach is _AS_IS else detach()
@@ -221,8 +194,7 @@ class Regeneration:
                     slot,
                 ):
                     log.warning("background queue full; %r stays stale until a worker is free", key)
-                    if slot is not None:
-                        b.budget.give(slot)  # type: ignore[union-attr]
+                    b.budget.give(slot)
                     m.release()
                 else:
                     log.debug("regeneration of %r handed to a pool thread", key)
@@ -246,7 +218,7 @@ class Regeneration:
         default: Any,
         fresh_for: float | None,
         mutex: KeyMutex,
-        call: _Call,
+        call: Call,
         background: bool = False,
     ) -> tuple[Any, float]:
         b = self.binding
@@ -303,7 +275,7 @@ class Regeneration:
         fresh_for: float | None,
         cost: float,
         mutex: KeyMutex,
-        call: _Call,
+        call: Call,
     ) -> bool | None:
         """The fenced write: True stored, None dropped, False store down."""
         b = self.binding
@@ -341,7 +313,7 @@ class Regeneration:
         default: Any,
         fresh_for: float | None,
         mutex: KeyMutex,
-        call: _Call,
+        call: Call,
         ident: tuple[str, str],
         slot: Any = None,
     ) -> None:
@@ -371,12 +343,11 @@ class Regeneration:
         except Exception:
             log.exception("background regeneration of %r failed", key)
         finally:
-            if slot is not None:
-                b.budget.give(slot)  # type: ignore[union-attr]
+            b.budget.give(slot)
             mutex.release()
             close_old_connections()
 
-    def _account(self, key: Any, call: _Call, mutex: KeyMutex, started: float) -> str:
+    def _account(self, key: Any, call: Call, mutex: KeyMutex, started: float) -> str:
         b = self.binding
         outcome = call.outcome
         if outcome == "UPDATING" and call.reads > 1:

@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from django_dogpile.records import COST, EXPIRES, INVALIDATED, MISSING, STAMP
+from django_dogpile import signals
+from django_dogpile.records import COST, EXPIRES, INVALIDATED, MISSING
 from django_dogpile.stores import tags as tables
 from django_dogpile.stores.near import family
 
@@ -52,6 +54,7 @@ ABSENT: tuple[int, int] = (0, 0)
 #: the version given to a tag met with two versions while a value was made:
 #: behind every version
 CONFLICT = -1
+log = logging.getLogger("django_dogpile.cache")
 _OWN_MEMO_SIZE = 4096
 
 _current: ContextVar[Collector | None] = ContextVar("django_dogpile_tags", default=None)
@@ -204,35 +207,40 @@ class Tags:
         """A tagged record as its tags make it: itself, stale (its expiry the
         epoch), or :data:`MISSING` (a hard invalidation since it was made,
         or a five-item tuple that is not ours: no stamp of pairs)."""
-        try:
-            return self._view(raw)
-        except (TypeError, ValueError):  # not a stamp of (tag, version) pairs
-            return MISSING
-
-    def _view(self, raw: Any) -> Any:
         table = self._table or self.table
-        table.forked()
-        max_age = self.binding.options.tags_max_age
+        if table.child:
+            table.forked()
         behind = False
-        unknown: list[tuple[str, Any]] = []
+        unknown: list[tuple[str, Any]] | None = None
         own = self.own
-        for tag, version in raw[STAMP]:
-            keys = own.get(tag) or self.keys(tag)
-            now = table.get(keys[1], max_age)
-            if now is MISSING or version > now[0]:  # unknown, or the table is behind
-                unknown.append((tag, version))
-            elif version < now[0]:
-                if version < now[1]:
-                    return MISSING
-                behind = True
-        if unknown:
-            found = self.read([tag for tag, _ in unknown])
-            for tag, version in unknown:
-                now = found[tag]
-                if version != now[0]:  # behind it, or a version the store lost
+        # the hit path: an exact table (locmem) is a dict lookup per tag
+        data = table._data if table.max_age is None and table.ready else None
+        try:
+            for tag, version in raw[4]:  # STAMP
+                keys = own.get(tag) or self.keys(tag)
+                if data is not None:
+                    entry = data.get(keys[1])
+                    now = MISSING if entry is None else entry[0]
+                else:
+                    now = table.get(keys[1], self.binding.options.tags_max_age)
+                if now is MISSING or version > now[0]:  # unknown, or the table is behind
+                    if unknown is None:
+                        unknown = []
+                    unknown.append((tag, version))
+                elif version < now[0]:
                     if version < now[1]:
                         return MISSING
                     behind = True
+            if unknown:
+                found = self.read([tag for tag, _ in unknown])
+                for tag, version in unknown:
+                    now = found[tag]
+                    if version != now[0]:  # behind it, or a version the store lost
+                        if version < now[1]:
+                            return MISSING
+                        behind = True
+        except (TypeError, ValueError):  # not a stamp of (tag, version) pairs
+            return MISSING
         if behind:
             return raw[:EXPIRES] + (INVALIDATED,) + raw[COST:]
         return raw
@@ -278,6 +286,16 @@ class Tags:
         return tuple((tag, found[tag][0]) for tag in tags)
 
     # --- invalidating -------------------------------------------------------
+
+    def invalidate_named(self, tags: Any, hard: bool, sender: type) -> int:
+        """``DogpileCache.invalidate_tags``: check the names, invalidate,
+        log, and send :data:`~django_dogpile.signals.tags_invalidated`."""
+        names = self.names(tags, "invalidate_tags()")
+        moved = self.invalidate(names, hard)
+        alias = self.binding.alias
+        log.info("invalidated tags %s (%s) on %r", ", ".join(names), "hard" if hard else "soft", alias)
+        signals.tags_invalidated.send(sender, alias=alias, tags=names, hard=hard)
+        return moved
 
     def invalidate(self, tags: tuple[str, ...], hard: bool = False) -> int:
         """Move every tag of ``tags`` to a new version; return how many were

@@ -31,6 +31,7 @@ from django_dogpile.records import (
     VALUE,
     Record,
     is_fresh,
+    is_record,
     store_timeout,
 )
 
@@ -166,6 +167,20 @@ class Writes:
             raise ValueError(f"Key '{key}' not found")
         b.store.set(new, raw, timeout=store_timeout(raw[EXPIRES], b.options.grace, now))
         b.store.delete(old)
+
+    def get(self, skey: str, default: Any) -> Any:
+        """``get``: the fresh value of ``skey``, else ``default``."""
+        b = self.binding
+        raw = b.store.get(skey, MISSING)
+        if raw is not MISSING and is_record(raw):
+            if len(raw) == 5 and b.seen(raw) is not raw:
+                return default  # behind one of its tags
+            expires = raw[EXPIRES]
+            if expires is None or records.now() < expires:
+                if len(raw) == 5:
+                    bubble(raw[STAMP])  # to the value being made, if any
+                return raw[VALUE]
+        return default
 
     # --- several keys ---------------------------------------------------------
 

@@ -53,7 +53,8 @@ class TagTable:
         #: False while invalidations may be missed (no listener subscribed)
         self.ready = True
         self.bus: Bus | None = None
-        self.pid = os.getpid()
+        #: True in a child process until :meth:`forked` ran (set at fork)
+        self.child = False
 
     def get(self, key: str, max_age: float) -> Any:
         """The version of ``key`` if known and trusted, else :data:`MISSING`."""
@@ -90,9 +91,9 @@ class TagTable:
     def forked(self) -> bool:
         """True (and the table emptied, its listener restarted) in a child
         process: the parent's listener did not come along."""
-        if self.pid == os.getpid():
+        if not self.child:
             return False
-        self.pid = os.getpid()
+        self.child = False
         self.drop_all()
         if self.bus is not None:
             self.bus.start()
@@ -107,6 +108,19 @@ class TagTable:
 
 _tables: dict[str, TagTable] = {}
 _tables_lock = threading.Lock()
+
+
+def _in_child() -> None:
+    # no thread is started here: the next use of each table does it
+    global _tables_lock
+    _tables_lock = threading.Lock()
+    for table in _tables.values():
+        table.child = True
+        table._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_in_child)
 
 
 def table_for(family: str, adapter: Any, store: Any) -> TagTable:
