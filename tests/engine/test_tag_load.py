@@ -78,8 +78,9 @@ def test_mass_invalidation_is_a_controlled_refresh(store, tmp_path):
     # invalidation regenerated exactly once each
     assert sorted(Counter(gen for _, gen in per_gen).items()) == [("1", PAGES), ("2", PAGES)]
     assert set(per_gen.values()) == {1}
-    # never more than BUDGET creators at once (warm-up included)
-    assert most_at_once([(float(s), float(e)) for _, _, s, e in made]) <= BUDGET
+    # never more than BUDGET creators at once after the invalidation (the
+    # warm-up runs unbounded; a cold caller waiting for a slot: test_budget.py)
+    assert most_at_once([(float(s), float(e)) for _, gen, s, e in made if gen == "2"]) <= BUDGET
     statuses = Counter()
     for r in reports:
         statuses.update(r["statuses"])
