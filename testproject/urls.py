@@ -10,5 +10,7 @@ urlpatterns = [
     path("fragment/plain/", views.fragment_plain, name="fragment-plain"),
     path("function/", views.function, name="function"),
     path("function/plain/", views.function_plain, name="function-plain"),
+    path("shop/", views.shop, name="shop"),
+    path("shop/change/", views.shop_change, name="shop-change"),
     path("stats/", views.stats, name="stats"),
 ]

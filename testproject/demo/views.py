@@ -10,10 +10,12 @@ from collections import defaultdict
 from django.conf import settings
 from django.core.cache import caches
 from django.http import HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import cache_page
+from django.views.decorators.http import require_POST
 
 from django_dogpile.decorators import cached, dogpile_cache_page
+from django_dogpile.invalidation import invalidate_tags
 from django_dogpile.stats import COUNTERS, get_key_stats, get_stats
 
 from . import timeline
@@ -113,6 +115,33 @@ def function(request):
 
 def function_plain(request):
     return HttpResponse(f"<!doctype html><title>function</title><p id=result>{totals_plain()}</p>")
+
+
+#: the demo shop's one product: its price, changed by the form on /shop/
+PRICE = {"value": 10}
+
+
+@cached(tags=["product:1"])
+def price() -> str:
+    slow_work("function (cached(), tagged)")
+    return f"{PRICE['value']} EUR"
+
+
+@dogpile_cache_page(None, tags=["shop"])
+def shop(request):
+    """A page tagged "shop"; the price it shows is tagged "product:1", and that
+    tag bubbles up: changing the price invalidates the page."""
+    made = slow_work("page (tagged)")
+    return render(request, "demo/shop.html", {"made": made, "price": price()})
+
+
+@require_POST
+def shop_change(request):
+    """A new price, then the tag: the page and the price are stale but
+    servable; each is regenerated once by its next request."""
+    PRICE["value"] += 1
+    invalidate_tags("product:1", hard="hard" in request.POST)
+    return redirect("shop")
 
 
 def _chart(rows: list[tuple[str, int]]) -> str:

@@ -38,6 +38,16 @@ assert data["counters"]["HIT"] >= 1
 pages = [row for key, row in data["keys"].items() if key.startswith("dogpile.page.")]
 assert [(r["REGENERATIONS"], r["HIT"]) for r in pages] == [(1, 1)], data["keys"]
 assert 'id="per-face"' in body and 'id="keys"' in body and "dogpile_cache_page" in body and "cached()" in body, body
+r = c.get("/shop/")
+assert r["X-Dogpile-Cache"] == "MISS" and b"10 EUR" in r.content, r.content
+assert c.get("/shop/")["X-Dogpile-Cache"] == "HIT"
+assert c.post("/shop/change/").status_code == 302
+r = c.get("/shop/")  # the tag of the price bubbled up to the page: stale now
+assert r["X-Dogpile-Cache"] == "EXPIRED" and b"11 EUR" in r.content, (r["X-Dogpile-Cache"], r.content)
+assert c.get("/shop/")["X-Dogpile-Cache"] == "HIT"
+c.post("/shop/change/", {"hard": "on"})
+r = c.get("/shop/")
+assert r["X-Dogpile-Cache"] == "MISS" and b"12 EUR" in r.content, r.content
 print("ok")
 """
 
