@@ -84,6 +84,10 @@ def unwritable(request, redis_server):
             _break(raw, request.param)
             yield request.param
     finally:
+        # a throwaway server: no shutdown save (misconf's would fail, and
+        # redis-server then refuses SIGTERM for the stop's 10 s)
+        if server.proc is not None:
+            server.proc.kill()
         server.cleanup()
 
 
