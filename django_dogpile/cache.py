@@ -236,10 +236,7 @@ class DogpileCache(BaseCache):
         return self.writes.get(self.binding.store_key(key, version), default)
 
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
-        self.store  # noqa: B018 - connect
-        if self.binding.adapter.in_process:  # a dict lookup: no lock, no I/O
-            return self.get(key, default, version)
-        return await bridge.run(self.get, key, default, version)
+        return await bridge.aget(self, key, default, version)
 
     def set(
         self,

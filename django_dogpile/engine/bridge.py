@@ -2,8 +2,10 @@
 
 What runs where:
 
-* **on the event loop**: a fresh hit on an in-process store (locmem): a
-  dict lookup and an unpickle, no lock, no I/O;
+* **on the event loop**: a fresh hit on an in-process store (locmem), and
+  a hit of an untagged record in this process's ``NEAR_CACHE`` (when both
+  aliases make keys as Django does: a ``KEY_FUNCTION`` may read state the
+  loop does not have): a dict lookup and an unpickle, no I/O;
 * **in the request's thread-sensitive thread** (``sync_to_async``, as
   Django's ``BaseCache`` runs its ``a*`` methods): every other store
   operation, so values are pickled where Django pickles them (a deferred
@@ -30,9 +32,9 @@ from typing import Any
 from asgiref.sync import async_to_sync, sync_to_async
 
 from django_dogpile import records
-from django_dogpile.records import MISSING, VALUE
+from django_dogpile.records import EXPIRES, MISSING, VALUE
 
-__all__ = ["aget_or_set_status", "hop", "run"]
+__all__ = ["aget", "aget_or_set_status", "hop", "near_hit", "run"]
 
 
 async def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -102,10 +104,36 @@ def _copy_of(value: Any) -> bytes | None:
         return None
 
 
+def near_hit(cache: Any, skey: str) -> Any:
+    """The untagged record of ``skey`` from the near cache, on the loop, or
+    :data:`MISSING` (a thread reads it: see the module docstring)."""
+    peek = getattr(cache.store, "peek", None)
+    if peek is None or not cache.binding.plain_keys:
+        return MISSING
+    raw = peek(skey)
+    # a tagged record's check may read the store: not here
+    return raw if type(raw) is tuple and len(raw) == 4 else MISSING
+
+
+async def aget(cache: Any, key: Any, default: Any, version: int | None) -> Any:
+    """The body of ``DogpileCache.aget``: on the loop for locmem and a near
+    hit, else ``get`` in the request's thread-sensitive thread."""
+    cache.store  # noqa: B018 - connect
+    if cache.binding.adapter.in_process:  # a dict lookup: no lock, no I/O
+        return cache.get(key, default, version)
+    raw = near_hit(cache, cache.binding.store_key(key, version))
+    if raw is not MISSING and (raw[EXPIRES] is None or records.now() < raw[EXPIRES]):
+        return raw[VALUE]
+    return await sync_to_async(cache.get)(key, default, version)
+
+
 async def _read(cache: Any, skey: str) -> Any:
     store = cache.store
     if cache.binding.adapter.in_process:
         return store.get(skey, MISSING)
+    raw = near_hit(cache, skey)
+    if raw is not MISSING:
+        return raw
     return await sync_to_async(store.get)(skey, MISSING)
 
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django_dogpile import records
-from django_dogpile.records import EXPIRES
+from django_dogpile.records import EXPIRES, MISSING
 from django_dogpile.stores.base import store_ident
 from django_dogpile.stores.near_bus import _CLEAR, PING_INTERVAL, PONG_WITHIN, Bus
 
@@ -198,6 +198,16 @@ class NearStore(_Evicting):
         #: write yet when its eviction arrives, and the near copy would keep
         #: that old value for MAX_AGE)
         self._read = store.get if read is None else read
+
+    def peek(self, key: Any) -> Any:
+        """The record of ``key`` if this process holds it fresh, else
+        :data:`MISSING`: a dict lookup and an unpickle, never I/O (an event
+        loop may call it)."""
+        near = self._near
+        if self._pid != os.getpid() or not near.ready:
+            return MISSING
+        blob = near.lookup(self._ident(key))
+        return MISSING if blob is None else pickle.loads(blob)
 
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         near = self._near

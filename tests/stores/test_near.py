@@ -277,3 +277,82 @@ def test_a_near_miss_reads_the_primary_not_a_lagging_replica(redis_server, backe
             assert r.get("k") == "new"
     finally:
         replica.cleanup()
+
+
+def test_an_async_near_hit_runs_on_the_loop_without_a_thread(redis_server):
+    """The thread-sensitive executor is kept busy: a call that hops to it
+    could not return until it is free.  A near hit (aget_or_set, aget) and
+    a locmem hit return at once; a near miss, a tagged record (its check may
+    read the store) take the thread."""
+    import asyncio
+    import threading
+
+    from asgiref.sync import sync_to_async
+
+    cache = near_cache("loop")
+    cache.set("k", {"v": 1})
+    cache.set("t", "tagged", tags="x")
+    assert cache.get_or_set("k", "never") == {"v": 1}  # in the near cache now
+    assert cache.get_or_set("t", "never") == "tagged"
+    free = threading.Event()
+
+    async def scenario():
+        busy = asyncio.ensure_future(sync_to_async(free.wait)(10))
+        await asyncio.sleep(0.05)  # the executor's one thread is taken
+        try:
+            on_loop = [
+                await asyncio.wait_for(cache.aget_or_set("k", "never"), 2),
+                await asyncio.wait_for(cache.aget("k"), 2),
+                await asyncio.wait_for(cache.aget_or_set_status("k", "never"), 2),
+            ]
+            hopped = []
+            for call in (cache.aget("cold"), cache.aget_or_set("t", "never")):
+                try:
+                    await asyncio.wait_for(asyncio.shield(call), 0.3)
+                except asyncio.TimeoutError:
+                    hopped.append(True)
+            return on_loop, hopped, busy.done()
+        finally:
+            free.set()
+            await busy
+
+    on_loop, hopped, busy_done = asyncio.run(scenario())
+    assert on_loop == [{"v": 1}, {"v": 1}, ({"v": 1}, "HIT")]
+    assert hopped == [True, True] and not busy_done  # those waited for the thread
+
+
+def test_async_near_hits_agree_with_the_sync_calls(redis_server):
+    """Writes, deletes, invalidations and expiry, read both ways."""
+    import asyncio
+
+    from django_dogpile.testing import Clock
+
+    cache = near_cache("agree")
+
+    def both(key):
+        return cache.get(key), cache.get_or_set_status(key, "new")
+
+    async def reads(key):
+        return await cache.aget(key), await cache.aget_or_set_status(key, "new")
+
+    with Clock() as clock:
+        for step in ("set", "delete", "invalidate", "expire", "set_many"):
+            for read in ("sync", "async"):
+                cache.set("k", "v1", timeout=60)
+                cache.get_or_set("k", "never")  # held near
+                if step == "delete":
+                    cache.delete("k")
+                elif step == "invalidate":
+                    cache.invalidate("k")
+                elif step == "expire":
+                    clock.advance(61)
+                elif step == "set_many":
+                    cache.set_many({"k": "v2"})
+                got = both("k") if read == "sync" else asyncio.run(reads("k"))
+                if read == "sync":
+                    expected = got
+                else:
+                    assert got == expected, (step, got, expected)
+                if step == "expire":
+                    clock.advance(-61)
+                cache.delete("k")
