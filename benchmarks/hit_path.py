@@ -4,6 +4,10 @@ Also a *tagged* hit (a value stored with two tags, read with its tags
 known to this process: one store read and a table lookup per tag), as a
 ratio to the untagged hit of the same value.
 
+On Redis, two async columns: ``await aget_or_set`` of the same hit (the
+store read in the request's thread-sensitive thread) and of the near hit
+(on the event loop, no thread), each timed inside one running loop.
+
 Run: .venv/bin/python benchmarks/hit_path.py   (starts its own redis-server)
 Both (and, on Redis, a hot hit through NEAR_CACHE) are measured side by
 side in 15 interleaved rounds of one run; the
@@ -13,9 +17,11 @@ medians are printed, and the ratio is the median of the rounds' ratios
 
 from __future__ import annotations
 
+import asyncio
 import os
 import statistics
 import sys
+import time
 import timeit
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -53,7 +59,7 @@ def main() -> None:
     print(
         f"{'store':7} {'value':12} {'raw get µs':>11} {'dogpile hit µs':>15} {'ratio':>6}"
         f"  {'floor µs':>9} {'floor ratio':>11}  {'near hit µs':>11} {'raw/near':>9}"
-        f"  {'tagged µs':>9} {'tagged/hit':>10}"
+        f"  {'tagged µs':>9} {'tagged/hit':>10}  {'async hit µs':>12} {'async near µs':>13}"
     )
     tags = ["category:shoes", "product:1"]
     try:
@@ -72,6 +78,7 @@ def main() -> None:
                 made = cache.make_and_validate_key("bench:page")
                 raws, hits, floors, ratios, floor_ratios = [], [], [], [], []
                 nears, speedups, tagged, tagged_ratios = [], [], [], []
+                ahits, anears = [], []
                 if store == "redis":
                     near.set("bench:page", value)
                     near.get_or_set("bench:page", "y")  # hot: in the near cache
@@ -92,16 +99,29 @@ def main() -> None:
                         c = timeit.timeit(lambda: near.get_or_set("bench:page", "y"), number=n) / n
                         nears.append(c)
                         speedups.append(a / c)
+                        ahits.append(asyncio.run(_timed(cache, n // 4)))
+                        anears.append(asyncio.run(_timed(near, n)))
                 med = statistics.median
                 near_cells = f"  {med(nears) * 1e6:11.2f} {med(speedups):8.1f}x" if nears else ""
+                async_cells = f"  {med(ahits) * 1e6:12.2f} {med(anears) * 1e6:13.2f}" if ahits else ""
                 print(
                     f"{store:7} {label:12} {med(raws) * 1e6:11.2f} {med(hits) * 1e6:15.2f} "
                     f"{med(ratios):6.2f}  {med(floors) * 1e6:9.2f} {med(floor_ratios):11.2f}"
                     + (near_cells or " " * 23)
                     + f"  {med(tagged) * 1e6:9.2f} {med(tagged_ratios):10.2f}"
+                    + async_cells
                 )
     finally:
         server.cleanup()
+
+
+async def _timed(cache, n: int) -> float:
+    """Seconds per ``await cache.aget_or_set`` of the hot key, in one loop."""
+    await cache.aget_or_set("bench:page", "y")
+    start = time.perf_counter()
+    for _ in range(n):
+        await cache.aget_or_set("bench:page", "y")
+    return (time.perf_counter() - start) / n
 
 
 if __name__ == "__main__":
