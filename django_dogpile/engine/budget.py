@@ -14,8 +14,9 @@ The slots are leases of the store's own kind (``dogpile.budget.<i>``:
 Redis scripts, ``add()``, a lease file or row), named by the store alone
 (its own ``KEY_PREFIX``, never the DogpileCache alias's ``KEY_PREFIX`` or
 ``KEY_FUNCTION``: tenants share one budget, as they share one database),
-so the bound holds across every process and host sharing the store, and a slot held by a process
-killed mid-regeneration frees itself after ``LOCK_TIMEOUT``.  On locmem
+so the bound holds across every process and host sharing the store, and a
+slot held by a process killed mid-regeneration frees itself after
+``LOCK_TIMEOUT``.  On locmem
 (one process) they are a semaphore of the process.  A process that found
 every slot taken does not ask the store again for :data:`FULL_FOR` seconds:
 over budget, a stale hit costs no extra round trip.

@@ -6,8 +6,9 @@ table, so it costs no extra round trip while the table knows them.
 
 * On Redis (any store we script) an invalidation is broadcast on one
   pub/sub channel per server (:data:`CHANNEL`, whatever the aliases'
-  ``KEY_PREFIX``; the message is the store's own key of the tag) (:class:`~django_dogpile.stores.near_bus.Bus`,
-  the near cache's listener): each process evicts the tag from its table.
+  ``KEY_PREFIX``; the message is the store's own key of the tag), heard by
+  the near cache's listener (:class:`~django_dogpile.stores.near_bus.Bus`):
+  each process evicts the tag from its table.
   While the listener is not subscribed the table is bypassed (every tagged
   read asks the store), and it starts empty when it subscribes again; a
   version is trusted at most :data:`BROADCAST_MAX_AGE` seconds even so (a
