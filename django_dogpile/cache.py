@@ -351,10 +351,7 @@ class DogpileCache(BaseCache):
         return self.writes.get_many(skeys)
 
     async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
-        self.store  # noqa: B018 - connect
-        if self.binding.adapter.in_process:
-            return self.get_many(keys, version)
-        return await bridge.run(self.get_many, list(keys), version)
+        return await bridge.aget_many(self, list(keys), version)
 
     def set_many(
         self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None

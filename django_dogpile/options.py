@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "ASYNC_POOL_DEFAULTS",
     "BACKEND_OPTION_DEFAULTS",
     "BASECACHE_OPTIONS",
     "LOCK_KINDS",
@@ -44,6 +45,13 @@ BACKEND_OPTION_DEFAULTS: dict[str, Any] = {
     "NEAR_CACHE": False,  # a per-process copy of hot fresh records (see near.py)
     "REGENERATION_BUDGET": None,  # at most this many regenerations at once, store-wide
     "TAGS_MAX_AGE": 1.0,  # seconds a tag version is trusted where no broadcast reaches
+    "ASYNC_POOL": True,  # native asyncio reads on Redis: True, False or a dict (ASYNC_POOL_DEFAULTS)
+}
+
+#: ASYNC_POOL: True, or a dict overriding these (per process and event loop)
+ASYNC_POOL_DEFAULTS: dict[str, Any] = {
+    "MAX_CONNECTIONS": 50,
+    "TIMEOUT": 5.0,  # seconds a coroutine waits for a free connection
 }
 
 #: NEAR_CACHE: True, or a dict overriding these
@@ -114,6 +122,8 @@ class BackendOptions:
     regeneration_budget: int | None = None
     #: seconds a tag version read from a store without broadcast is trusted
     tags_max_age: float = 1.0
+    #: ASYNC_POOL's (MAX_CONNECTIONS, TIMEOUT), or None when off
+    async_pool: tuple[int, float] | None = (50, 5.0)
 
 
 def number(
@@ -295,6 +305,30 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
         age = number(near["MAX_AGE"], "OPTIONS['NEAR_CACHE']['MAX_AGE']", id=E008, hint=hint, strict=True)
         return int(entries), int(size), float(age)
 
+    def async_pool(value: Any) -> tuple[int, float] | None:
+        hint = (
+            "ASYNC_POOL is True (a pool of 50 connections per event loop), False "
+            "(every a* method in a thread), or a dict with MAX_CONNECTIONS (int > 0) "
+            "and TIMEOUT (seconds > 0 a coroutine waits for a connection)."
+        )
+        if value is False or value is None:
+            return None
+        if value is True:
+            value = {}
+        if not isinstance(value, dict) or set(value) - set(ASYNC_POOL_DEFAULTS):
+            raise ConfigError("django_dogpile.E008", f"OPTIONS['ASYNC_POOL'] is {value!r}.", hint)
+        pool = {**ASYNC_POOL_DEFAULTS, **value}
+        size = number(
+            pool["MAX_CONNECTIONS"],
+            "OPTIONS['ASYNC_POOL']['MAX_CONNECTIONS']",
+            id=E008,
+            hint=hint,
+            integer=True,
+            strict=True,
+        )
+        wait = number(pool["TIMEOUT"], "OPTIONS['ASYNC_POOL']['TIMEOUT']", id=E008, hint=hint, strict=True)
+        return int(size), float(wait)
+
     for name, (id, rule, hint) in NUMERIC_OPTIONS.items():
         try:
             value = number(merged[name], f"OPTIONS[{name!r}]", id=id, hint=hint, **rule)
@@ -310,6 +344,7 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
     parse("EARLY_REFRESH", early)
     parse("LOCK", lock)
     parse("NEAR_CACHE", near_cache)
+    parse("ASYNC_POOL", async_pool)
     if errors:
         return None, errors
     lock_timeout = values["LOCK_TIMEOUT"]
@@ -327,6 +362,7 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
         near_cache=values["NEAR_CACHE"],
         regeneration_budget=values["REGENERATION_BUDGET"],
         tags_max_age=values["TAGS_MAX_AGE"],
+        async_pool=values["ASYNC_POOL"],
     ), []
 
 

@@ -190,6 +190,20 @@ CACHES = {
         "TIMEOUT": 300,
         "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5},
     },
+    "dp_async": {  # native asyncio reads on a small pool (tests/stores/test_native_async.py)
+        "BACKEND": "django_dogpile.cache.DogpileCache",
+        "LOCATION": "redis",
+        "TIMEOUT": 300,
+        "KEY_PREFIX": "async",
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5, "ASYNC_POOL": {"MAX_CONNECTIONS": 20, "TIMEOUT": 10}},
+    },
+    "dp_async_threads": {  # the same, every a* call in a thread
+        "BACKEND": "django_dogpile.cache.DogpileCache",
+        "LOCATION": "redis",
+        "TIMEOUT": 300,
+        "KEY_PREFIX": "async",
+        "OPTIONS": {"GRACE": 600, "LOCK_TIMEOUT": 5, "ASYNC_POOL": False},
+    },
     "dp_redis_ignore": {
         "BACKEND": "django_dogpile.cache.DogpileCache",
         "LOCATION": "redis_ignore",

@@ -42,6 +42,7 @@ from django_dogpile.stats import KeyStats, Stats, key_stats_for, stats_for
 from django_dogpile.stores import StoreAdapter, adapter_for, near
 from django_dogpile.stores.base import plain_keys
 from django_dogpile.stores.pubsub import hash_tagged
+from django_dogpile.stores.redis_async import NativeRedis, native_for
 
 __all__ = ["LOCK_SUFFIX", "Binding"]
 
@@ -89,6 +90,9 @@ class Binding:
         self.memo: dict[Any, str] = {}
         #: both aliases make keys as Django does (then memos by store key are sound)
         self.plain_keys = False
+        #: the store's native asyncio reads (``ASYNC_POOL``), or None: the
+        #: ``a*`` methods hop to a thread (:mod:`~django_dogpile.engine.bridge`)
+        self.native: NativeRedis | None = None
         self.early_refresh = options.early_refresh
         #: the tag versions (:mod:`~django_dogpile.engine.tags`)
         self.tags = Tags(self)
@@ -168,6 +172,8 @@ class Binding:
         # Memos of store keys are sound only while a key is the same string
         # for every request: a KEY_FUNCTION may read the request (a tenant).
         self.plain_keys = self._plain_backend and plain_keys(store)
+        if self.plain_keys and self.options.near_cache is None:  # a near miss fills it in a thread
+            self.native = native_for(adapter, adapter.store, self.options.async_pool)
         front: Any
         if self.options.near_cache is not None:
             front = near.near_store(
@@ -277,14 +283,15 @@ class Binding:
         expires = raw[EXPIRES]
         return expires is None or expires == INVALIDATED or now < expires + self.options.grace
 
-    def fresh_hit(self, key: Any, raw: Any) -> bool:
-        """True (and counted) if ``raw`` is a record to serve as a hit now.
+    def fresh_hit(self, key: Any, raw: Any, seen: Any = MISSING) -> bool:
+        """True (and counted) if ``raw`` is a record to serve as a hit now;
+        ``seen``: ``raw`` as its tags make it, when already known.
 
         ``DogpileCache.get_or_set`` has the same test inline: the hot path.
         """
         if not is_record(raw):
             return False
-        if len(raw) == 5 and self.tags.view(raw) is not raw:
+        if len(raw) == 5 and (self.tags.view(raw) if seen is MISSING else seen) is not raw:
             return False  # behind a tag
         now = records.now()
         expires = raw[EXPIRES]

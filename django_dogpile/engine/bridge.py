@@ -2,15 +2,23 @@
 
 What runs where:
 
-* **on the event loop**: a fresh hit on an in-process store (locmem), and
-  a hit of an untagged record in this process's ``NEAR_CACHE`` (when both
-  aliases make keys as Django does: a ``KEY_FUNCTION`` may read state the
-  loop does not have): a dict lookup and an unpickle, no I/O;
+* **on the event loop**: a fresh hit on an in-process store (locmem); a hit
+  of an untagged record in this process's ``NEAR_CACHE``; and, on the Redis
+  stores with a native asyncio client (``ASYNC_POOL``:
+  :mod:`~django_dogpile.stores.redis_async`), the reads of ``aget``,
+  ``ahas_key``, ``aget_many``, and ``aget_or_set``'s fresh hit and its stale
+  hit while another caller holds the key's lease (one ``GET``, then one
+  ``EXISTS`` of the lease) -- each only when both aliases make keys as
+  Django does (a ``KEY_FUNCTION`` may read state the loop does not have),
+  and a tagged record only when this process knows its tags' versions;
 * **in the request's thread-sensitive thread** (``sync_to_async``, as
-  Django's ``BaseCache`` runs its ``a*`` methods): every other store
-  operation, so values are pickled where Django pickles them (a deferred
-  queryset may touch the database) and nothing that can wait on a lock ever
-  runs on the loop -- locmem included;
+  Django's ``BaseCache`` runs its ``a*`` methods): every write (values are
+  pickled where Django pickles them: a deferred queryset may touch the
+  database), every regeneration, a wait for another process's lease, and
+  every read the loop cannot make (another store, a near-cache miss, which
+  fills the near cache, a native read that failed: the thread path applies
+  ``IGNORE_EXCEPTIONS`` and the outage fallbacks); nothing that can wait on
+  a lock ever runs on the loop -- locmem included;
 * **the dogpile path** of ``aget_or_set``: coroutines of one loop asking
   for the same key share one regeneration (the others await it and each
   unpickle their own copy of its value); the leader waits for the key's lock
@@ -31,10 +39,12 @@ from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 
-from django_dogpile import records
-from django_dogpile.records import EXPIRES, MISSING, VALUE
+from django_dogpile import records, signals
+from django_dogpile.engine.binding import LOCK_SUFFIX
+from django_dogpile.engine.tags import bubble
+from django_dogpile.records import EXPIRES, INVALIDATED, MISSING, STAMP, VALUE, is_record
 
-__all__ = ["aget", "aget_or_set_status", "hop", "near_hit", "run"]
+__all__ = ["aget", "aget_many", "aget_or_set_status", "hop", "near_hit", "run"]
 
 
 async def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -116,40 +126,136 @@ def near_hit(cache: Any, skey: str) -> Any:
 
 
 async def aget(cache: Any, key: Any, default: Any, version: int | None) -> Any:
-    """The body of ``DogpileCache.aget``: on the loop for locmem and a near
-    hit, else ``get`` in the request's thread-sensitive thread."""
+    """The body of ``DogpileCache.aget``: Django's ``get`` (stale is a miss),
+    on the loop where it can be (see the module docstring)."""
     cache.store  # noqa: B018 - connect
-    if cache.binding.adapter.in_process:  # a dict lookup: no lock, no I/O
+    b = cache.binding
+    if b.adapter.in_process:  # a dict lookup: no lock, no I/O
         return cache.get(key, default, version)
-    raw = near_hit(cache, cache.binding.store_key(key, version))
+    skey = b.store_key(key, version)
+    raw = near_hit(cache, skey)
     if raw is not MISSING and (raw[EXPIRES] is None or records.now() < raw[EXPIRES]):
         return raw[VALUE]
-    return await sync_to_async(cache.get)(key, default, version)
+    if b.native is None or not b.native.usable:
+        return await sync_to_async(cache.get)(key, default, version)
+    seen = await _seen(b, await _read(cache, skey))
+    if is_record(seen) and (seen[EXPIRES] is None or records.now() < seen[EXPIRES]):
+        if len(seen) == 5:
+            bubble(seen[STAMP])  # to the value being made, if any
+        return seen[VALUE]
+    return default
+
+
+async def aget_many(cache: Any, keys: list[Any], version: int | None) -> dict[Any, Any]:
+    """The body of ``DogpileCache.aget_many``: one ``MGET`` on the loop
+    where it can be, else ``get_many`` in the thread."""
+    cache.store  # noqa: B018 - connect
+    b = cache.binding
+    native = b.native
+    if b.adapter.in_process:
+        return cache.get_many(keys, version)
+    if native is None or not native.usable or not keys:
+        return await sync_to_async(cache.get_many)(keys, version)
+    skeys: dict[str, list[Any]] = {}
+    for key in keys:
+        skeys.setdefault(b.store_key(key, version), []).append(key)
+    try:
+        got = await native.get_many(list(skeys))
+    except native.errors as exc:
+        native.failed(exc)
+        return await sync_to_async(cache.get_many)(keys, version)
+    found = {}
+    now = records.now()
+    for skey, raw in got.items():
+        seen = await _seen(b, raw)
+        if is_record(seen) and (seen[EXPIRES] is None or now < seen[EXPIRES]):
+            if len(seen) == 5:
+                bubble(seen[STAMP])
+            for key in skeys[skey]:
+                found[key] = seen[VALUE]
+    return found
 
 
 async def _read(cache: Any, skey: str) -> Any:
+    """The record of ``skey``: on the loop where it can be, else in the thread."""
     store = cache.store
-    if cache.binding.adapter.in_process:
+    b = cache.binding
+    if b.adapter.in_process:
         return store.get(skey, MISSING)
     raw = near_hit(cache, skey)
     if raw is not MISSING:
         return raw
+    native = b.native
+    if native is not None and native.usable:
+        try:
+            return await native.get(skey, MISSING)
+        except native.errors as exc:
+            native.failed(exc)
     return await sync_to_async(store.get)(skey, MISSING)
+
+
+async def _seen(b: Any, raw: Any) -> Any:
+    """``raw`` as its tags make it (``Binding.seen``): on the loop when this
+    process knows the tags' versions, else in the thread (a store read)."""
+    if type(raw) is not tuple or len(raw) != 5:
+        return raw
+    seen = b.tags.view(raw, offline=True)
+    if seen is None:
+        seen = await sync_to_async(b.tags.view)(raw)
+    return seen
+
+
+def _servable(b: Any, seen: Any) -> bool:
+    """``Binding.live`` of a record already seen through its tags."""
+    if not is_record(seen):
+        return False
+    expires = seen[EXPIRES]
+    return expires is None or expires == INVALIDATED or records.now() < expires + b.options.grace
+
+
+async def _leased_elsewhere(b: Any, skey: str) -> bool:
+    """True if another caller holds ``skey``'s lease (one ``EXISTS``, on the
+    loop); False when not, or when the loop cannot tell (the thread path
+    then tries the lease itself)."""
+    native = b.native
+    if native is None or not native.usable:
+        return False
+    try:
+        return await native.exists(skey + LOCK_SUFFIX)
+    except native.errors as exc:
+        native.failed(exc)
+        return False
+
+
+def _updating(cache: Any, key: Any, seen: Any) -> tuple[Any, str]:
+    """A stale value served as ``UPDATING``, counted and signalled as
+    ``Regeneration`` does."""
+    b = cache.binding
+    b.count("UPDATING", key)
+    if len(seen) == 5:
+        bubble(seen[STAMP])
+    signals.stale_served.send(type(cache), alias=b.alias, key=key, reason="UPDATING")
+    return seen[VALUE], "UPDATING"
 
 
 async def aget_or_set_status(
     cache: Any, key: Any, skey: str, default: Any, timeout: Any, tags: tuple[str, ...] = ()
 ) -> tuple[Any, str]:
     """The body of ``DogpileCache.aget_or_set_status`` (see the module docstring)."""
+    b = cache.binding
     raw = await _read(cache, skey)
-    if cache.binding.fresh_hit(key, raw):
+    seen = await _seen(b, raw)
+    if b.fresh_hit(key, raw, seen):
         return raw[VALUE], "HIT"
-    ident = cache.binding.ident(skey)
+    ident = b.ident(skey)
     inflight = _inflight()
+    if ident not in inflight and _servable(b, seen) and await _leased_elsewhere(b, skey):
+        # another thread, process or host regenerates it: served stale, as
+        # the thread path would serve it, with no thread
+        return _updating(cache, key, seen)
     while (pending := inflight.get(ident)) is not None:
-        if cache.binding.live(raw, records.now()):
-            cache.binding.count("UPDATING", key)
-            return raw[VALUE], "UPDATING"
+        if _servable(b, seen):
+            return _updating(cache, key, seen)
         future, waiting = pending
         waiting.append(1)
         try:
@@ -160,10 +266,11 @@ async def aget_or_set_status(
             blob = None  # the leader failed: take our own turn
         if blob is not None:
             # each caller its own object, as if read from the store
-            cache.binding.count("MISS", key)
+            b.count("MISS", key)
             return pickle.loads(blob), "MISS"
         raw = await _read(cache, skey)
-        if cache.binding.fresh_hit(key, raw):
+        seen = await _seen(b, raw)
+        if b.fresh_hit(key, raw, seen):
             return raw[VALUE], "HIT"
     future = asyncio.get_running_loop().create_future()
     followers: list[int] = []

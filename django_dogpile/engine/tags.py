@@ -203,10 +203,13 @@ class Tags:
 
     # --- reading ------------------------------------------------------------
 
-    def view(self, raw: Any) -> Any:
+    def view(self, raw: Any, offline: bool = False) -> Any:
         """A tagged record as its tags make it: itself, stale (its expiry the
         epoch), or :data:`MISSING` (a hard invalidation since it was made,
-        or a five-item tuple that is not ours: no stamp of pairs)."""
+        or a five-item tuple that is not ours: no stamp of pairs).
+
+        ``offline``: None where the answer needs a store read (the event
+        loop then asks a thread)."""
         table = self._table or self.table
         if table.child:
             table.forked()
@@ -232,6 +235,8 @@ class Tags:
                         return MISSING
                     behind = True
             if unknown:
+                if offline:
+                    return None
                 found = self.read([tag for tag, _ in unknown])
                 for tag, version in unknown:
                     now = found[tag]

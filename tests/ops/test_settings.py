@@ -99,6 +99,9 @@ def test_the_dogpile_setting_takes_numeric_strings_too(dogpile, key, expected):
         (near(MAX_ENTRIES="4.5"), "OPTIONS['NEAR_CACHE']['MAX_ENTRIES']", "E008"),
         (near(MAX_BYTES="0"), "OPTIONS['NEAR_CACHE']['MAX_BYTES']", "E008"),
         (near(MAX_AGE="0"), "OPTIONS['NEAR_CACHE']['MAX_AGE']", "E008"),
+        (options(ASYNC_POOL={"MAX_CONNECTIONS": 0}), "OPTIONS['ASYNC_POOL']['MAX_CONNECTIONS']", "E008"),
+        (options(ASYNC_POOL={"MAX_CONNECTIONS": 2.5}), "OPTIONS['ASYNC_POOL']['MAX_CONNECTIONS']", "E008"),
+        (options(ASYNC_POOL={"TIMEOUT": "soon"}), "OPTIONS['ASYNC_POOL']['TIMEOUT']", "E008"),
     ],
 )
 def test_a_bad_number_is_one_message_at_check_and_at_run_time(conf, named, check_id):
@@ -130,6 +133,8 @@ def test_the_dogpile_setting_says_the_same_at_check_and_at_run_time():
     [
         (options(GRAVE=1), "Unknown OPTIONS keys: 'GRAVE'."),
         (options(GRACE=math.nan), "OPTIONS['GRACE'] must be"),
+        (options(ASYNC_POOL={"SIZE": 5}), "OPTIONS['ASYNC_POOL'] is {'SIZE': 5}."),
+        (options(ASYNC_POOL="yes"), "OPTIONS['ASYNC_POOL'] is 'yes'."),
         (caches_with(TIMEOUT=-5), "TIMEOUT must be None or a number of seconds >= 0, not -5."),
         (caches_with(LOCATION=""), "LOCATION must name the cache alias that stores the data"),
     ],

@@ -1,0 +1,239 @@
+"""Native asyncio reads on the Redis stores we script: no thread per call.
+
+:func:`native_for` builds, from the store's own settings, what
+:mod:`~django_dogpile.engine.bridge` reads with on the event loop: a
+``redis.asyncio`` (``valkey.asyncio``) client per running loop, on a
+*blocking* pool of at most ``ASYNC_POOL["MAX_CONNECTIONS"]`` connections (a
+coroutine waits up to ``ASYNC_POOL["TIMEOUT"]`` seconds for one instead of
+being refused), records decoded by the store's own decoder (its serializer
+and compressor), so what the loop reads is exactly what the store's ``get``
+returns.
+
+One pool per event loop (a pool's connections belong to the loop that
+opened them): it is closed when its loop shuts down (``asyncio.run``,
+asgiref's ``async_to_sync``, uvicorn: each runs ``shutdown_asyncgens``,
+which ends the small async generator that owns the pool).  A loop closed
+without that leaves its connections to the garbage collector; the next pool
+made drops every pool of a closed loop first.
+
+Which stores: django-redis and django-valkey's default client (one server,
+or a primary and replicas: everything is read from the primary, as the
+scripts write there), and Django's ``RedisCache`` (its first ``LOCATION``).
+Sentinel, shard, herd and cluster clients, a custom connection pool class,
+and a store whose settings cannot be read, get ``None``: their ``a*`` calls
+hop to a thread, as before.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from django_dogpile.stores.base import is_outage
+from django_dogpile.stores.pubsub import is_cluster
+
+__all__ = ["NativeRedis", "native_for"]
+
+log = logging.getLogger(__name__)
+
+#: seconds the loop leaves the store to the thread path after an outage
+#: error (so a down server costs one connect timeout per second, not two per call)
+_BACK_OFF = 1.0
+
+#: the sync pool classes whose settings an asyncio pool can take as they are
+_PLAIN_POOLS = {"ConnectionPool", "BlockingConnectionPool"}
+
+#: pool keyword arguments that name a class of the sync library (the asyncio
+#: pool picks its own)
+_SYNC_CLASSES = ("parser_class", "connection_class")
+
+
+class NativeRedis:
+    """One store's asyncio client, one per running event loop."""
+
+    def __init__(
+        self,
+        name: str,
+        make_pool: Callable[[], Any],
+        make_client: Callable[[Any], Any],
+        raw_key: Callable[[str], str],
+        decode: Callable[[Any], Any],
+        errors: tuple[type[BaseException], ...],
+    ) -> None:
+        self.name = name
+        self._make_pool = make_pool
+        self._make_client = make_client
+        self.raw_key = raw_key
+        self.decode = decode
+        self.errors = errors
+        self._clients: dict[Any, tuple[Any, Any]] = {}  # loop -> (client, owner)
+        self._mutex = threading.Lock()
+        self._down_until = 0.0
+        _every.add(self)
+
+    # --- per loop -----------------------------------------------------------
+
+    @property
+    def usable(self) -> bool:
+        """False for a second after an outage error (the thread path serves)."""
+        return time.monotonic() >= self._down_until
+
+    def failed(self, exc: BaseException) -> None:
+        """An error reading natively: an outage backs off (the caller then
+        takes the thread path, which applies ``IGNORE_EXCEPTIONS``)."""
+        if is_outage(exc):
+            self._down_until = time.monotonic() + _BACK_OFF
+            log.debug("%s: async read failed (%s); thread path for %ss", self.name, exc, _BACK_OFF)
+
+    async def client(self) -> Any:
+        """The client of the running loop (made, with its pool, on first use)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        found = self._clients.get(loop)
+        if found is not None:
+            return found[0]
+        with self._mutex:
+            for other in [other for other in self._clients if other.is_closed()]:
+                _abandon(self._clients.pop(other)[0])  # closed without shutdown_asyncgens
+            client = self._make_client(self._make_pool())
+            owner = self._own(loop, client)
+            self._clients[loop] = (client, owner)
+        await owner.__anext__()  # runs to its yield: the loop now tracks it
+        return client
+
+    async def _own(self, loop: Any, client: Any) -> AsyncIterator[None]:
+        """Holds ``client`` for ``loop``; ended by the loop's ``shutdown_asyncgens``."""
+        try:
+            yield
+        finally:
+            with self._mutex:
+                if self._clients.get(loop, (None,))[0] is client:
+                    del self._clients[loop]
+            await client.aclose(close_connection_pool=True)
+
+    @property
+    def loops(self) -> int:
+        """How many loops hold a pool now (the tests count them)."""
+        return len(self._clients)
+
+    async def aclose(self) -> None:
+        """Close the running loop's pool (``DogpileCache.aclose``)."""
+        import asyncio
+
+        with self._mutex:
+            found = self._clients.pop(asyncio.get_running_loop(), None)
+        if found is not None:
+            client, owner = found
+            await client.aclose(close_connection_pool=True)
+            await owner.aclose()
+
+    # --- reads --------------------------------------------------------------
+
+    async def get(self, skey: str, missing: Any) -> Any:
+        """The record of ``skey`` as the store's ``get`` returns it, or ``missing``."""
+        value = await (await self.client()).get(self.raw_key(skey))
+        return missing if value is None else self.decode(value)
+
+    async def get_many(self, skeys: list[str]) -> dict[str, Any]:
+        """``skeys`` that exist -> their records: one ``MGET``."""
+        values = await (await self.client()).mget([self.raw_key(s) for s in skeys])
+        return {s: self.decode(v) for s, v in zip(skeys, values) if v is not None}
+
+    async def exists(self, skey: str) -> bool:
+        """True if the store holds the key ``skey`` (a lease's lock)."""
+        return bool(await (await self.client()).exists(self.raw_key(skey)))
+
+
+#: every native reader of this process, so a forked child forgets the
+#: parent's pools (their sockets are the parent's; the child makes its own)
+_every: weakref.WeakSet[NativeRedis] = weakref.WeakSet()
+
+
+def _forget_after_fork() -> None:
+    for native in list(_every):
+        native._clients = {}
+        native._mutex = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _abandon(client: Any) -> None:
+    """Close the sockets of a pool whose loop closed without shutting it
+    down: no coroutine can run there any more, so the sockets are closed
+    where they lie (else each would wait for the garbage collector)."""
+    pool = client.connection_pool
+    for conn in [*getattr(pool, "_available_connections", ()), *getattr(pool, "_in_use_connections", ())]:
+        transport: Any = getattr(getattr(conn, "_writer", None), "transport", None)
+        sock = getattr(transport, "_sock", None)
+        if sock is not None:
+            sock.close()
+            transport._sock, transport._closing = None, True
+        conn._writer = conn._reader = None
+
+
+def _pool_settings(store: Any, package: str) -> tuple[str, dict[str, Any]] | None:
+    """``(url, pool kwargs)`` of the store's primary, as its sync pool is
+    made, or None when the client is not one we can mirror."""
+    client = store.client if hasattr(store, "client") else None
+    names = {c.__name__ for c in type(client).__mro__} if client is not None else set()
+    if client is not None and hasattr(client, "connection_factory"):  # django-redis / valkey
+        if names & {"ShardClient", "HerdClient", "SentinelClient"} or is_cluster(
+            client.get_client(write=True)
+        ):
+            return None
+        factory = client.connection_factory
+        if type(factory).__name__ != "ConnectionFactory" or factory.pool_cls.__name__ not in _PLAIN_POOLS:
+            return None  # Sentinel, or a pool of the site's own
+        params = factory.make_connection_params(client._server[0])
+        params.update(factory.pool_cls_kwargs)
+        return params.pop("url"), params
+    inner = getattr(store, "_cache", None)
+    if inner is not None and hasattr(inner, "_pool_options") and package == "redis":  # Django's
+        if inner._pool_class.__name__ not in _PLAIN_POOLS:
+            return None
+        return inner._servers[0], dict(inner._pool_options)
+    return None
+
+
+def native_for(adapter: Any, store: Any, pool: tuple[int, float] | None) -> NativeRedis | None:
+    """The native reader of ``store`` for its adapter (a
+    :class:`~django_dogpile.stores.redis.RedisAdapter`; any other: None), or
+    None (see the module docstring).  ``pool``: ``ASYNC_POOL``'s
+    ``(MAX_CONNECTIONS, TIMEOUT)``, or None when the option is off."""
+    access = getattr(adapter, "access", None)
+    if pool is None or access is None or access.cluster:
+        return None
+    package = "valkey" if "valkey" in access.name else "redis"
+    try:
+        found = _pool_settings(store, package)
+    except Exception as exc:  # a client we do not know: stay on the thread path
+        log.debug("%s: no native async client (%s)", access.name, exc)
+        return None
+    if found is None:
+        return None
+    url, params = found
+    for name in _SYNC_CLASSES:
+        params.pop(name, None)
+    params["max_connections"], params["timeout"] = pool
+    lib = importlib.import_module(f"{package}.asyncio")
+    client_class = lib.Valkey if package == "valkey" else lib.Redis
+
+    def make_pool() -> Any:
+        return lib.BlockingConnectionPool.from_url(url, **params)
+
+    return NativeRedis(
+        access.name,
+        make_pool,
+        lambda made: client_class(connection_pool=made),
+        adapter.raw_key,
+        access.decode,
+        access.errors,
+    )

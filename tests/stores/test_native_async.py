@@ -1,0 +1,276 @@
+"""Native asyncio reads on the Redis stores (``ASYNC_POOL``): on the loop,
+agreeing with the sync calls, one pool per event loop closed with its loop,
+and a bounded number of connections under 1,000 concurrent requests."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+
+import pytest
+from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
+from django.core.cache import caches
+from django.test import AsyncClient, AsyncRequestFactory, override_settings
+
+from django_dogpile.engine.binding import LOCK_SUFFIX
+from django_dogpile.testing import Clock
+from tests.helpers.procs import make_cache, raw_redis
+
+pytestmark = pytest.mark.redis
+
+#: the stores with a native asyncio client, all on the suite's redis-server
+NATIVE = ["redis", "redis_django", "valkey"]
+
+
+def native_cache(store, prefix, **options):
+    cache = make_cache(store, prefix, timeout=60, LOCK_TIMEOUT=5, **options)
+    cache.get("connect")
+    assert cache.binding.native is not None, store
+    return cache
+
+
+def hold_lease(cache, key):
+    """Take ``key``'s lease as another process would (then it regenerates)."""
+    lock = cache.binding.adapter.raw_key(cache.binding.store_key(key) + LOCK_SUFFIX)
+    raw_redis().set(lock, "another-process", px=10_000)
+    return lock
+
+
+def connections():
+    return len(raw_redis().client_list())
+
+
+@pytest.mark.parametrize("store", NATIVE)
+def test_async_reads_run_on_the_loop_with_no_thread(redis_server, store):
+    """The thread-sensitive executor is kept busy: a call that hops to it
+    cannot return until it is free.  Fresh hits, misses of ``aget``, a warm
+    tagged record and a stale value whose lease another process holds all
+    return at once; a write and a regeneration wait for the thread."""
+    cache = native_cache(store, f"loop-{store}")
+    cache.set("k", {"v": 1})
+    cache.set("t", "tagged", tags="x")
+    assert cache.get("t") == "tagged"  # this process knows tag x now
+    cache.set("s", "old")
+    cache.invalidate("s")
+    lock = hold_lease(cache, "s")
+    free = threading.Event()
+
+    async def scenario():
+        busy = asyncio.ensure_future(sync_to_async(free.wait)(10))
+        await asyncio.sleep(0.05)  # the executor's one thread is taken
+        waiting = []
+        try:
+            on_loop = [
+                await asyncio.wait_for(cache.aget("k"), 2),
+                await asyncio.wait_for(cache.aget_or_set("k", "never"), 2),
+                await asyncio.wait_for(cache.ahas_key("k"), 2),
+                await asyncio.wait_for(cache.aget_many(["k", "nope"]), 2),
+                await asyncio.wait_for(cache.aget("nope", "dflt"), 2),
+                await asyncio.wait_for(cache.aget("s"), 2),  # stale: a miss for get
+                await asyncio.wait_for(cache.aget_or_set_status("t", "never"), 2),
+                await asyncio.wait_for(cache.aget_or_set_status("s", "never"), 2),
+            ]
+            hopped = []
+            for call in (cache.aset("w", 1), cache.aget_or_set("cold", "new")):
+                waiting.append(asyncio.ensure_future(call))
+                try:
+                    await asyncio.wait_for(asyncio.shield(waiting[-1]), 0.3)
+                except asyncio.TimeoutError:
+                    hopped.append(True)
+            return on_loop, hopped, busy.done()
+        finally:
+            free.set()
+            await busy
+            await asyncio.gather(*waiting)
+
+    try:
+        on_loop, hopped, busy_done = asyncio.run(scenario())
+    finally:
+        raw_redis().delete(lock)
+    assert on_loop == [
+        {"v": 1},
+        {"v": 1},
+        True,
+        {"k": {"v": 1}},
+        "dflt",
+        None,
+        ("tagged", "HIT"),
+        ("old", "UPDATING"),
+    ]
+    assert hopped == [True, True] and not busy_done
+    assert cache.get("w") == 1 and cache.get("cold") == "new"  # they ran once the thread was free
+
+
+@pytest.mark.parametrize("store", NATIVE)
+def test_sync_and_async_reads_agree(redis_server, store):
+    """Every read, both ways, after each kind of change: the native path
+    answers as the thread path does (values, status words, counts)."""
+    cache = native_cache(store, f"agree-{store}")
+
+    def reads(key):
+        return (
+            cache.get(key, "dflt"),
+            cache.has_key(key),
+            cache.get_many([key, "nope"]),
+            cache.get_or_set_status(key, "new"),
+        )
+
+    async def areads(key):
+        return (
+            await cache.aget(key, "dflt"),
+            await cache.ahas_key(key),
+            await cache.aget_many([key, "nope"]),
+            await cache.aget_or_set_status(key, "new"),
+        )
+
+    steps = ("set", "delete", "invalidate", "expire", "set_many", "tag", "hard", "leased", "int")
+    with Clock() as clock:
+        for step in steps:
+            seen = {}
+            for how in ("sync", "async"):
+                value = 7 if step == "int" else {"v": step}
+                cache.set("k", value, timeout=60, tags="x" if step in ("tag", "hard") else None)
+                lock = None
+                if step == "delete":
+                    cache.delete("k")
+                elif step == "invalidate":
+                    cache.invalidate("k")
+                elif step == "expire":
+                    clock.advance(61)
+                elif step == "set_many":
+                    cache.set_many({"k": "v2"})
+                elif step == "tag":
+                    cache.invalidate_tags("x")
+                elif step == "hard":
+                    cache.invalidate_tags("x", hard=True)
+                elif step == "leased":
+                    cache.invalidate("k")
+                    lock = hold_lease(cache, "k")
+                before = cache.binding.stats.snapshot()
+                got = reads("k") if how == "sync" else asyncio.run(areads("k"))
+                after = cache.binding.stats.snapshot()
+                counts = {n: after[n] - before[n] for n in after if after[n] != before[n]}
+                seen[how] = (got, counts)
+                if lock is not None:
+                    raw_redis().delete(lock)
+                if step == "expire":
+                    clock.advance(-61)
+                cache.delete("k")
+            assert seen["async"] == seen["sync"], step
+
+
+def test_one_pool_per_event_loop_closed_with_its_loop(redis_server):
+    """Twenty loops opened and closed through ``async_to_sync`` (as a sync
+    view calling async code does) and ``asyncio.run``: no pool, no
+    connection outlives its loop; a loop closed without shutting down its
+    async generators is swept when the next pool is made."""
+    cache = native_cache("redis", "loops")
+    cache.set("k", "v")
+    native = cache.binding.native
+    base = connections()
+    for _ in range(10):
+        assert async_to_sync(cache.aget)("k") == "v"
+        assert native.loops == 0
+        assert asyncio.run(cache.aget_or_set("k", "never")) == "v"
+        assert native.loops == 0
+    assert connections() == base
+    loop = asyncio.new_event_loop()
+    assert loop.run_until_complete(cache.aget("k")) == "v"
+    loop.close()  # no shutdown_asyncgens: its pool stays registered...
+    assert native.loops == 1
+    assert asyncio.run(cache.aget("k")) == "v"
+    assert native.loops == 0  # ... until the next pool is made
+    del loop
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while connections() > base and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert connections() == base
+
+
+def _concurrent_requests(port, path, n, peak):
+    """``n`` concurrent requests to ``path``, each in its own
+    ThreadSensitiveContext as Django's ASGI handler runs them; ``peak``
+    records the connections the server saw meanwhile (from a connection of
+    its own, outside every pool)."""
+    import redis
+
+    client = AsyncClient()
+    stop = threading.Event()
+    counter = redis.Redis(port=port, single_connection_client=True)
+
+    def watch():
+        while not stop.is_set():
+            peak.append(len(counter.client_list()))
+            time.sleep(0.005)
+
+    async def one():
+        async with ThreadSensitiveContext():
+            return await client.get(path)
+
+    async def burst():
+        return await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+
+    peak.append(len(counter.client_list()))  # the base, this connection counted
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        return asyncio.run(burst())
+    finally:
+        stop.set()
+        watcher.join()
+        counter.close()
+
+
+@override_settings(ROOT_URLCONF="tests.helpers.async_urls")
+def test_a_thousand_concurrent_requests_stay_within_the_pool(redis_server):
+    """1,000 concurrent requests × 10 hits: every one answered, and the
+    server never sees more than ASYNC_POOL's 20 connections from them.
+    Through the thread path (``ASYNC_POOL: False``) each request's thread
+    holds its own connection: the control, which exceeds the bound (or
+    runs out of connections: django-redis's pool refuses past 100)."""
+    for alias in ("dp_async", "dp_async_threads"):
+        cache = caches[alias]
+        for i in range(10):
+            cache.set(f"k{i}", f"made {i}")
+    peak: list[int] = []
+    responses = _concurrent_requests(redis_server.port, "/native/", 1000, peak)
+    base = peak[0]
+    failures = [r for r in responses if isinstance(r, BaseException) or r.status_code != 200]
+    assert not failures, failures[:3]
+    assert {r.content for r in responses} == {b",".join(f"made {i}".encode() for i in range(10))}
+    assert max(peak) - base <= 20, (max(peak), base)
+    control: list[int] = []
+    answered = _concurrent_requests(redis_server.port, "/threads/", 300, control)
+    refused = [r for r in answered if isinstance(r, BaseException) or r.status_code != 200]
+    assert max(control) - control[0] > 20 or refused  # the bound is the native path's doing
+
+
+@override_settings(ROOT_URLCONF="tests.helpers.async_urls")
+def test_an_async_page_is_served_over_the_native_path(redis_server):
+    """dogpile_cache_page on an async view: its hits read on the loop (the
+    executor is kept busy meanwhile; the view is called as the handler calls
+    it, since the handler's own request signals take the thread)."""
+    from tests.helpers.async_urls import page
+
+    cache = caches["dp_async"]
+    cache.clear()
+    client = AsyncClient()
+    free = threading.Event()
+
+    async def scenario():
+        first = await client.get("/page/")
+        busy = asyncio.ensure_future(sync_to_async(free.wait)(10))
+        await asyncio.sleep(0.05)
+        try:
+            second = await asyncio.wait_for(page(AsyncRequestFactory().get("/page/")), 2)
+        finally:
+            free.set()
+            await busy
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert first.content == second.content == b"the page"
+    assert first["X-Dogpile-Cache"].startswith("MISS") and second["X-Dogpile-Cache"] == "HIT"
