@@ -174,7 +174,12 @@ class DogpileCache(BaseCache):
         tags: Any = None,
     ) -> Any:
         """Async :meth:`get_or_set`; ``default`` may also be an async callable."""
-        return (await self.aget_or_set_status(key, default, timeout, version, tags=tags))[0]
+        skey = self.binding.store_key(key, version)
+        self.store  # noqa: B018 - connect, which tells whether the store is local
+        found = await bridge.aget_or_set_status(
+            self, key, skey, default, timeout, self.binding.tags.names(tags)
+        )
+        return found[0]
 
     def get_or_set_status(
         self,

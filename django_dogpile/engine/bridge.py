@@ -178,19 +178,19 @@ async def aget_many(cache: Any, keys: list[Any], version: int | None) -> dict[An
 
 async def _read(cache: Any, skey: str) -> Any:
     """The record of ``skey``: on the loop where it can be, else in the thread."""
-    store = cache.store
     b = cache.binding
-    if b.adapter.in_process:
-        return store.get(skey, MISSING)
-    raw = near_hit(cache, skey)
-    if raw is not MISSING:
-        return raw
-    native = b.native
+    native = b.native  # set only where there is no near cache
     if native is not None and native.usable:
         try:
             return await native.get(skey, MISSING)
         except native.errors as exc:
             native.failed(exc)
+    store = cache.store
+    if b.adapter.in_process:
+        return store.get(skey, MISSING)
+    raw = near_hit(cache, skey)
+    if raw is not MISSING:
+        return raw
     return await sync_to_async(store.get)(skey, MISSING)
 
 
@@ -244,7 +244,7 @@ async def aget_or_set_status(
     """The body of ``DogpileCache.aget_or_set_status`` (see the module docstring)."""
     b = cache.binding
     raw = await _read(cache, skey)
-    seen = await _seen(b, raw)
+    seen = await _seen(b, raw) if type(raw) is tuple and len(raw) == 5 else raw
     if b.fresh_hit(key, raw, seen):
         return raw[VALUE], "HIT"
     ident = b.ident(skey)

@@ -274,3 +274,25 @@ def test_an_async_page_is_served_over_the_native_path(redis_server):
     first, second = asyncio.run(scenario())
     assert first.content == second.content == b"the page"
     assert first["X-Dogpile-Cache"].startswith("MISS") and second["X-Dogpile-Cache"] == "HIT"
+
+
+def test_a_caller_waits_for_a_free_connection_then_takes_the_thread(redis_server):
+    """With every connection of ASYNC_POOL in use for longer than its
+    TIMEOUT, a read is not refused: it waits that long, then reads in the
+    thread; once a connection is free the loop reads again."""
+    cache = native_cache("redis", "pool-wait", ASYNC_POOL={"MAX_CONNECTIONS": 1, "TIMEOUT": 0.2})
+    cache.set("k", "v")
+
+    async def scenario():
+        assert await cache.aget("k") == "v"  # the loop's pool, made
+        free = cache.binding.native._clients[asyncio.get_running_loop()][2]
+        await free.acquire()  # its one connection taken
+        started = time.monotonic()
+        value = await cache.aget_or_set("k", "never")
+        waited = time.monotonic() - started
+        free.release()
+        return value, waited, await cache.aget("k")
+
+    value, waited, after = asyncio.run(scenario())
+    assert value == after == "v"
+    assert 0.2 <= waited < 2
