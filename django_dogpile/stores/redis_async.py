@@ -268,6 +268,24 @@ def native_for(adapter: Any, store: Any, pool: tuple[int, float] | None) -> Nati
     def make_pool() -> Any:
         return lib.ConnectionPool.from_url(url, **params)
 
+    # one reader per store and settings in the process: Django's ``caches``
+    # is per context, so each ASGI request builds its own backend (and a
+    # reader, with a pool, per request would leak a connection each)
+    shared = (package, url, repr(sorted(params.items(), key=str)), adapter.raw_key("k"))
+    with _shared_mutex:
+        reader = _shared.get(shared)
+        if reader is None:
+            reader = _shared[shared] = _reader(access, adapter, make_pool, client_class, size, wait)
+    return reader
+
+
+_shared: dict[Any, NativeRedis] = {}
+_shared_mutex = threading.Lock()
+
+
+def _reader(
+    access: Any, adapter: Any, make_pool: Any, client_class: Any, size: int, wait: float
+) -> NativeRedis:
     return NativeRedis(
         access.name,
         make_pool,
