@@ -173,7 +173,7 @@ class Binding:
         # for every request: a KEY_FUNCTION may read the request (a tenant).
         self.plain_keys = self._plain_backend and plain_keys(store)
         if self.plain_keys and self.options.near_cache is None:  # a near miss fills it in a thread
-            self.native = native_for(adapter, adapter.store, self.options.async_pool)
+            self.native = native_for(adapter, adapter.store, self.location, self.options.async_pool)
         front: Any
         if self.options.near_cache is not None:
             front = near.near_store(

@@ -133,10 +133,10 @@ async def aget(cache: Any, key: Any, default: Any, version: int | None) -> Any:
     if b.adapter.in_process:  # a dict lookup: no lock, no I/O
         return cache.get(key, default, version)
     skey = b.store_key(key, version)
-    raw = near_hit(cache, skey)
-    if raw is not MISSING and (raw[EXPIRES] is None or records.now() < raw[EXPIRES]):
-        return raw[VALUE]
     if b.native is None or not b.native.usable:
+        raw = near_hit(cache, skey)
+        if raw is not MISSING and (raw[EXPIRES] is None or records.now() < raw[EXPIRES]):
+            return raw[VALUE]
         return await sync_to_async(cache.get)(key, default, version)
     seen = await _seen(b, await _read(cache, skey))
     if is_record(seen) and (seen[EXPIRES] is None or records.now() < seen[EXPIRES]):
@@ -247,6 +247,9 @@ async def aget_or_set_status(
     seen = await _seen(b, raw) if type(raw) is tuple and len(raw) == 5 else raw
     if b.fresh_hit(key, raw, seen):
         return raw[VALUE], "HIT"
+    fresh_for = b.freshness(timeout)  # a bad timeout raises, as the sync call's does
+    if fresh_for is not None and fresh_for <= 0:  # computed, not stored: no value to share
+        return await sync_to_async(cache.regeneration.run)(key, skey, raw, _syncify(default), timeout, tags)
     ident = b.ident(skey)
     inflight = _inflight()
     if ident not in inflight and _servable(b, seen) and await _leased_elsewhere(b, skey):

@@ -162,15 +162,6 @@ class NativeRedis:
         """How many loops hold a pool now (the tests count them)."""
         return len(self._clients)
 
-    async def aclose(self) -> None:
-        """Close the running loop's pool (``DogpileCache.aclose``)."""
-        with self._mutex:
-            found = self._clients.pop(asyncio.get_running_loop(), None)
-        if found is not None:
-            client, owner, _ = found
-            await client.aclose(close_connection_pool=True)
-            await owner.aclose()
-
     # --- reads --------------------------------------------------------------
 
     async def get(self, skey: str, missing: Any) -> Any:
@@ -240,11 +231,17 @@ def _pool_settings(store: Any, package: str) -> tuple[str, dict[str, Any]] | Non
     return None
 
 
-def native_for(adapter: Any, store: Any, pool: tuple[int, float] | None) -> NativeRedis | None:
-    """The native reader of ``store`` for its adapter (a
+def native_for(adapter: Any, store: Any, alias: str, pool: tuple[int, float] | None) -> NativeRedis | None:
+    """The native reader of ``store`` (``caches[alias]``) for its adapter (a
     :class:`~django_dogpile.stores.redis.RedisAdapter`; any other: None), or
     None (see the module docstring).  ``pool``: ``ASYNC_POOL``'s
-    ``(MAX_CONNECTIONS, TIMEOUT)``, or None when the option is off."""
+    ``(MAX_CONNECTIONS, TIMEOUT)``, or None when the option is off.
+
+    One reader per store alias and settings in the process: Django's
+    ``caches`` is per context, so each ASGI request builds its own backend,
+    and a reader (with its pools) per backend would cost a connection per
+    request.  The alias is in the key because two aliases on one server may
+    decode differently (a compressor, a serializer)."""
     access = getattr(adapter, "access", None)
     if pool is None or access is None or access.cluster:
         return None
@@ -268,10 +265,7 @@ def native_for(adapter: Any, store: Any, pool: tuple[int, float] | None) -> Nati
     def make_pool() -> Any:
         return lib.ConnectionPool.from_url(url, **params)
 
-    # one reader per store and settings in the process: Django's ``caches``
-    # is per context, so each ASGI request builds its own backend (and a
-    # reader, with a pool, per request would leak a connection each)
-    shared = (package, url, repr(sorted(params.items(), key=str)), adapter.raw_key("k"))
+    shared = (alias, package, url, repr(sorted(params.items(), key=str)), adapter.raw_key("k"), pool)
     with _shared_mutex:
         reader = _shared.get(shared)
         if reader is None:

@@ -309,3 +309,119 @@ def test_a_caller_waits_for_a_free_connection_then_takes_the_thread(redis_server
     value, waited, after = asyncio.run(scenario())
     assert value == after == "v"
     assert 0.2 <= waited < 2
+
+
+async def _asgi_get(app, path):
+    """One request through Django's ASGIHandler, as an ASGI server sends it."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 1),
+    }
+    done = asyncio.Event()
+    sent: list[dict] = []
+
+    async def receive():
+        if not sent:
+            sent.append({})
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            done.set()
+
+    await app(scope, receive, send)
+    return sent[1]["status"]
+
+
+@override_settings(ROOT_URLCONF="tests.helpers.async_urls")
+def test_requests_through_the_asgi_handler_share_one_reader(redis_server):
+    """Django's ``caches`` is per context: under an ASGI server each request
+    builds its own DogpileCache.  They share the process's one reader of the
+    store, so 3 waves of 40 requests open no more connections than the
+    first wave did (a reader per request opened one per request)."""
+    import redis
+    from django.core.handlers.asgi import ASGIHandler
+
+    from django_dogpile.stores import redis_async
+
+    for i in range(10):
+        caches["dp_async"].set(f"k{i}", f"made {i}")
+    counter = redis.Redis(port=redis_server.port, single_connection_client=True)
+    seen = []
+
+    async def server():
+        app = ASGIHandler()
+        for _ in range(3):
+            statuses = await asyncio.gather(*(_asgi_get(app, "/native/") for _ in range(40)))
+            assert set(statuses) == {200}
+            seen.append((len(counter.client_list()), len(redis_async._every)))
+
+    try:
+        # the server's loop starts in a context of its own, as uvicorn's does
+        runner = threading.Thread(target=lambda: asyncio.run(server()))
+        runner.start()
+        runner.join()
+    finally:
+        counter.close()
+    assert seen[2] == seen[1] == seen[0], seen
+
+
+@pytest.mark.parametrize("store", NATIVE)
+def test_a_timeout_of_zero_or_a_bad_one_is_read_as_the_sync_call_reads_it(redis_server, store):
+    """Stale, its lease held elsewhere: the native UPDATING answer is given
+    only for a timeout the sync call would store under."""
+    cache = native_cache(store, f"timeouts-{store}")
+    cache.set("k", "old")
+    cache.invalidate("k")
+    lock = hold_lease(cache, "k")
+    try:
+        assert cache.get_or_set_status("k", "new", timeout=0) == ("new", "MISS")
+        assert asyncio.run(cache.aget_or_set_status("k", "new", timeout=0)) == ("new", "MISS")
+        for call in (
+            lambda: cache.get_or_set_status("k", "new", timeout="soon"),
+            lambda: asyncio.run(cache.aget_or_set_status("k", "new", timeout="soon")),
+        ):
+            with pytest.raises(TypeError):
+                call()
+        assert asyncio.run(cache.aget_or_set_status("k", "new")) == ("old", "UPDATING")
+    finally:
+        raw_redis().delete(lock)
+
+
+def test_two_store_aliases_on_one_server_each_decode_their_own(redis_server):
+    """One reader per store alias: a compressed store and a plain one on the
+    same server and prefix never read each other's records with the wrong
+    decoder."""
+    from django.conf import settings
+
+    zlib = {
+        **settings.CACHES["redis"],
+        "OPTIONS": {
+            **settings.CACHES["redis"].get("OPTIONS", {}),
+            "COMPRESSOR": "django_redis.compressors.zlib.ZlibCompressor",
+        },
+    }
+    with override_settings(CACHES={**settings.CACHES, "redis_zlib": zlib}):
+        plain = native_cache("redis", "decoders")
+        packed = native_cache("redis_zlib", "decoders-z")
+        plain.set("k", "x" * 500)
+        packed.set("k", "y" * 500)
+
+        async def both():
+            return await plain.aget("k"), await packed.aget("k")
+
+        assert asyncio.run(both()) == ("x" * 500, "y" * 500)
+        assert plain.binding.native is not packed.binding.native
