@@ -18,6 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from django_dogpile import options as _options
 from django_dogpile.options import (
     BACKEND_OPTION_DEFAULTS,
     BASECACHE_OPTIONS,
@@ -26,7 +27,6 @@ from django_dogpile.options import (
     BackendOptions,
     ConfigError,
     _with_defaults,
-    alias_settings,
     backend_option_errors,
     number,
     parse_backend_options,
@@ -127,6 +127,24 @@ def get_config() -> dict[str, Any]:
 def _clear_config(*, setting: str, **kwargs: Any) -> None:
     if setting in ("DOGPILE", "CACHES"):
         get_config.cache_clear()
+        _read.clear()
+
+
+_Read = tuple[str, "float | None", BackendOptions, "ConfigError | None"]
+_read: dict[tuple[str, str], _Read] = {}
+
+
+def alias_settings(location: Any, params: dict[str, Any]) -> _Read:
+    """:func:`django_dogpile.options.alias_settings`, memoized by the
+    settings' ``repr``: under ASGI every request builds its own backend
+    (Django's ``caches`` is per context), and reads the same settings."""
+    memo = (repr(location), repr(params))
+    found = _read.get(memo)
+    if found is None:
+        if len(_read) >= 256:
+            _read.clear()
+        found = _read[memo] = _options.alias_settings(location, params)
+    return found
 
 
 def dogpile_aliases() -> list[str]:

@@ -32,6 +32,7 @@ from django_dogpile.conf import (
     improperly_configured,
     timeout_argument,
 )
+from django_dogpile.engine import connections
 from django_dogpile.engine.budget import budget_for
 from django_dogpile.engine.locks import KeyMutex, key_lock
 from django_dogpile.engine.shared_stats import start_publishing
@@ -150,6 +151,17 @@ class Binding:
                 f"cache alias; configured aliases: {', '.join(settings.CACHES)}. "
                 "[django_dogpile.E001]"
             )
+        key = connections.key_of(self.location, self.params)
+        made = connections.find(key) or connections.keep(key, self._build())
+        self.plain_keys, self.native, self.memo = made.plain_keys, made.native, made.memo
+        self.tags.connect(made.adapter, made.raw)
+        self.adapter = made.adapter
+        self.connected = made.adapter.store  # its view: memcached's whole seconds, a near cache
+        start_publishing(self.alias)
+        return self.connected
+
+    def _build(self) -> connections.Connected:
+        """A new connection to the store (see :mod:`~django_dogpile.engine.connections`)."""
         store = caches[self.location]
         if isinstance(getattr(store, "binding", None), Binding):
             raise ImproperlyConfigured(
@@ -171,9 +183,10 @@ class Binding:
             ) from None
         # Memos of store keys are sound only while a key is the same string
         # for every request: a KEY_FUNCTION may read the request (a tenant).
-        self.plain_keys = self._plain_backend and plain_keys(store)
-        if self.plain_keys and self.options.near_cache is None:  # a near miss fills it in a thread
-            self.native = native_for(adapter, adapter.store, self.location, self.options.async_pool)
+        plain = self._plain_backend and plain_keys(store)
+        native = None
+        if plain and self.options.near_cache is None:  # a near miss fills it in a thread
+            native = native_for(adapter, adapter.store, self.location, self.options.async_pool)
         front: Any
         if self.options.near_cache is not None:
             front = near.near_store(
@@ -181,20 +194,15 @@ class Binding:
                 adapter.store,
                 self.options.near_cache,
                 adapter,
-                self.plain_keys,
+                plain,
             )
         else:
             # no near cache of our own: still evict this process's others
-            front = near.EvictingStore(adapter.store, self.location, self.plain_keys)
-        self.tags.connect(adapter, adapter.store)
+            front = near.EvictingStore(adapter.store, self.location, plain)
+        raw = adapter.store
         adapter.store = front
         adapter.wrote = front.wrote
-        self.adapter = adapter
-        # the adapter's view of the store (memcached: timeouts in whole
-        # seconds; a near cache in front)
-        self.connected = adapter.store
-        start_publishing(self.alias)
-        return self.connected
+        return connections.Connected(raw, adapter, plain, native)
 
     def ident(self, skey: str) -> tuple[str, str]:
         """What identifies the record ``skey`` in this process's memory.
@@ -229,9 +237,10 @@ class Binding:
                 return found
         made = self.make_key(key, version=version)
         self.validate_key(made)
+        store = self.store  # connected before the first key: the adapter says "cluster"
         clean = not any(memcache_key_warnings(made))
         skey = made
-        if not clean or _too_long(self.store.make_key(made + _LONGEST_SUFFIX)):
+        if not clean or _too_long(store.make_key(made + _LONGEST_SUFFIX)):
             skey = "dogpile.h." + hashlib.sha256(made.encode()).hexdigest()
         if self.adapter.cluster:
             skey = hash_tagged(skey)  # record, lock and retry hold: one slot
