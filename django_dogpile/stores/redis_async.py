@@ -254,24 +254,62 @@ def native_for(adapter: Any, store: Any, alias: str, pool: tuple[int, float] | N
     if found is None:
         return None
     url, params = found
+    lib = importlib.import_module(f"{package}.asyncio")
     for name in _SYNC_CLASSES:
-        params.pop(name, None)
+        sync_class = params.pop(name, None)
+        if name == "connection_class" and sync_class is not None:
+            # the asyncio twin of the store's class (TLS, a unix socket), or none we know
+            twin = getattr(lib, getattr(sync_class, "__name__", ""), None)
+            if twin is None:
+                return None
+            params[name] = twin
+    url = _without_pool_arguments(url)
     size, wait = pool
     params["max_connections"] = size  # never reached: the semaphore waits first
     params.pop("timeout", None)
-    lib = importlib.import_module(f"{package}.asyncio")
     client_class = lib.Valkey if package == "valkey" else lib.Redis
 
     def make_pool() -> Any:
         return lib.ConnectionPool.from_url(url, **params)
 
-    shared = (alias, package, url, repr(sorted(params.items(), key=str)), adapter.raw_key("k"), pool)
+    try:  # a connection made with the store's settings (no I/O): they must fit
+        make_pool().make_connection()
+    except Exception as exc:
+        log.debug("%s: no native async client (%s)", access.name, exc)
+        return None
+    from django.conf import settings
+
+    # the alias's settings too: its serializer and compressor decode the records
+    shared = (
+        alias,
+        repr(settings.CACHES.get(alias)),
+        package,
+        url,
+        repr(sorted(params.items(), key=str)),
+        adapter.raw_key("k"),
+        pool,
+    )
     with _shared_mutex:
         reader = _shared.get(shared)
         if reader is None:
             reader = _shared[shared] = _reader(access, adapter, make_pool, client_class, size, wait)
     return reader
 
+
+def _without_pool_arguments(url: str) -> str:
+    """``url`` without the pool's own query arguments (``timeout``,
+    ``max_connections``): ``ASYNC_POOL`` sets those, and a connection given
+    ``timeout`` refuses it."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in _POOL_ARGUMENTS]
+    return urlunsplit(parts._replace(query=urlencode(kept)))
+
+
+_POOL_ARGUMENTS = {"timeout", "max_connections"}
 
 _shared: dict[Any, NativeRedis] = {}
 _shared_mutex = threading.Lock()
