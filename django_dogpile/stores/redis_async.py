@@ -2,27 +2,25 @@
 
 :func:`native_for` builds, from the store's own settings, what
 :mod:`~django_dogpile.engine.bridge` reads with on the event loop: a
-``redis.asyncio`` (``valkey.asyncio``) client per running loop, on a pool
-of at most ``ASYNC_POOL["MAX_CONNECTIONS"]`` connections that a coroutine
-waits for, up to ``ASYNC_POOL["TIMEOUT"]`` seconds, instead of being refused
-(a semaphore in front of the pool: 8% cheaper per call than redis-py's
-``BlockingConnectionPool``, measured side by side), records decoded by the store's own decoder (its serializer
-and compressor), so what the loop reads is exactly what the store's ``get``
-returns.
+``redis.asyncio`` (``valkey.asyncio``) client per running loop, on a pool of
+at most ``ASYNC_POOL["MAX_CONNECTIONS"]`` connections that a coroutine waits
+for (up to ``ASYNC_POOL["TIMEOUT"]`` s; a semaphore before the pool: 8%
+cheaper per call than ``BlockingConnectionPool``), records decoded by the
+store's own decoder, so the loop reads exactly what the store's ``get`` returns.
 
-One pool per event loop (a pool's connections belong to the loop that
-opened them): it is closed when its loop shuts down (``asyncio.run``,
-asgiref's ``async_to_sync``, uvicorn: each runs ``shutdown_asyncgens``,
-which ends the small async generator that owns the pool).  A loop closed
+One pool per event loop (its connections belong to the loop that opened
+them), closed when its loop shuts down (``asyncio.run``, ``async_to_sync``,
+uvicorn: ``shutdown_asyncgens`` ends the async generator that owns it).  A loop closed
 without that leaves its connections to the garbage collector; the next pool
 made drops every pool of a closed loop first.
 
 Which stores: django-redis and django-valkey's default client (one server,
 or a primary and replicas: everything is read from the primary, as the
-scripts write there), and Django's ``RedisCache`` (its first ``LOCATION``).
-Sentinel, shard, herd and cluster clients, a custom connection pool class,
-and a store whose settings cannot be read, get ``None``: their ``a*`` calls
-hop to a thread, as before.
+scripts write there), Django's ``RedisCache`` (its first ``LOCATION``), and
+django-valkey's cluster store (a ``valkey.asyncio`` cluster client per loop,
+at most ``MAX_CONNECTIONS`` per node).  Sentinel, shard and herd clients, a
+custom pool or connection class, and settings we cannot read get ``None``:
+their ``a*`` calls hop to a thread, as before.
 """
 
 from __future__ import annotations
@@ -78,8 +76,11 @@ class NativeRedis:
         errors: tuple[type[BaseException], ...],
         size: int = 50,
         wait: float = 5.0,
+        cluster: bool = False,
     ) -> None:
         self.name = name
+        #: a Redis Cluster client (it routes each key to its slot's primary)
+        self.cluster = cluster
         self._make_pool = make_pool
         self._make_client = make_client
         self._raw_key = raw_key
@@ -155,7 +156,10 @@ class NativeRedis:
             with self._mutex:
                 if self._clients.get(loop, (None,))[0] is client:
                     del self._clients[loop]
-            await client.aclose(close_connection_pool=True)
+            if self.cluster:
+                await client.aclose()
+            else:
+                await client.aclose(close_connection_pool=True)
 
     @property
     def loops(self) -> int:
@@ -171,7 +175,10 @@ class NativeRedis:
 
     async def get_many(self, skeys: list[str]) -> dict[str, Any]:
         """``skeys`` that exist -> their records: one ``MGET``."""
-        values = await self._call("mget", [self.raw_key(s) for s in skeys])
+        # a cluster's records lie in many slots: one MGET per node it holds
+        values = await self._call(
+            "mget_nonatomic" if self.cluster else "mget", [self.raw_key(s) for s in skeys]
+        )
         return {s: self.decode(v) for s, v in zip(skeys, values) if v is not None}
 
     async def exists(self, skey: str) -> bool:
@@ -197,8 +204,13 @@ def _abandon(client: Any) -> None:
     """Close the sockets of a pool whose loop closed without shutting it
     down: no coroutine can run there any more, so the sockets are closed
     where they lie (else each would wait for the garbage collector)."""
-    pool = client.connection_pool
-    for conn in [*getattr(pool, "_available_connections", ()), *getattr(pool, "_in_use_connections", ())]:
+    if hasattr(client, "nodes_manager"):  # a cluster: each node holds its own connections
+        nodes = [*client.nodes_manager.nodes_cache.values(), *client.nodes_manager.startup_nodes.values()]
+        conns = [conn for node in nodes for conn in getattr(node, "_connections", ())]
+    else:
+        pool = client.connection_pool
+        conns = [*getattr(pool, "_available_connections", ()), *getattr(pool, "_in_use_connections", ())]
+    for conn in conns:
         transport: Any = getattr(getattr(conn, "_writer", None), "transport", None)
         sock = getattr(transport, "_sock", None)
         if sock is not None:
@@ -243,9 +255,11 @@ def native_for(adapter: Any, store: Any, alias: str, pool: tuple[int, float] | N
     request.  The alias is in the key because two aliases on one server may
     decode differently (a compressor, a serializer)."""
     access = getattr(adapter, "access", None)
-    if pool is None or access is None or access.cluster:
+    if pool is None or access is None:
         return None
     package = "valkey" if "valkey" in access.name else "redis"
+    if access.cluster:
+        return _cluster_reader(access, adapter, store, alias, package, pool)
     try:
         found = _pool_settings(store, package)
     except Exception as exc:  # a client we do not know: stay on the thread path
@@ -313,6 +327,62 @@ _POOL_ARGUMENTS = {"timeout", "max_connections"}
 
 _shared: dict[Any, NativeRedis] = {}
 _shared_mutex = threading.Lock()
+
+
+def _cluster_settings(store: Any, package: str) -> tuple[str, dict[str, Any]] | None:
+    """``(url, client kwargs)`` of django-valkey's cluster store, or None:
+    its sync client is made from the URL and ``BASE_CLIENT_KWARGS``; the
+    socket timeouts and password of its OPTIONS are taken too (the sync
+    cluster client leaves them out, an outage should not wait longer here)."""
+    client: Any = getattr(store, "client", None)
+    factory = getattr(client, "connection_factory", None)
+    if factory is None or type(factory).__name__ != "ClusterConnectionFactory" or package != "valkey":
+        return None
+    params = factory.make_connection_params(client._server[0])
+    params.pop("parser_class", None)
+    params.update(factory.base_client_cls_kwargs)
+    return params.pop("url"), params
+
+
+def _cluster_reader(
+    access: Any, adapter: Any, store: Any, alias: str, package: str, pool: tuple[int, float]
+) -> NativeRedis | None:
+    """The native reader of a Redis Cluster store: a ``valkey.asyncio``
+    cluster client per loop, at most ``MAX_CONNECTIONS`` per node."""
+    try:
+        found = _cluster_settings(store, package)
+    except Exception as exc:
+        log.debug("%s: no native async client (%s)", access.name, exc)
+        return None
+    if found is None:
+        return None
+    url, params = found
+    size, wait = pool
+    lib = importlib.import_module(f"{package}.asyncio.cluster")
+    cluster_class = lib.ValkeyCluster
+    try:  # the settings must fit the asyncio client (made with no I/O)
+        cluster_class.from_url(url, max_connections=size, **params)
+    except Exception as exc:
+        log.debug("%s: no native async client (%s)", access.name, exc)
+        return None
+    from django.conf import settings
+
+    shared = (alias, repr(settings.CACHES.get(alias)), "cluster", url, repr(params), pool)
+    with _shared_mutex:
+        reader = _shared.get(shared)
+        if reader is None:
+            reader = _shared[shared] = NativeRedis(
+                access.name,
+                lambda: None,
+                lambda _: cluster_class.from_url(url, max_connections=size, **params),
+                adapter.raw_key,
+                access.decode,
+                access.errors,
+                size,
+                wait,
+                cluster=True,
+            )
+    return reader
 
 
 def _reader(

@@ -20,7 +20,20 @@ from tests.helpers.procs import make_cache, raw_redis
 pytestmark = pytest.mark.redis
 
 #: the stores with a native asyncio client, all on the suite's redis-server
-NATIVE = ["redis", "redis_django", "valkey"]
+NATIVE = ["redis", "redis_django", "valkey", pytest.param("cluster", marks=pytest.mark.cluster)]
+
+
+@pytest.fixture
+def server(request, store):
+    """The store's servers: the suite's redis-server, or its Redis Cluster."""
+    return request.getfixturevalue("redis_cluster" if store == "cluster" else "redis_server")
+
+
+def client_of(cache):
+    """A client of the server that holds ``cache``'s records (a cluster routes)."""
+    if cache.binding.adapter.cluster:
+        return caches["cluster"].client.get_client(write=True)
+    return raw_redis()
 
 
 def native_cache(store, prefix, **options):
@@ -33,7 +46,7 @@ def native_cache(store, prefix, **options):
 def hold_lease(cache, key):
     """Take ``key``'s lease as another process would (then it regenerates)."""
     lock = cache.binding.adapter.raw_key(cache.binding.store_key(key) + LOCK_SUFFIX)
-    raw_redis().set(lock, "another-process", px=10_000)
+    client_of(cache).set(lock, "another-process", px=10_000)
     return lock
 
 
@@ -42,7 +55,7 @@ def connections():
 
 
 @pytest.mark.parametrize("store", NATIVE)
-def test_async_reads_run_on_the_loop_with_no_thread(redis_server, store):
+def test_async_reads_run_on_the_loop_with_no_thread(server, store):
     """The thread-sensitive executor is kept busy: a call that hops to it
     cannot return until it is free.  Fresh hits, misses of ``aget``, a warm
     tagged record and a stale value whose lease another process holds all
@@ -94,7 +107,7 @@ def test_async_reads_run_on_the_loop_with_no_thread(redis_server, store):
     try:
         on_loop, hopped, busy_done = asyncio.run(scenario())
     finally:
-        raw_redis().delete(lock)
+        client_of(cache).delete(lock)
     assert on_loop == [
         {"v": 1},
         {"v": 1},
@@ -110,7 +123,7 @@ def test_async_reads_run_on_the_loop_with_no_thread(redis_server, store):
 
 
 @pytest.mark.parametrize("store", NATIVE)
-def test_sync_and_async_reads_agree(redis_server, store):
+def test_sync_and_async_reads_agree(server, store):
     """Every read, both ways, after each kind of change: the native path
     answers as the thread path does (values, status words, counts)."""
     cache = native_cache(store, f"agree-{store}")
@@ -160,7 +173,7 @@ def test_sync_and_async_reads_agree(redis_server, store):
                 counts = {n: after[n] - before[n] for n in after if after[n] != before[n]}
                 seen[how] = (got, counts)
                 if lock is not None:
-                    raw_redis().delete(lock)
+                    client_of(cache).delete(lock)
                 if step == "expire":
                     clock.advance(-61)
                 cache.delete("k")
@@ -387,7 +400,7 @@ def test_requests_through_the_asgi_handler_share_one_reader(redis_server):
 
 
 @pytest.mark.parametrize("store", NATIVE)
-def test_a_timeout_of_zero_or_a_bad_one_is_read_as_the_sync_call_reads_it(redis_server, store):
+def test_a_timeout_of_zero_or_a_bad_one_is_read_as_the_sync_call_reads_it(server, store):
     """Stale, its lease held elsewhere: the native UPDATING answer is given
     only for a timeout the sync call would store under."""
     cache = native_cache(store, f"timeouts-{store}")
@@ -405,7 +418,7 @@ def test_a_timeout_of_zero_or_a_bad_one_is_read_as_the_sync_call_reads_it(redis_
                 call()
         assert asyncio.run(cache.aget_or_set_status("k", "new")) == ("old", "UPDATING")
     finally:
-        raw_redis().delete(lock)
+        client_of(cache).delete(lock)
 
 
 def test_two_store_aliases_on_one_server_each_decode_their_own(redis_server):
@@ -432,3 +445,29 @@ def test_two_store_aliases_on_one_server_each_decode_their_own(redis_server):
 
         assert asyncio.run(both()) == ("x" * 500, "y" * 500)
         assert plain.binding.native is not packed.binding.native
+
+
+@pytest.mark.cluster
+def test_cluster_reads_are_native_and_their_pools_close_with_their_loops(redis_cluster):
+    """On django-valkey's cluster store: ``aget_many`` of keys in many slots
+    (one ``MGET`` per node), and one cluster client per loop, closed with it:
+    the connections the nodes see do not grow with the loops."""
+    import valkey
+
+    cache = native_cache("cluster", "loops-cluster")
+    values = {f"k{i}": i for i in range(20)}  # 20 records: slots on every primary
+    cache.set_many(values)
+    probes = [valkey.Valkey(port=port) for port in redis_cluster.ports]
+
+    def seen():
+        return sum(len(probe.client_list()) for probe in probes)
+
+    assert asyncio.run(cache.aget_many(list(values))) == cache.get_many(list(values)) == values
+    after_one = seen()
+    for _ in range(10):
+        assert asyncio.run(cache.aget("k3")) == 3
+        assert async_to_sync(cache.aget_many)(["k1", "k2"]) == {"k1": 1, "k2": 2}
+    assert seen() <= after_one
+    assert cache.binding.native.loops == 0
+    for probe in probes:
+        probe.close()
