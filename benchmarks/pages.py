@@ -1,15 +1,25 @@
-"""Page hits under gunicorn on Redis: Django's ``cache_page`` against ours.
+"""Page hits under gunicorn on Redis: Django's ``cache_page`` against ours,
+under WSGI or ASGI, beside a "floor" view that caches nothing.
 
 Run:  .venv/bin/python benchmarks/pages.py            (~2 min, needs wrk)
       .venv/bin/python benchmarks/pages.py --near     (+ the NEAR_CACHE column)
+      .venv/bin/python benchmarks/pages.py --asgi --near   (ASGI: uvicorn workers)
 
 What one run does:
 
 1. starts ``redis-server`` on a free loopback port and the demo project
-   (``testproject``) under gunicorn, ``--workers`` sync workers, on
-   django-redis: ``/report/plain/`` is Django's ``cache_page``,
-   ``/report/`` is ``dogpile_cache_page``, the same view (a 0.5 s sleep).
-   With ``--near``, a second gunicorn serves ``/report/`` with the demo's
+   (``testproject``) under gunicorn, ``--workers`` workers, on django-redis.
+   WSGI (the default): sync workers; ``/floor/`` answers a page of the
+   same size with no cache and no work (what the rest of Django costs per
+   request), ``/report/plain/`` is Django's ``cache_page``, ``/report/``
+   is ``dogpile_cache_page``, the same view (a 0.5 s sleep).  ``--asgi``:
+   ``uvicorn_worker.UvicornWorker`` workers (``benchmarks/asgi_served.py``)
+   and async views -- ``/floor/async/``, ``/report/async/``
+   (``dogpile_cache_page``: its hits read on the event loop,
+   ``ASYNC_POOL``), ``/report/async/plain/`` (Django's ``cache_page`` on
+   the async view, Django 5.0+) -- beside Django's ``cache_page`` on the
+   sync view (which Django's ASGI handler runs in a thread).
+   With ``--near``, a second gunicorn serves our face with the demo's
    DogpileCache given ``OPTIONS["NEAR_CACHE"]`` (``DEMO_NEAR_CACHE=1``);
    when the package does not know that option (``manage.py check`` fails
    on it) the column is reported unavailable and the others still run.
@@ -22,21 +32,23 @@ What one run does:
 3. runs ``--rounds`` interleaved rounds of ``wrk`` for ``--seconds`` per
    face, the faces' order reversed every other round, and per round reads
    Redis's ``INFO commandstats`` and the requests the workers served
-   (counted by gunicorn hooks, ``benchmarks/gunicorn_served.py``: exact,
-   where wrk leaves out the requests in flight when it stops);
+   (counted in each worker: gunicorn hooks, ``benchmarks/gunicorn_served.py``,
+   or the ASGI wrapper; exact, where wrk leaves out the requests in flight
+   when it stops);
 4. fails if any response was not a 2xx or the view ran during a round
    (a miss), and prints, per face, the median over the rounds of
    requests/s, p50 and p99 latency (wrk's), Redis commands per request by
    command, CPU time per request of the gunicorn workers and of
    redis-server (``/proc``; on a shared machine it moves far less than
-   requests/s), and requests/s against ``cache_page``'s in the same round
-   (the median of the rounds' ratios), as a markdown table with the
-   machine it ran on.
+   requests/s), and requests/s against ``cache_page``'s and the floor's in
+   the same round (the medians of the rounds' ratios), as a markdown table
+   with the machine it ran on.
 
 gunicorn's sync workers close the connection after each response (no
-keep-alive), so every request is also a TCP connect.
-``tests/system/test_page_benchmark.py`` runs a short version (2 workers, one
-round of 2 s) and asserts the Redis reads per hit exactly.
+keep-alive), so every WSGI request is also a TCP connect; uvicorn keeps
+connections alive.  ``tests/system/test_page_benchmark.py`` runs a short
+version of each mode (2 workers, one round of 2 s) and asserts the Redis
+reads per hit exactly.
 """
 
 from __future__ import annotations
@@ -44,12 +56,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
 import shutil
 import statistics
-import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,14 +68,25 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), 
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+import django  # noqa: E402
 import redis  # noqa: E402
 
 from benchmarks import soak  # noqa: E402
+from benchmarks.page_servers import (  # noqa: E402
+    BenchmarkError,
+    PageServer,
+    cancelled,
+    commandstats,
+    cpu_seconds,
+    machine,
+    near_unavailable,
+    quiet_served,
+    wrk,
+)
 from tests.helpers.redis_server import RedisServer  # noqa: E402
 
-HERE = os.path.join(ROOT, "benchmarks")
-WRK_SCRIPT = os.path.join(HERE, "wrk_summary.lua")
-GUNICORN_CONFIG = os.path.join(HERE, "gunicorn_served.py")
+__all__ = ["ASGI_FACES", "FACES", "BenchmarkError", "Config", "Face", "faces_of", "markdown", "run"]
+
 STATUS_HEADER = "X-Dogpile-Cache"
 #: commands our own probes send (not a page request's)
 OURS = {"info", "strlen", "scan"}
@@ -82,13 +101,40 @@ class Face:
     near: bool  # served by the gunicorn with NEAR_CACHE
 
 
+_FLOOR = "floor: no cache, no work"
 FACES = [
+    Face("floor", _FLOOR, "/floor/", dogpile=False, near=False),
     Face("cache_page", "Django `cache_page`", "/report/plain/", dogpile=False, near=False),
     Face("dogpile", "`dogpile_cache_page`", "/report/", dogpile=True, near=False),
     Face("near", "`dogpile_cache_page` + `NEAR_CACHE`", "/report/", dogpile=True, near=True),
 ]
-#: the demo's name for each face's slow work (its runs log)
-VIEW_RUNS = {"/report/plain/": "page (Django cache_page)", "/report/": "page (dogpile_cache_page)"}
+#: under ASGI: async views, and Django's cache_page on both kinds of view
+ASGI_FACES = [
+    Face("floor", _FLOOR + " (async view)", "/floor/async/", dogpile=False, near=False),
+    Face("cache_page", "Django `cache_page` (sync view)", "/report/plain/", dogpile=False, near=False),
+    Face(
+        "cache_page_async",
+        "Django `cache_page` (async view)",
+        "/report/async/plain/",
+        dogpile=False,
+        near=False,
+    ),
+    Face("dogpile", "`dogpile_cache_page` (async view)", "/report/async/", dogpile=True, near=False),
+    Face(
+        "near",
+        "`dogpile_cache_page` + `NEAR_CACHE` (async view)",
+        "/report/async/",
+        dogpile=True,
+        near=True,
+    ),
+]
+#: the demo's name for each face's slow work (its runs log); the floor has none
+VIEW_RUNS = {
+    "/report/plain/": "page (Django cache_page)",
+    "/report/": "page (dogpile_cache_page)",
+    "/report/async/": "page (dogpile_cache_page, async)",
+    "/report/async/plain/": "page (Django cache_page, async)",
+}
 
 
 @dataclass
@@ -102,139 +148,21 @@ class Config:
     near: bool = False
     slow: float = 0.5  # the view's time: a miss would show in p99 and the runs log
     checks: int = 20  # requests per face checked before the rounds
+    asgi: bool = False  # uvicorn workers and async views (ASGI_FACES)
 
 
-class BenchmarkError(RuntimeError):
-    """The run measured something other than hot hits, or a server failed."""
-
-
-# --- what the servers did ---------------------------------------------------
-
-
-def served(directory: str) -> tuple[int, int]:
-    """Requests served and not-2xx responses, summed over the workers."""
-    total = bad = 0
-    for name in os.listdir(directory):
-        with open(os.path.join(directory, name), "rb") as f:
-            data = f.read(16)
-        if len(data) == 16:
-            n, b = struct.unpack("<QQ", data)
-            total, bad = total + n, bad + b
-    return total, bad
-
-
-def quiet_served(directory: str) -> tuple[int, int]:
-    """:func:`served` once it has not changed for 100 ms (the requests wrk
-    left in flight are finished)."""
-    last = served(directory)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        now = served(directory)
-        if now == last:
-            return now
-        last = now
-    raise BenchmarkError(f"the workers are still serving 10 s after wrk stopped ({directory})")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """CPU time (user + system) the processes have used, from ``/proc``."""
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def commandstats(client: redis.Redis) -> dict[str, int]:
-    """Calls per command since the server started (``INFO commandstats``)."""
-    info = client.info("commandstats")
-    return {name[len("cmdstat_") :]: int(row["calls"]) for name, row in info.items()}
+def faces_of(config: Config) -> list[Face]:
+    """The faces one run measures."""
+    faces = ASGI_FACES if config.asgi else FACES
+    if config.asgi and django.VERSION < (5, 0):  # cache_page wraps no async view
+        faces = [f for f in faces if f.name != "cache_page_async"]
+    return [f for f in faces if config.near or not f.near]
 
 
 def view_runs(server: soak.Server, face: Face) -> int:
     """How many times the view behind ``face`` has started (a miss)."""
-    what = VIEW_RUNS[face.path]
+    what = VIEW_RUNS.get(face.path)
     return sum(1 for _, _, event, f in server.events() if event == "start" and f == what)
-
-
-def wrk(port: int, face: Face, seconds: float, config: Config) -> dict[str, Any]:
-    """One wrk run; its summary (``benchmarks/wrk_summary.lua``)."""
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t",
-            str(config.threads),
-            "-c",
-            str(config.connections),
-            "-d",
-            f"{seconds:g}s",
-            "--timeout",
-            "10s",
-            "-s",
-            WRK_SCRIPT,
-            f"http://127.0.0.1:{port}{face.path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        check=True,
-    ).stdout
-    match = re.search(r"^WRK_SUMMARY (\{.*\})$", out, re.M)
-    if match is None:
-        raise BenchmarkError(f"no summary from wrk:\n{out}")
-    return json.loads(match.group(1))
-
-
-# --- the servers -------------------------------------------------------------
-
-
-class PageServer(soak.Server):
-    """The demo under gunicorn (benchmarks/soak's), counting what it served."""
-
-    def __init__(self, config: Config, redis_url: str, workdir: str, *, near: bool, timeout: int) -> None:
-        os.makedirs(workdir)
-        soak_config = soak.Config(
-            workers=config.workers, worker_class="sync", timeout=timeout, creator=config.slow
-        )
-        super().__init__(soak_config, redis_url, workdir, gunicorn_args=("-c", GUNICORN_CONFIG))
-        self.served_dir = os.path.join(workdir, "served")
-        os.makedirs(self.served_dir)
-        self.env.update(
-            {
-                "PAGES_SERVED_DIR": self.served_dir,
-                "DEMO_STATS_INTERVAL": "0",
-                "DEMO_NEAR_CACHE": "1" if near else "0",
-            }
-        )
-
-    def worker_pids(self) -> list[int]:
-        """The workers (each names its counting file after its pid)."""
-        return [int(name) for name in os.listdir(self.served_dir)]
-
-    def check(self) -> str | None:
-        """``manage.py check`` on this server's settings: None, or its errors."""
-        done = subprocess.run(
-            [sys.executable, "manage.py", "check"],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        return None if done.returncode == 0 else (done.stderr + done.stdout).strip()
-
-
-def near_unavailable(server: PageServer) -> str | None:
-    """Why the NEAR_CACHE column cannot run (the package rejects the option)."""
-    errors = server.check()
-    if errors is None:
-        return None
-    if "NEAR_CACHE" not in errors:
-        raise BenchmarkError(f"manage.py check fails with NEAR_CACHE on:\n{errors}")
-    lines = [line.strip() for line in errors.splitlines() if "NEAR_CACHE" in line]
-    return lines[0]
 
 
 # --- the run -----------------------------------------------------------------
@@ -245,9 +173,9 @@ def warm_and_check(server: PageServer, face: Face, config: Config) -> None:
     status, _ = soak.get(server.port, face.path)  # the one miss: the view runs
     if status != 200:
         raise BenchmarkError(f"{face.name}: {face.path} answered {status}")
-    wrk(server.port, face, config.warmup, config)
+    wrk(server.port, face.path, config.warmup, config.threads, config.connections)
     runs = view_runs(server, face)
-    before = served(server.served_dir)
+    before = quiet_served(server.served_dir)
     for _ in range(config.checks):
         status, header = soak.get(server.port, face.path)
         if status != 200:
@@ -267,9 +195,10 @@ def one_round(
     runs = view_runs(server, face)
     workers = server.worker_pids()
     served0, bad0 = quiet_served(server.served_dir)
+    cancelled0 = cancelled(server.served_dir)
     calls0 = commandstats(client)
     cpu0 = cpu_seconds(workers), cpu_seconds([redis_pid])
-    summary = wrk(server.port, face, config.seconds, config)
+    summary = wrk(server.port, face.path, config.seconds, config.threads, config.connections)
     served1, bad1 = quiet_served(server.served_dir)
     cpu1 = cpu_seconds(workers), cpu_seconds([redis_pid])
     calls1 = commandstats(client)
@@ -288,6 +217,7 @@ def one_round(
         "max_ms": summary["max_us"] / 1000,
         "wrk_requests": summary["requests"],
         "served": n,
+        "cancelled": cancelled(server.served_dir) - cancelled0,
         "not_2xx": bad1 - bad0,
         "wrk_status_errors": summary["status"],
         "socket_errors": sum(summary[k] for k in ("connect", "read", "write", "timeout")),
@@ -317,32 +247,6 @@ def stored_sizes(client: redis.Redis) -> dict[str, int]:
     return sizes
 
 
-def machine(client: redis.Redis) -> dict[str, str]:
-    import django
-    import django_redis
-    import gunicorn
-
-    model = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
-    except OSError:
-        pass
-    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
-    return {
-        "cpus": f"{os.cpu_count()} x {model}",
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "django": django.__version__,
-        "django-redis": django_redis.__version__,
-        "redis-py": redis.__version__,
-        "redis-server": client.info("server")["redis_version"],
-        "gunicorn": gunicorn.__version__,
-        "wrk": wrk_version.split(" [")[0].replace("wrk ", "").strip() or "?",
-        "load average before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }
-
-
 def run(config: Config, log: Any = None) -> dict[str, Any]:
     """The whole benchmark; returns every round of every face, and the context."""
 
@@ -352,7 +256,7 @@ def run(config: Config, log: Any = None) -> dict[str, Any]:
 
     if shutil.which("wrk") is None:
         raise BenchmarkError("wrk is not installed (apt-get install wrk)")
-    faces = [f for f in FACES if config.near or not f.near]
+    faces = faces_of(config)
     # every page stays fresh for longer than the whole run: hits only
     estimate = len(faces) * (config.warmup + 10 + config.rounds * (config.seconds + 2)) + 60
     timeout = max(3600, int(2 * estimate))
@@ -363,12 +267,22 @@ def run(config: Config, log: Any = None) -> dict[str, Any]:
     try:
         store.start()
         client = redis.Redis.from_url(store.url)
-        result["machine"] = machine(client)
-        servers[False] = PageServer(
-            config, store.url, os.path.join(workdir, "plain"), near=False, timeout=timeout
-        )
+        result["machine"] = machine(client, config.asgi)
+
+        def server(name: str, near: bool) -> PageServer:
+            return PageServer(
+                config.workers,
+                config.slow,
+                store.url,
+                os.path.join(workdir, name),
+                near=near,
+                timeout=timeout,
+                asgi=config.asgi,
+            )
+
+        servers[False] = server("plain", near=False)
         if config.near:
-            near = PageServer(config, store.url, os.path.join(workdir, "near"), near=True, timeout=timeout)
+            near = server("near", near=True)
             why = near_unavailable(near)
             if why is None:
                 servers[True] = near
@@ -419,12 +333,13 @@ def per_request(row: dict[str, Any], command: str | None = None) -> float:
 
 
 def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per face: the medians over the rounds, and the ratio to cache_page's."""
+    """Per face: the medians over the rounds, and the ratios to cache_page's
+    and to the floor's requests/s."""
     med = statistics.median
     rounds = result["rounds"]
-    base = rounds["cache_page"]
+    base, floor = rounds["cache_page"], rounds["floor"]
     out = []
-    for face in FACES:
+    for face in ASGI_FACES if result["config"].asgi else FACES:
         rows = rounds.get(face.name)
         if not rows:
             continue
@@ -440,6 +355,7 @@ def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "worker_cpu_us": med(r["worker_cpu_us"] for r in rows),
                 "redis_cpu_us": med(r["redis_cpu_us"] for r in rows),
                 "ratio": med(r["rps"] / b["rps"] for r, b in zip(rows, base)),
+                "vs_floor": med(r["rps"] / b["rps"] for r, b in zip(rows, floor)),
                 "served": sum(r["served"] for r in rows),
                 "socket_errors": sum(r["socket_errors"] for r in rows),
             }
@@ -458,21 +374,33 @@ def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
         "| face | requests/s | p50 ms | p99 ms | Redis commands / request | by command "
-        "| worker CPU / request | Redis CPU / request | requests/s vs `cache_page` |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| worker CPU / request | Redis CPU / request | requests/s vs `cache_page` | vs the floor |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for s in summarise(result):
         lines.append(
             f"| {s['face'].label} | {s['rps']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} "
             f"| {s['redis']:.3g} | {_commands(s['by_command'])} "
-            f"| {s['worker_cpu_us']:.0f} µs | {s['redis_cpu_us']:.0f} µs | {s['ratio']:.2f}x |"
+            f"| {s['worker_cpu_us']:.0f} µs | {s['redis_cpu_us']:.0f} µs | {s['ratio']:.2f}x "
+            f"| {s['vs_floor']:.2f}x |"
         )
     if result["near_unavailable"]:
-        lines.append(f"| {FACES[2].label} | unavailable: {result['near_unavailable']} | | | | | | | |")
+        near = next(f for f in faces_of(Config(asgi=c.asgi, near=True)) if f.near)
+        lines.append(f"| {near.label} | unavailable: {result['near_unavailable']} | | | | | | | | |")
     sizes = result.get("sizes", {})
+    if c.asgi:
+        served_by = (
+            f"gunicorn {c.workers} `uvicorn_worker.UvicornWorker` workers (ASGI, uvicorn "
+            f"{m['uvicorn']}, uvloop {m['uvloop']}, httptools {m['httptools']}; keep-alive) "
+            "on Redis (django-redis; `ASYNC_POOL` on, as by default)"
+        )
+    else:
+        served_by = (
+            f"gunicorn {c.workers} sync workers (WSGI; a TCP connect per request) on Redis (django-redis)"
+        )
     lines += [
         "",
-        f"gunicorn {c.workers} sync workers on Redis (django-redis), wrk {c.threads} thread(s) "
+        f"{served_by}, wrk {c.threads} thread(s) "
         f"x {c.connections} connections, {c.rounds} interleaved rounds x {c.seconds:g} s per "
         "face after a warm-up, hot hits only (no view run in any round, 0 non-2xx); "
         "medians over the rounds; the ratio is the median of the rounds' ratios. "
@@ -495,6 +423,9 @@ def main() -> None:
     parser.add_argument(
         "--near", action="store_true", help="add dogpile_cache_page with OPTIONS['NEAR_CACHE']"
     )
+    parser.add_argument(
+        "--asgi", action="store_true", help="uvicorn workers and async views (ASGI) instead of WSGI"
+    )
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0, help="per face per round")
@@ -511,6 +442,7 @@ def main() -> None:
         connections=opts.connections,
         threads=opts.threads,
         near=opts.near,
+        asgi=opts.asgi,
     )
     result = run(config, log=sys.stderr)
     if opts.json:

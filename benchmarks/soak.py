@@ -104,10 +104,16 @@ class Server:
     """gunicorn serving testproject, with its event log and fail switch."""
 
     def __init__(
-        self, config: Config, redis_url: str, workdir: str, gunicorn_args: tuple[str, ...] = ()
+        self,
+        config: Config,
+        redis_url: str,
+        workdir: str,
+        gunicorn_args: tuple[str, ...] = (),
+        app: str = "testproject.wsgi:application",
     ) -> None:
         self.config = config
         self.gunicorn_args = gunicorn_args  # benchmarks/pages: its counting hooks
+        self.app = app  # benchmarks/pages --asgi: benchmarks.asgi_served
         self.port = free_port()
         self.runs_log = os.path.join(workdir, "runs.log")
         self.fail_file = os.path.join(workdir, "fail")
@@ -139,7 +145,7 @@ class Server:
             sys.executable,
             "-m",
             "gunicorn",
-            "testproject.wsgi:application",
+            self.app,
             "--bind",
             f"127.0.0.1:{self.port}",
             "--workers",

@@ -1,3 +1,4 @@
+import django
 from django.urls import path
 
 from testproject.demo import views
@@ -6,6 +7,9 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("report/", views.report, name="report"),
     path("report/plain/", views.report_plain, name="report-plain"),
+    path("report/async/", views.report_async, name="report-async"),
+    path("floor/", views.floor, name="floor"),
+    path("floor/async/", views.floor_async, name="floor-async"),
     path("fragment/", views.fragment, name="fragment"),
     path("fragment/plain/", views.fragment_plain, name="fragment-plain"),
     path("function/", views.function, name="function"),
@@ -14,3 +18,6 @@ urlpatterns = [
     path("shop/change/", views.shop_change, name="shop-change"),
     path("stats/", views.stats, name="stats"),
 ]
+
+if django.VERSION >= (5, 0):  # Django's cache_page wraps async views from 5.0 on
+    urlpatterns.append(path("report/async/plain/", views.report_async_plain, name="report-async-plain"))

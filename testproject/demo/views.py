@@ -7,6 +7,7 @@ import threading
 import time
 from collections import defaultdict
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import caches
 from django.http import HttpResponse, JsonResponse
@@ -76,6 +77,46 @@ def report(request):
 @cache_page(settings.DEMO_TIMEOUT, cache="plain")
 def report_plain(request):
     return _report(request, "page (Django cache_page)")
+
+
+@dogpile_cache_page(None)
+async def report_async(request):
+    """The report as an async view: under ASGI its hits are read on the
+    event loop (``ASYNC_POOL``), with no thread per request."""
+    made = await sync_to_async(slow_work)("page (dogpile_cache_page, async)")
+    return HttpResponse(
+        f"<!doctype html><title>report</title><h1>Report</h1><p id=result>{made}</p>"
+        '<p><a href="/">back</a></p>'
+    )
+
+
+@cache_page(settings.DEMO_TIMEOUT, cache="plain")
+async def report_async_plain(request):
+    """Django's ``cache_page`` on the async view (Django 5.0+; its cache
+    reads block the event loop, as Django's decorator makes them)."""
+    made = await sync_to_async(slow_work)("page (Django cache_page, async)")
+    return HttpResponse(
+        f"<!doctype html><title>report</title><h1>Report</h1><p id=result>{made}</p>"
+        '<p><a href="/">back</a></p>'
+    )
+
+
+#: a page of the report's size, made with no work and never cached
+_FLOOR = (
+    "<!doctype html><title>report</title><h1>Report</h1><p id=result>"
+    + "page (floor: no cache, no work) computed (run #1) at 00:00:00"
+    + '</p><p><a href="/">back</a></p>'
+)
+
+
+def floor(request):
+    """What the rest of Django costs per request under WSGI (benchmarks/pages.py)."""
+    return HttpResponse(_FLOOR)
+
+
+async def floor_async(request):
+    """The same floor as an async view: what Django costs per request under ASGI."""
+    return HttpResponse(_FLOOR)
 
 
 def fragment(request):

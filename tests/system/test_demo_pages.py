@@ -48,6 +48,22 @@ assert c.get("/shop/")["X-Dogpile-Cache"] == "HIT"
 c.post("/shop/change/", {"hard": "on"})
 r = c.get("/shop/")
 assert r["X-Dogpile-Cache"] == "MISS" and b"12 EUR" in r.content, r.content
+# the async views, through the ASGI handler (AsyncClient): the benchmark's faces
+import asyncio
+from django.test import AsyncClient
+async def asgi():
+    a = AsyncClient()
+    first, second = await a.get("/report/async/"), await a.get("/report/async/")
+    assert (first["X-Dogpile-Cache"], second["X-Dogpile-Cache"]) == ("MISS", "HIT"), first
+    assert second.content == first.content and b"dogpile_cache_page, async" in first.content
+    floor = await a.get("/floor/async/")
+    assert floor.status_code == 200 and not floor.has_header("X-Dogpile-Cache")
+    assert c.get("/floor/").content == floor.content
+    if django.VERSION >= (5, 0):
+        assert (await a.get("/report/async/plain/")).status_code == 200
+asyncio.run(asgi())
+runs = json.loads(c.get("/stats/?json=1").content)["runs"]
+assert runs["page (dogpile_cache_page, async)"] == 1, runs
 print("ok")
 """
 
