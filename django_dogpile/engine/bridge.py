@@ -6,17 +6,20 @@ What runs where:
   of an untagged record in this process's ``NEAR_CACHE``; and, on the Redis
   stores with a native asyncio client (``ASYNC_POOL``:
   :mod:`~django_dogpile.stores.redis_async`), the reads of ``aget``,
-  ``ahas_key``, ``aget_many``, and ``aget_or_set``'s fresh hit and its stale
+  ``ahas_key``, ``aget_many``, and ``aget_or_set``'s fresh hit, its stale
   hit while another caller holds the key's lease (one ``GET``, then one
-  ``EXISTS`` of the lease) -- each only when both aliases make keys as
-  Django does (a ``KEY_FUNCTION`` may read state the loop does not have),
-  and a tagged record only when this process knows its tags' versions;
+  ``EXISTS`` of the lease), and its cold wait while another caller holds
+  the lease (``PTTL`` polled until it goes, then one ``GET``) -- each only
+  when both aliases make keys as Django does (a ``KEY_FUNCTION`` may read
+  state the loop does not have), and a tagged record only when this
+  process knows its tags' versions;
 * **in the request's thread-sensitive thread** (``sync_to_async``, as
   Django's ``BaseCache`` runs its ``a*`` methods): every write (values are
   pickled where Django pickles them: a deferred queryset may touch the
-  database), every regeneration, a wait for another process's lease, and
-  every read the loop cannot make (another store, a near-cache miss, which
-  fills the near cache, a native read that failed: the thread path applies
+  database), every regeneration (taking the lease included), a wait for a
+  lease the loop cannot watch (another store), and every read the loop
+  cannot make (another store, a near-cache miss, which fills the near
+  cache, a native read that failed: the thread path applies
   ``IGNORE_EXCEPTIONS`` and the outage fallbacks); nothing that can wait on
   a lock ever runs on the loop -- locmem included;
 * **the dogpile path** of ``aget_or_set``: coroutines of one loop asking
@@ -33,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import pickle
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -227,6 +231,56 @@ async def _leased_elsewhere(b: Any, skey: str) -> bool:
         return False
 
 
+#: the cold waiter's polls of a lease held elsewhere: the first step, the longest
+_POLL_FIRST, _POLL_MAX = 0.002, 0.025
+
+
+async def _landed_elsewhere(cache: Any, key: Any, skey: str, default: Any) -> tuple[Any, str] | None:
+    """A caller with no value to serve while another caller holds the lease:
+    wait on the loop (``PTTL`` polled, 2 ms doubling to 25 ms, never past
+    the lease's own end) for the record that caller stores, and serve it as
+    the thread path serves a landed record (``MISS``, counted as a wait).
+    None: nobody holds the lease, or it went with no value (the thread path
+    then takes it), or the loop cannot tell.  Past ``WAIT_TIMEOUT`` the
+    creator runs here without storing, as in the thread path."""
+    b = cache.binding
+    native = b.native
+    if native is None or not native.usable:
+        return None
+    lock = skey + LOCK_SUFFIX
+    started = time.monotonic()
+    deadline = started + b.options.wait_timeout
+    step = _POLL_FIRST
+    try:
+        left = await native.pttl(lock)
+        if left == -2:
+            return None  # nobody holds it: this caller takes it (in the thread)
+        while left != -2:
+            now = time.monotonic()
+            if now >= deadline:
+                value = await sync_to_async(cache.regeneration._wait_timed_out)(
+                    key, _syncify(default), started
+                )
+                return value, "MISS"
+            await asyncio.sleep(min(step, deadline - now, left / 1000 if left > 0 else step))
+            step = min(step * 2, _POLL_MAX)
+            left = await native.pttl(lock)
+        seen = await _seen(b, await native.get(skey, MISSING))
+    except native.errors as exc:
+        native.failed(exc)
+        return None
+    if not _servable(b, seen):
+        return None  # the holder failed, or a hold: the thread path decides
+    b.count("MISS", key)
+    b.count("WAITS", key)
+    signals.caller_waited.send(
+        type(cache), alias=b.alias, key=key, duration=time.monotonic() - started, timed_out=False
+    )
+    if len(seen) == 5:
+        bubble(seen[STAMP])
+    return seen[VALUE], "MISS"
+
+
 def _updating(cache: Any, key: Any, seen: Any) -> tuple[Any, str]:
     """A stale value served as ``UPDATING``, counted and signalled as
     ``Regeneration`` does."""
@@ -279,7 +333,13 @@ async def aget_or_set_status(
     followers: list[int] = []
     inflight[ident] = (future, followers)
     try:
-        result = await sync_to_async(cache.regeneration.run)(key, skey, raw, _syncify(default), timeout, tags)
+        result = None
+        if not _servable(b, seen):  # a cold caller: is another regenerating it?
+            result = await _landed_elsewhere(cache, key, skey, default)
+        if result is None:
+            result = await sync_to_async(cache.regeneration.run)(
+                key, skey, raw, _syncify(default), timeout, tags
+            )
     except BaseException as exc:
         future.set_exception(exc)
         future.exception()  # retrieved: followers may be none

@@ -176,6 +176,8 @@ class KeyMutex:
                     self.landed = record
                     return True
         got = self._lease(True, deadline)
+        if getattr(self.lease, "waited", False):  # for another process's holder
+            self.waited = True
         if got is LANDED:
             self.landed = self.lease.snapshot()  # type: ignore[union-attr]
             self.key_lock.publish(self.landed)

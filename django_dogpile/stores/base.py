@@ -118,7 +118,7 @@ class AddLease:
     a database that serialises the insert of one primary key).
     """
 
-    __slots__ = ("cache", "lock_key", "record_key", "timeout", "token", "_snapshot", "check_hold")
+    __slots__ = ("cache", "lock_key", "record_key", "timeout", "token", "_snapshot", "check_hold", "waited")
 
     released_by_store = False
 
@@ -132,6 +132,8 @@ class AddLease:
         #: look for a RETRY_AFTER hold on the stale path (the alias sets
         #: RETRY_AFTER; without it no hold is ever left: no round trip)
         self.check_hold = True
+        #: a blocking acquire found another holder and waited (a ``WAITS``)
+        self.waited = False
 
     def _take(self) -> bool:
         return bool(self.cache.add(self.lock_key, self.token, timeout=self.timeout))
@@ -154,6 +156,7 @@ class AddLease:
             remaining = deadline - time.monotonic()
             if not wait or remaining <= 0:
                 return False
+            self.waited = True
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 0.1)
             if landed_ok:

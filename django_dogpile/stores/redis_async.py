@@ -185,6 +185,10 @@ class NativeRedis:
         """True if the store holds the key ``skey`` (a lease's lock)."""
         return bool(await self._call("exists", self.raw_key(skey)))
 
+    async def pttl(self, skey: str) -> int:
+        """Milliseconds ``skey`` has left: -2 gone, -1 no expiry (a lease's lock)."""
+        return int(await self._call("pttl", self.raw_key(skey)))
+
 
 #: every native reader of this process, so a forked child forgets the
 #: parent's pools (their sockets are the parent's; the child makes its own)

@@ -191,6 +191,7 @@ class RedisLease:
         "token",
         "_snapshot",
         "_fence",
+        "waited",
     )
 
     released_by_store = True
@@ -213,6 +214,8 @@ class RedisLease:
         self.record_key = record_key
         self.timeout = lock_timeout
         self.px = max(int(lock_timeout * 1000), 1)
+        #: a blocking acquire found another holder and waited (a ``WAITS``)
+        self.waited = False
         self.encode = encode
         self.decode = decode
         self.ignore_errors = ignore_errors
@@ -258,6 +261,7 @@ class RedisLease:
         if ok or not wait:
             return ok
         subscription = None
+        self.waited = True
         try:
             # the holder's release publishes on the lock key (sharded on a
             # cluster: on the node that serves the lock's slot)

@@ -23,12 +23,6 @@ pytestmark = pytest.mark.redis
 NATIVE = ["redis", "redis_django", "valkey", pytest.param("cluster", marks=pytest.mark.cluster)]
 
 
-@pytest.fixture
-def server(request, store):
-    """The store's servers: the suite's redis-server, or its Redis Cluster."""
-    return request.getfixturevalue("redis_cluster" if store == "cluster" else "redis_server")
-
-
 def client_of(cache):
     """A client of the server that holds ``cache``'s records (a cluster routes)."""
     if cache.binding.adapter.cluster:
