@@ -195,6 +195,8 @@ def make_cache(kind: str, store: str, timeout: float) -> Any:
     options = {"GRACE": 600, "LOCK_TIMEOUT": 10, "BACKGROUND": kind == "background"}
     if os.environ.get("DOGPILE_BENCH_NEAR") == "1":  # --near (children inherit it)
         options["NEAR_CACHE"] = True
+    if os.environ.get("DOGPILE_BENCH_JITTER"):  # benchmarks/jitter.py
+        options["JITTER"] = float(os.environ["DOGPILE_BENCH_JITTER"])
     return DogpileCache(store, {"TIMEOUT": timeout, "OPTIONS": options})
 
 

@@ -8,11 +8,10 @@ checks (which report the same message as ``django_dogpile.E00x``), so
 
 from __future__ import annotations
 
-import contextlib
-import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
+
+from django_dogpile.rules import ConfigError, number, parse_timeout, timeout_argument
 
 __all__ = [
     "ASYNC_POOL_DEFAULTS",
@@ -46,6 +45,7 @@ BACKEND_OPTION_DEFAULTS: dict[str, Any] = {
     "REGENERATION_BUDGET": None,  # at most this many regenerations at once, store-wide
     "TAGS_MAX_AGE": 1.0,  # seconds a tag version is trusted where no broadcast reaches
     "ASYNC_POOL": True,  # native asyncio reads on Redis: True, False or a dict (ASYNC_POOL_DEFAULTS)
+    "JITTER": 0.0,  # each stored freshness shortened at random by up to this fraction
 }
 
 #: ASYNC_POOL: True, or a dict overriding these (per process and event loop)
@@ -96,14 +96,6 @@ NUMERIC_OPTIONS: dict[str, tuple[str, dict[str, Any], str]] = {
 }
 
 
-class ConfigError(ValueError):
-    """One bad setting; ``id`` is the system check id that reports it."""
-
-    def __init__(self, id: str, msg: str, hint: str) -> None:
-        super().__init__(msg)
-        self.id, self.msg, self.hint = id, msg, hint
-
-
 @dataclass(frozen=True)
 class BackendOptions:
     grace: float
@@ -124,85 +116,8 @@ class BackendOptions:
     tags_max_age: float = 1.0
     #: ASYNC_POOL's (MAX_CONNECTIONS, TIMEOUT), or None when off
     async_pool: tuple[int, float] | None = (50, 5.0)
-
-
-def number(
-    value: Any,
-    what: str,
-    *,
-    id: str,
-    hint: str,
-    integer: bool = False,
-    minimum: int | None = 0,
-    strict: bool = False,
-    none: bool = False,
-    infinite: bool = False,
-    strings: bool = True,
-) -> Any:
-    """``value`` read as the number ``what``: the one rule of every numeric
-    setting (``TIMEOUT``, each numeric option, ``STATS_INTERVAL``), at check
-    time and in the backend alike, and of timeout arguments
-    (:func:`timeout_argument`, with ``strings=False``).
-
-    As Django's ``BaseCache`` reads ``TIMEOUT``: a number, or a string
-    ``int()`` reads (``"600"``, from an environment variable) -- and, for
-    seconds, one ``float()`` reads (``"0.5"``, which Django would replace by
-    300).  What Django would silently replace or misread is an error: a
-    bool (``int(True)`` is 1), any other string or type, NaN, infinity
-    (unless ``infinite``), a number below ``minimum`` (or equal to it when
-    ``strict``); for an ``integer``, a fraction (``4.5``, ``"4.5"``).
-    ``None`` only when ``none``.  An int stays an int.
-    """
-    if value is None and none:
-        return None
-    given = value
-    if isinstance(value, str) and strings:
-        try:
-            value = int(value)
-        except ValueError:
-            if not integer:
-                with contextlib.suppress(ValueError):
-                    value = float(value)
-    kind = "an integer" if integer else "a number of seconds"
-    if minimum is not None:
-        kind += f" {'>' if strict else '>='} {minimum}"
-    expected = f"{'None or ' if none else ''}{kind}"
-    ok = isinstance(value, numbers.Integral if integer else numbers.Real)
-    if isinstance(value, bool) or not ok:
-        raise ConfigError(id, f"{what} must be {expected}, not {given!r}.", hint)
-    if math.isinf(value) and not infinite:
-        raise ConfigError(id, f"{what} must be finite ({expected}), not {given!r}.", hint)
-    if math.isnan(value) or (minimum is not None and (value < minimum or (strict and value == minimum))):
-        raise ConfigError(id, f"{what} must be {expected}, not {given!r}.", hint)
-    return int(value) if integer else value
-
-
-def timeout_argument(value: Any, where: str, *, finite: bool = False) -> Any:
-    """Validate a ``timeout`` argument (of a backend method or a decorator):
-    ``None`` or a number of seconds, any sign, by :func:`number`, as
-    Django's backends and ``cache_page`` take one.  Not a string: Django
-    fails on ``"60"`` there (on every request, for ``cache_page``).
-    ``finite``: not infinity either (a page's timeout is its ``max-age``).
-    Raises :class:`TypeError` starting with ``where``."""
-    hint = "Pass seconds (60, not '60') or None." if isinstance(value, str) else "Pass seconds or None."
-    try:
-        return number(
-            value, "timeout", id="", hint=hint, minimum=None, none=True, infinite=not finite, strings=False
-        )
-    except ConfigError as exc:
-        raise TypeError(f"{where}: {exc.msg} {exc.hint}") from None
-
-
-def parse_timeout(value: Any, what: str = "TIMEOUT", id: str = "django_dogpile.E003") -> float | None:
-    """Validate a ``TIMEOUT``: ``None``, or seconds >= 0 by :func:`number`
-    (``math.inf`` or ``"inf"`` is ``None``: forever)."""
-    hint = "None never expires, 0 caches nothing, else seconds, e.g. 300 or '300'"
-    if what == "TIMEOUT":
-        hint += " (Django's BaseCache would silently use 300 here)"
-    value = number(value, what, id=id, hint=hint + ".", none=True, infinite=True)
-    if value == math.inf:
-        return None  # forever, as None
-    return value  # an int stays an int (max-age)
+    #: the fraction of a record's freshness taken off at random (0 is off)
+    jitter: float = 0.0
 
 
 def _with_defaults(
@@ -284,18 +199,24 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
             )
         return value
 
+    def table(value: Any, name: str, defaults: dict[str, Any], hint: str) -> dict[str, Any] | None:
+        """A dict option: False (None), True (the defaults) or a dict of them."""
+        if value is False or value is None:
+            return None
+        if value is True:
+            value = {}
+        if not isinstance(value, dict) or set(value) - set(defaults):
+            raise ConfigError(E008, f"OPTIONS[{name!r}] is {value!r}.", hint)
+        return {**defaults, **value}
+
     def near_cache(value: Any) -> tuple[int, int, float] | None:
         hint = (
             "NEAR_CACHE is False (off), True, or a dict with any of MAX_ENTRIES "
             "(int > 0), MAX_BYTES (int > 0) and MAX_AGE (seconds > 0)."
         )
-        if value is False or value is None:
+        near = table(value, "NEAR_CACHE", NEAR_CACHE_DEFAULTS, hint)
+        if near is None:
             return None
-        if value is True:
-            value = {}
-        if not isinstance(value, dict) or set(value) - set(NEAR_CACHE_DEFAULTS):
-            raise ConfigError("django_dogpile.E008", f"OPTIONS['NEAR_CACHE'] is {value!r}.", hint)
-        near = {**NEAR_CACHE_DEFAULTS, **value}
         entries, size = (
             number(
                 near[name], f"OPTIONS['NEAR_CACHE'][{name!r}]", id=E008, hint=hint, integer=True, strict=True
@@ -311,23 +232,27 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
             "(every a* method in a thread), or a dict with MAX_CONNECTIONS (int > 0) "
             "and TIMEOUT (seconds > 0 a coroutine waits for a connection)."
         )
-        if value is False or value is None:
+        pool = table(value, "ASYNC_POOL", ASYNC_POOL_DEFAULTS, hint)
+        if pool is None:
             return None
-        if value is True:
-            value = {}
-        if not isinstance(value, dict) or set(value) - set(ASYNC_POOL_DEFAULTS):
-            raise ConfigError("django_dogpile.E008", f"OPTIONS['ASYNC_POOL'] is {value!r}.", hint)
-        pool = {**ASYNC_POOL_DEFAULTS, **value}
+        what = "OPTIONS['ASYNC_POOL']"
         size = number(
             pool["MAX_CONNECTIONS"],
-            "OPTIONS['ASYNC_POOL']['MAX_CONNECTIONS']",
+            f"{what}['MAX_CONNECTIONS']",
             id=E008,
             hint=hint,
             integer=True,
             strict=True,
         )
-        wait = number(pool["TIMEOUT"], "OPTIONS['ASYNC_POOL']['TIMEOUT']", id=E008, hint=hint, strict=True)
+        wait = number(pool["TIMEOUT"], f"{what}['TIMEOUT']", id=E008, hint=hint, strict=True)
         return int(size), float(wait)
+
+    def jitter(value: Any) -> float:
+        hint = "A fraction below 1 of each stored freshness to take off at random (0: off), e.g. 0.1."
+        found = float(number(value, "OPTIONS['JITTER']", id=E008, hint=hint))
+        if found >= 1:
+            raise ConfigError(E008, f"OPTIONS['JITTER'] must be below 1, not {value!r}.", hint)
+        return found
 
     for name, (id, rule, hint) in NUMERIC_OPTIONS.items():
         try:
@@ -345,6 +270,7 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
     parse("LOCK", lock)
     parse("NEAR_CACHE", near_cache)
     parse("ASYNC_POOL", async_pool)
+    parse("JITTER", jitter)
     if errors:
         return None, errors
     lock_timeout = values["LOCK_TIMEOUT"]
@@ -363,6 +289,7 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
         regeneration_budget=values["REGENERATION_BUDGET"],
         tags_max_age=values["TAGS_MAX_AGE"],
         async_pool=values["ASYNC_POOL"],
+        jitter=values["JITTER"],
     ), []
 
 

@@ -27,6 +27,7 @@ faster than any class would.
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any, NamedTuple
 
@@ -90,6 +91,18 @@ def is_record(raw: Any) -> bool:
 def is_fresh(raw: Any, at: float) -> bool:
     """Return True if ``raw`` is one of our records and fresh at ``at``."""
     return is_record(raw) and (raw[EXPIRES] is None or at < raw[EXPIRES])
+
+
+def expires_at(at: float, fresh_for: float | None, jitter: float = 0.0) -> float | None:
+    """When a record made at ``at`` stops being fresh (None: never):
+    ``fresh_for`` later, shortened at random by up to ``jitter`` of itself
+    (``OPTIONS["JITTER"]``), so records written together do not all expire
+    together."""
+    if fresh_for is None:
+        return None
+    if jitter:
+        fresh_for -= fresh_for * jitter * random.random()
+    return at + fresh_for
 
 
 def store_timeout(expires: float | None, grace: float, at: float) -> float | None:

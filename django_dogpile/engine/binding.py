@@ -259,7 +259,7 @@ class Binding:
         """Seconds a value set now stays fresh (``None``: forever).
 
         Raises :class:`TypeError` naming the alias for anything but None or
-        a number (:func:`~django_dogpile.options.timeout_argument`; Django's
+        a number (:func:`~django_dogpile.rules.timeout_argument`; Django's
         backends fail on one with a bare arithmetic error, or silently
         treat it as forever).
         """

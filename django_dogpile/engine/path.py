@@ -280,7 +280,7 @@ class Regeneration:
         """The fenced write: True stored, None dropped, False store down."""
         b = self.binding
         now = records.now()
-        expires = None if fresh_for is None else now + fresh_for
+        expires = records.expires_at(now, fresh_for, b.options.jitter)
         record = tuple(Record(value, now, expires, cost)) + ((call.stamp,) if call.stamp else ())
         ttl = store_timeout(expires, b.options.grace, now)
         store = b.store

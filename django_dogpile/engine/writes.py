@@ -50,7 +50,7 @@ class Writes:
         """A new record for ``value`` (tagged with ``stamp``) and the store
         timeout that keeps it."""
         now = records.now()
-        expires = None if fresh_for is None else now + fresh_for
+        expires = records.expires_at(now, fresh_for, self.binding.options.jitter)
         record = tuple(Record(value, now, expires, 0.0)) + ((stamp,) if stamp else ())
         return record, store_timeout(expires, self.binding.options.grace, now)
 
@@ -118,7 +118,7 @@ class Writes:
             if fresh_for is not None and fresh_for <= 0:
                 b.store.delete(skey)
                 return True
-            expires = None if fresh_for is None else now + fresh_for
+            expires = records.expires_at(now, fresh_for, b.options.jitter)
             b.store.set(
                 skey,
                 (raw[VALUE], raw[CREATED], expires, raw[records.COST], *raw[STAMP:]),
