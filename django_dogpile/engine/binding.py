@@ -79,7 +79,7 @@ class Binding:
         self.default_timeout = default_timeout
         self.make_key = backend.make_key
         self.validate_key = backend.validate_key
-        self._plain_backend = plain_keys(backend)
+        self._plain_backend, self._backend_class = plain_keys(backend), type(backend)
         #: a bad setting, raised on first use naming the alias (``manage.py
         #: check`` reports it as its id)
         self.config_error = config_error
@@ -151,9 +151,10 @@ class Binding:
                 f"cache alias; configured aliases: {', '.join(settings.CACHES)}. "
                 "[django_dogpile.E001]"
             )
-        key = connections.key_of(self.location, self.params)
+        key = connections.key_of(self.location, self.params, self._backend_class)
         made = connections.find(key) or connections.keep(key, self._build())
-        self.plain_keys, self.native, self.memo = made.plain_keys, made.native, made.memo
+        self.plain_keys = self._plain_backend and made.plain_keys  # our own key function's say
+        self.native, self.memo = (made.native, made.memo) if self.plain_keys else (None, self.memo)
         self.tags.connect(made.adapter, made.raw)
         self.adapter = made.adapter
         self.connected = made.adapter.store  # its view: memcached's whole seconds, a near cache

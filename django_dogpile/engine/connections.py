@@ -14,9 +14,10 @@ shares its store this way.  Other stores (memcached's clients are not
 thread-safe; a locmem or database store costs little to build) connect per
 backend, as Django builds them.
 
-The key holds the alias, its settings and the DogpileCache's settings (an
-``override_settings`` of ``CACHES`` gives new keys); a forked child keeps
-the parent's, as every Redis pool handles a fork itself.
+The key holds the alias, its settings, the DogpileCache's settings and
+its class (a subclass may make keys its own way: a tenant's); a change of
+``CACHES`` (``override_settings``) forgets them all, and a forked child
+keeps the parent's, as every Redis pool handles a fork itself.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+
+from django.core.signals import setting_changed
 
 __all__ = ["Connected", "find", "key_of", "keep"]
 
@@ -42,22 +45,37 @@ class Connected:
     memo: dict[Any, str] = field(default_factory=dict)
 
 
-_made: dict[tuple[str, str, str], Connected] = {}
+_Key = tuple[str, str, str, str]
+_made: dict[_Key, Connected] = {}
 _lock = threading.Lock()
 
 
-def key_of(location: str, params: dict[str, Any]) -> tuple[str, str, str]:
-    """The identity of a connection: the alias, its settings, ours."""
+def key_of(location: str, params: dict[str, Any], backend: type) -> _Key:
+    """The identity of a connection: the alias, its settings, ours, our class."""
     from django.conf import settings
 
-    return (location, repr(settings.CACHES.get(location)), repr(sorted(params.items(), key=str)))
+    return (
+        location,
+        repr(settings.CACHES.get(location)),
+        repr(sorted(params.items(), key=str)),
+        f"{backend.__module__}.{backend.__qualname__}",
+    )
 
 
-def find(key: tuple[str, str, str]) -> Connected | None:
+def find(key: _Key) -> Connected | None:
     return _made.get(key)
 
 
-def keep(key: tuple[str, str, str], made: Connected) -> Connected:
+def _forget(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CACHES":
+        with _lock:
+            _made.clear()
+
+
+setting_changed.connect(_forget, dispatch_uid="django_dogpile.engine.connections")
+
+
+def keep(key: _Key, made: Connected) -> Connected:
     """Share ``made`` (a Redis store's); the first one kept wins a race."""
     if getattr(made.adapter, "access", None) is None:
         return made  # not a Redis store we script: built per backend

@@ -6,6 +6,7 @@ request of the process (under ASGI each request builds its own backend)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import warnings
 
@@ -145,3 +146,44 @@ def test_a_locmem_backend_connects_per_backend_as_django_builds_them():
     first, second = DogpileCache("locmem", dict(conf)), DogpileCache("locmem", dict(conf))
     first.get("k"), second.get("k")
     assert second.binding.adapter is not first.binding.adapter
+
+
+_TENANT: contextvars.ContextVar[str] = contextvars.ContextVar("test_tenant", default="-")
+
+
+class TenantDogpile(DogpileCache):
+    """A subclass that makes keys its own way: the tenant in each."""
+
+    def make_key(self, key, version=None):
+        return f"{_TENANT.get()}:" + super().make_key(key, version)
+
+
+def test_a_subclass_with_its_own_keys_never_shares_a_plain_aliass_connection(redis_server):
+    # found by a review: the class was not in the connection's identity, so
+    # the subclass took the plain alias's key memo and read another tenant's value
+    conf = {"LOCATION": "redis", "TIMEOUT": 300, "KEY_PREFIX": "subclass"}
+    plain = DogpileCache("redis", dict(conf))
+    plain.get("warm")  # the plain backend connects first
+    tenants = TenantDogpile("redis", dict(conf))
+    _TENANT.set("A")
+    tenants.set("secret", "A's value")
+    _TENANT.set("B")
+    assert tenants.get("secret") is None
+    assert tenants.get_or_set("secret", "B's value") == "B's value"
+    _TENANT.set("A")
+    assert tenants.get("secret") == "A's value"
+    assert tenants.binding.plain_keys is False and tenants.binding.native is None
+    assert tenants.binding.adapter is not plain.binding.adapter
+
+
+def test_a_change_of_caches_forgets_the_shared_connections(redis_server):
+    conf = {"LOCATION": "redis", "KEY_PREFIX": "forget"}
+    first = DogpileCache("redis", dict(conf))
+    first.get("k")
+    with override_settings(CACHES={**settings.CACHES}):
+        inside = DogpileCache("redis", dict(conf))
+        inside.get("k")
+    after = DogpileCache("redis", dict(conf))
+    after.get("k")
+    assert inside.binding.adapter is not first.binding.adapter
+    assert after.binding.adapter is not inside.binding.adapter
