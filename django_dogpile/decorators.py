@@ -20,10 +20,12 @@ from typing import Any, ParamSpec, Protocol, TypeVar, cast
 from asgiref.sync import async_to_sync, sync_to_async
 
 from django_dogpile.conf import get_config
-from django_dogpile.engine.tags import tag_names
+from django_dogpile.engine.results import decided
+from django_dogpile.engine.tags import collecting, tag_names
 from django_dogpile.faces.common import check_timeout, declare, face_cache, safe_key
 from django_dogpile.faces.page_decorator import dogpile_cache_page
 from django_dogpile.faces.visitors import uncacheable
+from django_dogpile.records import MISSING as MISSING_TIMEOUT
 
 __all__ = ["CachedFunction", "cached", "dogpile_cache_page", "uncacheable"]
 
@@ -217,13 +219,27 @@ def cached(
             soft = getattr(c, "ainvalidate", None)
             return bool(await soft(k) if soft is not None else await c.adelete(k))
 
+        def settled(c: Any, made: Any, value: Any, kw: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+            """A refresh's value as its creator decided (a CacheResult,
+            expires_in, dont_store): the value, and set()'s keywords (None: keep nothing)."""
+            value, own, extra, keep = decided(value, made)
+            if own is not MISSING_TIMEOUT:
+                kw = {**kw, "timeout": own}
+            if extra and getattr(c, "dogpile_backend", False):
+                kw = {**kw, "tags": (*kw.get("tags", ()), *tag_names(extra, f"cached({name})"))}
+            timeout = kw.get("timeout", 1)
+            return value, kw if keep and (timeout is None or timeout > 0) else None
+
         async def arefresh(*args: Any, **kwargs: Any) -> Any:
             c, kw = resolve()
-            if is_async:
-                value = await fn(*args, **kwargs)  # type: ignore[misc]
-            else:  # a sync function may use the database: never on the loop
-                value = await sync_to_async(fn)(*args, **kwargs)
-            await c.aset(key_for(*args, **kwargs), value, **tagged(c, kw, args, kwargs))
+            with collecting() as made:
+                if is_async:
+                    value = await fn(*args, **kwargs)  # type: ignore[misc]
+                else:  # a sync function may use the database: never on the loop
+                    value = await sync_to_async(fn)(*args, **kwargs)
+            value, keep = settled(c, made, value, tagged(c, kw, args, kwargs))
+            if keep is not None:
+                await c.aset(key_for(*args, **kwargs), value, **keep)
             return value
 
         def refresh(*args: Any, **kwargs: Any) -> Any:
@@ -237,8 +253,11 @@ def cached(
                     f"use 'await {fn.__name__}.arefresh(...)'"
                 )
             c, kw = resolve()
-            value = fn(*args, **kwargs)
-            c.set(key_for(*args, **kwargs), value, **tagged(c, kw, args, kwargs))
+            with collecting() as made:
+                value = fn(*args, **kwargs)
+            value, keep = settled(c, made, value, tagged(c, kw, args, kwargs))
+            if keep is not None:
+                c.set(key_for(*args, **kwargs), value, **keep)
             return value
 
         wrapper.invalidate = invalidate

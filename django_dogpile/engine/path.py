@@ -38,6 +38,7 @@ from django.db import close_old_connections
 
 from django_dogpile import records, signals
 from django_dogpile.core import Lock, NeedRegenerationException
+from django_dogpile.engine import results
 from django_dogpile.engine.binding import Binding
 from django_dogpile.engine.call import Call, stamp_of
 from django_dogpile.engine.locks import KeyMutex
@@ -88,7 +89,7 @@ class Regeneration:
         fresh_for = b.freshness(timeout)
         if fresh_for is not None and fresh_for <= 0:
             b.count("MISS", key)
-            return (default() if callable(default) else default), "MISS"
+            return results.settle(default() if callable(default) else default), "MISS"
         b.store  # noqa: B018 - connect: the adapter is chosen there
         mutex = b.mutex(skey)
         call = Call(b.seen(raw), tags)
@@ -245,9 +246,17 @@ class Regeneration:
             log.debug("regenerating %r failed", key, exc_info=True)
             raise
         cost = time.monotonic() - started
+        value, own, tags, keep = results.decided(value, collector)
+        if tags:
+            collector.add(b.tags.stamp(b.tags.names(tags, f"the CacheResult of {key!r}")))
+        if own is not MISSING:  # the creator's word
+            fresh_for = own
         call.stamp = collector.stamp
-        stored = self._store_regenerated(key, skey, value, fresh_for, cost, mutex, call)
-        if stored is False or (stored and mutex.degraded):
+        if not keep or (fresh_for is not None and fresh_for <= 0):
+            log.debug("%r made and served, not stored (its creator said so)", key)
+        elif (stored := self._store_regenerated(key, skey, value, fresh_for, cost, mutex, call)) is False or (
+            stored and mutex.degraded
+        ):
             # Serve it to this process while the store is unreachable: for
             # its freshness, and never more than a minute without one.
             expires = records.now() + (60.0 if fresh_for is None else fresh_for)
@@ -379,4 +388,4 @@ class Regeneration:
             key,
         )
         signals.caller_waited.send(self.sender, alias=b.alias, key=key, duration=waited, timed_out=True)
-        return default() if callable(default) else default
+        return results.settle(default() if callable(default) else default)

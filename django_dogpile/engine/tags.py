@@ -80,12 +80,25 @@ def tag_names(tags: Any, where: str) -> tuple[str, ...]:
 
 
 class Collector:
-    """The stamp of a value being made: its own tags, and those bubbled up."""
+    """The stamp of a value being made: its own tags, and those bubbled up;
+    and what its creator decided of its fate (:mod:`~django_dogpile.engine.results`)."""
 
-    __slots__ = ("pairs",)
+    __slots__ = ("pairs", "timeout", "store")
 
     def __init__(self, stamp: Iterable[tuple[str, Any]] = ()) -> None:
         self.pairs: dict[str, Any] = dict(stamp)
+        #: the creator's own timeout (MISSING: the call's)
+        self.timeout: Any = MISSING
+        #: False: serve the value, store nothing
+        self.store = True
+
+    def decide(self, timeout: float | None) -> None:
+        """The creator's timeout: the shortest it gave (None, inf: forever)."""
+        if timeout is not None and timeout == float("inf"):
+            timeout = None
+        known = self.timeout
+        if known is MISSING or known is None or (timeout is not None and timeout < known):
+            self.timeout = timeout
 
     def add(self, stamp: Iterable[tuple[str, Any]]) -> None:
         pairs = self.pairs

@@ -69,6 +69,7 @@ from django_dogpile.faces.page_index import note_variant, url_tag
 from django_dogpile.faces.page_keys import page_key, url_key, vary_of
 from django_dogpile.faces.page_tags import cdn_headers, page_collecting
 from django_dogpile.faces.visitors import PAGE_REFUSES, directives, own_csrf_flag, uncacheable
+from django_dogpile.records import MISSING
 
 __all__ = ["Page"]
 
@@ -174,7 +175,8 @@ class Page:
             # as SessionMiddleware will; and for any visitor with a session,
             # whose key a view may read without marking the session accessed
             patch_vary_headers(response, ("Cookie",))
-        patch_response_headers(response, self.timeout)
+        lifetime = self.lifetime()  # max-age as cache_page's: the view's word first
+        patch_response_headers(response, self.timeout if lifetime is None else max(0, lifetime))
         if self.cdn:
             cdn_headers(response, self.collected.tags if self.collected else list(self.tags), self.grace)
         if self.request.headers.get("Authorization") and "public" not in directives(response):
@@ -186,13 +188,25 @@ class Page:
             self._remember(tuple(sorted(set(vary) | set(self.vary))))
             if not self.final or self.settled:  # else the update half stores it
                 self.noted(self.key(self.method))
-                self.cache.set(
-                    self.key(self.method), (response, records.wall_clock()), self.timeout, **self.tagged()
-                )
+                self._set(self.key(self.method), (response, records.wall_clock()))
             raise Refused(response, None)
         if not self.final or self.settled:
             self.noted(key)
         return response, records.wall_clock()
+
+    def lifetime(self) -> Any:
+        """The page's timeout: its view's word (:func:`~django_dogpile.results.expires_in`,
+        :func:`~django_dogpile.results.dont_store`: 0), else the decorator's."""
+        made = self.collected
+        if made is None or (made.store and made.timeout is MISSING):
+            return self.timeout
+        return 0 if not made.store else made.timeout
+
+    def _set(self, key: str, stored: Any) -> None:
+        """Store a page made outside ``get_or_set``, unless its view said not to."""
+        timeout = self.lifetime()
+        if timeout is None or timeout > 0:
+            self.cache.set(key, stored, timeout, **self.tagged())
 
     def tagged(self) -> dict[str, Any]:
         """``set()``'s ``tags`` for this page: the stamp collected as it was made."""
@@ -223,7 +237,7 @@ class Page:
         if self.ran and uncacheable(self.request, response) is None:
             key = self.key(self.method)
             self.noted(key)
-            self.cache.set(key, (response, records.wall_clock()), self.timeout, **self.tagged())
+            self._set(key, (response, records.wall_clock()))
 
     def _refused(self, key: str, response: HttpResponseBase, reason: str | None) -> HttpResponseBase:
         if reason is None:
@@ -237,7 +251,7 @@ class Page:
         return self._mark(response, f"MISS; uncacheable={reason}")
 
     def _store(self, key: str, stored: tuple[HttpResponseBase, float]) -> HttpResponseBase:
-        self.cache.set(key, stored, self.timeout, **self.tagged())  # cacheable again
+        self._set(key, stored)  # cacheable again
         self.memos.passes.forget(self.memo_key(key))
         return self._deliver(stored, "MISS")
 
@@ -353,6 +367,8 @@ class Page:
         except FailedPage as failed:
             return self._refused(key, failed.response, "status")
         if store:
-            await self.cache.aset(key, stored, self.timeout, **self.tagged())
+            timeout = self.lifetime()
+            if timeout is None or timeout > 0:
+                await self.cache.aset(key, stored, timeout, **self.tagged())
             self.memos.passes.forget(self.memo_key(key))
         return self._deliver(stored, "MISS")

@@ -58,6 +58,7 @@ PUBLIC = {
         "invalidate_tags",
     ],
     "django_dogpile.exceptions": ["UncacheableValue", "WaitTimeout"],
+    "django_dogpile.results": ["CacheResult", "dont_store", "expires_in"],
     "django_dogpile.prometheus": ["DogpileCollector", "metrics_view"],
     "django_dogpile.pages": [
         "REASONS",
