@@ -59,7 +59,7 @@ class DogpileCache(BaseCache):
      ``WAIT_TIMEOUT``, ``BACKGROUND``, ``BACKGROUND_WORKERS``,
      ``SERVE_STALE_ON_ERROR``, ``EARLY_REFRESH``, ``LOCK``, ``KEY_STATS``,
      ``RETRY_AFTER``, ``NEAR_CACHE``, ``REGENERATION_BUDGET``,
-     ``TAGS_MAX_AGE``, ``ASYNC_POOL`` and ``JITTER`` (and ``BaseCache``'s ``MAX_ENTRIES``/``CULL_FREQUENCY``,
+     ``TAGS_MAX_AGE``, ``ASYNC_POOL``, ``JITTER`` and ``SOFT_TIMEOUT`` (and ``BaseCache``'s ``MAX_ENTRIES``/``CULL_FREQUENCY``,
      which act on the store alias, not here).
 
     It holds :attr:`binding`, :attr:`regeneration` and :attr:`writes`.

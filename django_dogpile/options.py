@@ -46,6 +46,7 @@ BACKEND_OPTION_DEFAULTS: dict[str, Any] = {
     "TAGS_MAX_AGE": 1.0,  # seconds a tag version is trusted where no broadcast reaches
     "ASYNC_POOL": True,  # native asyncio reads on Redis: True, False or a dict (ASYNC_POOL_DEFAULTS)
     "JITTER": 0.0,  # each stored freshness shortened at random by up to this fraction
+    "SOFT_TIMEOUT": None,  # seconds a regenerating caller with a stale value waits, then serves it
 }
 
 #: ASYNC_POOL: True, or a dict overriding these (per process and event loop)
@@ -87,6 +88,12 @@ NUMERIC_OPTIONS: dict[str, tuple[str, dict[str, Any], str]] = {
         "None (no bound) or how many regenerations may run at once across every "
         "process sharing the store, e.g. 8.",
     ),
+    "SOFT_TIMEOUT": (
+        E008,
+        {"strict": True, "none": True},
+        "None (off) or the seconds a regenerating caller with a stale value waits for "
+        "the new one before serving the stale (the regeneration goes on), e.g. 0.2.",
+    ),
     "TAGS_MAX_AGE": (
         E008,
         {},
@@ -118,6 +125,8 @@ class BackendOptions:
     async_pool: tuple[int, float] | None = (50, 5.0)
     #: the fraction of a record's freshness taken off at random (0 is off)
     jitter: float = 0.0
+    #: seconds a regenerating caller with a stale value waits for it (None: off)
+    soft_timeout: float | None = None
 
 
 def _with_defaults(
@@ -290,6 +299,7 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
         tags_max_age=values["TAGS_MAX_AGE"],
         async_pool=values["ASYNC_POOL"],
         jitter=values["JITTER"],
+        soft_timeout=values["SOFT_TIMEOUT"],
     ), []
 
 

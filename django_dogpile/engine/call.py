@@ -13,7 +13,7 @@ __all__ = ["Call", "stamp_of"]
 class Call:
     """What happened inside one dogpile-protected ``get_or_set``."""
 
-    __slots__ = ("reads", "stale", "outcome", "first", "seen_created", "tags", "stamp")
+    __slots__ = ("reads", "stale", "outcome", "first", "seen_created", "tags", "stamp", "soft")
 
     def __init__(self, first: Any, tags: tuple[str, ...]) -> None:
         self.first = first
@@ -26,6 +26,8 @@ class Call:
         self.tags = tags
         #: the stamp of the value served (it bubbles up to a value being made)
         self.stamp: tuple[Any, ...] = ()
+        #: SOFT_TIMEOUT: (the pool thread's "done", [its value]) while it regenerates
+        self.soft: tuple[Any, list[Any]] | None = None
 
 
 def stamp_of(record: Any) -> tuple[Any, ...]:

@@ -34,16 +34,14 @@ import math
 import time
 from typing import Any
 
-from django.db import close_old_connections
-
 from django_dogpile import records, signals
 from django_dogpile.core import Lock, NeedRegenerationException
 from django_dogpile.engine import results
+from django_dogpile.engine.background import AS_IS, finished_in_time, hand_off
 from django_dogpile.engine.binding import Binding
 from django_dogpile.engine.call import Call, stamp_of
 from django_dogpile.engine.locks import KeyMutex
 from django_dogpile.engine.memory import fallbacks
-from django_dogpile.engine.pool import submit
 from django_dogpile.engine.tags import bubble, collecting
 from django_dogpile.exceptions import WaitTimeout
 from django_dogpile.records import (
@@ -65,7 +63,6 @@ _FRESH = math.inf  # the "creation time" the core sees for a fresh value
 _STALE = 1.0  # ... and for a stale one (> 0: there is a value; long expired)
 
 #: ``default.detach`` when ``default`` has none: run it as it is.
-_AS_IS: Any = object()
 
 
 class Regeneration:
@@ -165,42 +162,10 @@ class Regeneration:
                 b.budget.give(slot)
 
         async_creator: Any = None
-        detach = getattr(default, "detach", _AS_IS)
-        if b.options.background and detach is not None:
-
-            def hand_off(m: Any) -> None:
-                if m.degraded and fallbacks.get(b.ident(skey), records.now()) is not MISSING:
-                    # the store is unreachable (a readable replica served the
-                    # stale record) and a pool thread of this process already
-                    # computed the value: no new job on every call
-                    m.release()
-                    return
-                slot = b.budget.take(wait=False)
-                if slot is None:  # over budget: stays stale, a later request tries
-                    m.release()
-                    return
-                # in the caller's thread: a creator that reads request state
-                # hands the pool a copy of it (the template tag's context)
-                job = default if detach is _AS_IS else detach()
-                if not submit(
-                    b.options.background_workers,
-                    self._background,
-                    key,
-                    skey,
-                    job,
-                    fresh_for,
-                    m,
-                    call,
-                    b.ident(skey),
-                    slot,
-                ):
-                    log.warning("background queue full; %r stays stale until a worker is free", key)
-                    b.budget.give(slot)
-                    m.release()
-                else:
-                    log.debug("regeneration of %r handed to a pool thread", key)
-
-            async_creator = hand_off
+        detach = getattr(default, "detach", AS_IS)
+        if (b.options.background or b.options.soft_timeout) and detach is not None:
+            # with a stale value to serve: a pool thread regenerates
+            async_creator = hand_off(self, key, skey, default, detach, fresh_for, call)
 
         started = time.monotonic()
         try:
@@ -208,6 +173,10 @@ class Regeneration:
                 pass
         except WaitTimeout:
             return self._wait_timed_out(key, default, started), "MISS"
+        if call.soft is not None:  # SOFT_TIMEOUT: the pool thread's value, if in time
+            value = finished_in_time(
+                call, value, b.options.soft_timeout or 0.0, b.options.serve_stale_on_error
+            )
         if call.stamp:
             bubble(call.stamp)  # to the value being made around this call, if any
         return value, self._account(key, call, mutex, started)
@@ -314,47 +283,6 @@ class Regeneration:
             adapter.wrote(skey)
             mutex.key_lock.publish(record)
         return stored
-
-    def _background(
-        self,
-        key: Any,
-        skey: str,
-        default: Any,
-        fresh_for: float | None,
-        mutex: KeyMutex,
-        call: Call,
-        ident: tuple[str, str],
-        slot: Any = None,
-    ) -> None:
-        # A pool thread is outside any request: Django's request signals do
-        # not close its database connections, so do what they do.
-        b = self.binding
-        close_old_connections()
-        try:
-            if b.ident(skey) != ident:
-                # The key function read state that did not follow into this
-                # thread (a thread-local tenant; context variables do
-                # follow): the write would land under another key.
-                log.error(
-                    "background regeneration of %r skipped: the store key skey in "
-                    "a pool thread differs from the caller's (a KEY_FUNCTION that "
-                    "reads thread-local state); turn BACKGROUND off for this alias",
-                    key,
-                )
-                return
-            # Read again: the job may have queued while another host
-            # regenerated (an early refresh has the same creation time).
-            record = b.seen(b.store.get(skey, MISSING))
-            if is_fresh(record, records.now()) and record[CREATED] != call.seen_created:
-                log.debug("%r was regenerated elsewhere before its job ran", key)
-                return
-            self._create(key, skey, default, fresh_for, mutex, call, background=True)
-        except Exception:
-            log.exception("background regeneration of %r failed", key)
-        finally:
-            b.budget.give(slot)
-            mutex.release()
-            close_old_connections()
 
     def _account(self, key: Any, call: Call, mutex: KeyMutex, started: float) -> str:
         b = self.binding
