@@ -38,13 +38,17 @@ from typing import Any
 from django_dogpile.stores.base import is_outage
 from django_dogpile.stores.pubsub import is_cluster
 
-__all__ = ["NativeRedis", "PoolTimeout", "native_for"]
+__all__ = ["CLIENT_NAME", "NativeRedis", "PoolTimeout", "native_for"]
 
 log = logging.getLogger(__name__)
 
 #: seconds the loop leaves the store to the thread path after an outage
 #: error (so a down server costs one connect timeout per second, not two per call)
 _BACK_OFF = 1.0
+
+#: the name the native connections give themselves (``CLIENT SETNAME``),
+#: unless the store's settings name them
+CLIENT_NAME = "django_dogpile.async"
 
 #: store keys memoized per reader (the native path runs only on plain keys)
 _RAW_KEYS = 10_000
@@ -282,6 +286,7 @@ def native_for(adapter: Any, store: Any, alias: str, pool: tuple[int, float] | N
                 return None
             params[name] = twin
     url = _without_pool_arguments(url)
+    params.setdefault("client_name", CLIENT_NAME)  # CLIENT LIST tells these from the rest
     size, wait = pool
     params["max_connections"] = size  # never reached: the semaphore waits first
     params.pop("timeout", None)
@@ -361,6 +366,7 @@ def _cluster_reader(
     if found is None:
         return None
     url, params = found
+    params.setdefault("client_name", CLIENT_NAME)
     size, wait = pool
     lib = importlib.import_module(f"{package}.asyncio.cluster")
     cluster_class = lib.ValkeyCluster
