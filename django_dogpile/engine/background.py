@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 from django.db import close_old_connections
 
 from django_dogpile import records
-from django_dogpile.engine.call import Call
+from django_dogpile.engine.call import Call, stamp_of
 from django_dogpile.engine.memory import fallbacks
 from django_dogpile.engine.pool import submit
-from django_dogpile.records import CREATED, MISSING, is_fresh
+from django_dogpile.records import CREATED, MISSING, VALUE, is_fresh
 
 if TYPE_CHECKING:
     from django_dogpile.engine.path import Regeneration
@@ -62,26 +62,32 @@ def hand_off(
         if slot is None:  # over budget: stays stale, a later request tries
             m.release()
             return
-        # in the caller's thread: a creator that reads request state
-        # hands the pool a copy of it (the template tag's context)
-        job = default if detach is AS_IS else detach()
-        soft: tuple[threading.Event, list[Any]] | None = (
-            None if b.options.background else (threading.Event(), [])
+        # SOFT_TIMEOUT: the pool thread's "done", what it made, the stale value's stamp
+        soft: tuple[threading.Event, list[Any], Any] | None = (
+            None if b.options.background else (threading.Event(), [], call.stamp)
         )
-        if not submit(
-            b.options.background_workers,
-            _run,
-            regeneration,
-            key,
-            skey,
-            job,
-            fresh_for,
-            m,
-            call,
-            b.ident(skey),
-            slot,
-            soft,
-        ):
+        try:
+            # in the caller's thread: a creator that reads request state
+            # hands the pool a copy of it (the template tag's context)
+            job = default if detach is AS_IS else detach()
+            queued = submit(
+                b.options.background_workers,
+                _run,
+                regeneration,
+                key,
+                skey,
+                job,
+                fresh_for,
+                m,
+                call,
+                b.ident(skey),
+                slot,
+                soft,
+            )
+        except BaseException:
+            b.budget.give(slot)  # nothing was handed off: the Lock releases the mutex
+            raise
+        if not queued:
             log.warning("background queue full; %r stays stale until a worker is free", key)
             b.budget.give(slot)
             m.release()
@@ -94,18 +100,23 @@ def hand_off(
 
 def finished_in_time(call: Call, stale: Any, timeout: float, serve_stale_on_error: bool) -> Any:
     """``SOFT_TIMEOUT``: wait up to ``timeout`` seconds for the pool thread.
-    Its value if it came (the call is then an ``EXPIRED`` regeneration);
-    its creator's error as the caller's own regeneration would meet it
-    (raised, or the stale value as ``STALE`` under ``SERVE_STALE_ON_ERROR``);
-    else ``stale`` (``UPDATING``), the regeneration going on."""
+    Its value if it came (the call is then an ``EXPIRED`` regeneration, or
+    a ``HIT`` when another caller's value had landed meanwhile); its
+    creator's error as the caller's own regeneration would meet it (raised,
+    or the stale value as ``STALE`` under ``SERVE_STALE_ON_ERROR``); else
+    ``stale`` (``UPDATING``), the regeneration going on.  ``call.stamp`` is
+    left as the served value's (the pool thread's is the new value's)."""
     assert call.soft is not None
-    done, made = call.soft
+    done, made, stale_stamp = call.soft
     if not done.wait(timeout) or not made:
-        return stale  # still running (or skipped: made elsewhere meanwhile)
-    kind, found = made[0]
-    if kind == "value":
-        call.outcome = "EXPIRED"
+        call.stamp = stale_stamp
+        return stale  # still running
+    kind, found, stamp = made[0]
+    if kind in ("value", "landed"):
+        call.outcome = "EXPIRED" if kind == "value" else "HIT"
+        call.stamp = stamp
         return found
+    call.stamp = stale_stamp
     if serve_stale_on_error:
         call.outcome = "STALE"
         return stale
@@ -122,7 +133,7 @@ def _run(
     call: Call,
     ident: tuple[str, str],
     slot: Any,
-    soft: tuple[threading.Event, list[Any]] | None,
+    soft: tuple[threading.Event, list[Any], Any] | None,
 ) -> None:
     # A pool thread is outside any request: Django's request signals do
     # not close its database connections, so do what they do.
@@ -145,14 +156,21 @@ def _run(
         record = b.seen(b.store.get(skey, MISSING))
         if is_fresh(record, records.now()) and record[CREATED] != call.seen_created:
             log.debug("%r was regenerated elsewhere before its job ran", key)
+            if soft is not None:  # the waiting caller serves it, as a hit
+                soft[1].append(("landed", record[VALUE], stamp_of(record)))
             return
         value, _ = regeneration._create(key, skey, default, fresh_for, mutex, call, background=True)
         if soft is not None:
-            soft[1].append(("value", value))
-    except Exception as exc:
+            soft[1].append(("value", value, call.stamp))
+    except BaseException as exc:
         if soft is not None:
-            soft[1].append(("error", exc))  # the waiting caller's to raise, or to log
-        log.exception("background regeneration of %r failed", key)
+            # the waiting caller's to raise (a fragment's "served, never
+            # stored" too: a BaseException), or to serve stale for
+            soft[1].append(("error", exc, ()))
+        if isinstance(exc, Exception):
+            log.exception("background regeneration of %r failed", key)
+        elif soft is None:
+            raise
     finally:
         b.budget.give(slot)
         mutex.release()

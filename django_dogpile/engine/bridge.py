@@ -315,6 +315,7 @@ async def aget_or_set_status(
             return _updating(cache, key, seen)
         future, waiting = pending
         waiting.append(1)
+        since = time.monotonic()
         try:
             blob = await asyncio.shield(future)
         except BaseException:
@@ -322,8 +323,13 @@ async def aget_or_set_status(
                 raise  # this caller itself was cancelled
             blob = None  # the leader failed: take our own turn
         if blob is not None:
-            # each caller its own object, as if read from the store
+            # each caller its own object, as if read from the store; counted
+            # as a thread that waited on the in-process lock is
             b.count("MISS", key)
+            b.count("WAITS", key)
+            signals.caller_waited.send(
+                type(cache), alias=b.alias, key=key, duration=time.monotonic() - since, timed_out=False
+            )
             return pickle.loads(blob), "MISS"
         raw = await _read(cache, skey)
         seen = await _seen(b, raw)
@@ -334,18 +340,20 @@ async def aget_or_set_status(
     inflight[ident] = (future, followers)
     try:
         result = None
+        kept: list[bool] = []  # False: made and not stored (its creator said so)
         if not _servable(b, seen):  # a cold caller: is another regenerating it?
             result = await _landed_elsewhere(cache, key, skey, default)
         if result is None:
             result = await sync_to_async(cache.regeneration.run)(
-                key, skey, raw, _syncify(default), timeout, tags
+                key, skey, raw, _syncify(default), timeout, tags, kept
             )
     except BaseException as exc:
         future.set_exception(exc)
         future.exception()  # retrieved: followers may be none
         raise
     else:
-        future.set_result(_copy_of(result[0]) if followers else None)
+        # a value not stored is this caller's alone: the others take their turn
+        future.set_result(_copy_of(result[0]) if followers and all(kept) else None)
         return result
     finally:
         inflight.pop(ident, None)

@@ -13,7 +13,7 @@ __all__ = ["Call", "stamp_of"]
 class Call:
     """What happened inside one dogpile-protected ``get_or_set``."""
 
-    __slots__ = ("reads", "stale", "outcome", "first", "seen_created", "tags", "stamp", "soft")
+    __slots__ = ("reads", "stale", "outcome", "first", "seen_created", "tags", "stamp", "soft", "kept")
 
     def __init__(self, first: Any, tags: tuple[str, ...]) -> None:
         self.first = first
@@ -26,8 +26,10 @@ class Call:
         self.tags = tags
         #: the stamp of the value served (it bubbles up to a value being made)
         self.stamp: tuple[Any, ...] = ()
-        #: SOFT_TIMEOUT: (the pool thread's "done", [its value]) while it regenerates
-        self.soft: tuple[Any, list[Any]] | None = None
+        #: SOFT_TIMEOUT: (the pool thread's "done", [what it made], the stale stamp)
+        self.soft: tuple[Any, list[Any], Any] | None = None
+        #: False when the value served was made and not stored (its creator said so)
+        self.kept = True
 
 
 def stamp_of(record: Any) -> tuple[Any, ...]:

@@ -79,14 +79,25 @@ class Regeneration:
     # --- the path -----------------------------------------------------------
 
     def run(
-        self, key: Any, skey: str, raw: Any, default: Any, timeout: Any, tags: tuple[str, ...] = ()
+        self,
+        key: Any,
+        skey: str,
+        raw: Any,
+        default: Any,
+        timeout: Any,
+        tags: tuple[str, ...] = (),
+        shared: list[bool] | None = None,
     ) -> tuple[Any, str]:
-        """``get_or_set`` past its one store read: ``(value, status)``."""
+        """``get_or_set`` past its one store read: ``(value, status)``;
+        ``shared`` is told whether the value served is the store's (False: made
+        and not stored, so not for other callers)."""
         b = self.binding
         fresh_for = b.freshness(timeout)
         if fresh_for is not None and fresh_for <= 0:
             b.count("MISS", key)
-            return results.settle(default() if callable(default) else default), "MISS"
+            if shared is not None:
+                shared.append(False)
+            return results.made_unstored(default), "MISS"
         b.store  # noqa: B018 - connect: the adapter is chosen there
         mutex = b.mutex(skey)
         call = Call(b.seen(raw), tags)
@@ -172,11 +183,15 @@ class Regeneration:
             with Lock(mutex, creator, value_and_created, 0, async_creator) as value:
                 pass
         except WaitTimeout:
+            if shared is not None:
+                shared.append(False)
             return self._wait_timed_out(key, default, started), "MISS"
         if call.soft is not None:  # SOFT_TIMEOUT: the pool thread's value, if in time
             value = finished_in_time(
                 call, value, b.options.soft_timeout or 0.0, b.options.serve_stale_on_error
             )
+        if shared is not None:
+            shared.append(call.kept)
         if call.stamp:
             bubble(call.stamp)  # to the value being made around this call, if any
         return value, self._account(key, call, mutex, started)
@@ -223,6 +238,7 @@ class Regeneration:
         call.stamp = collector.stamp
         if not keep or (fresh_for is not None and fresh_for <= 0):
             log.debug("%r made and served, not stored (its creator said so)", key)
+            call.kept = False
         elif (stored := self._store_regenerated(key, skey, value, fresh_for, cost, mutex, call)) is False or (
             stored and mutex.degraded
         ):
@@ -316,4 +332,4 @@ class Regeneration:
             key,
         )
         signals.caller_waited.send(self.sender, alias=b.alias, key=key, duration=waited, timed_out=True)
-        return results.settle(default() if callable(default) else default)
+        return results.made_unstored(default)

@@ -24,10 +24,10 @@ from typing import Any, Generic, TypeVar
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
-from django_dogpile.engine.tags import Collector, current
+from django_dogpile.engine.tags import Collector, bubble, collecting, current
 from django_dogpile.rules import timeout_argument
 
-__all__ = ["CacheResult", "decided", "dont_store", "expires_in", "settle"]
+__all__ = ["CacheResult", "decided", "dont_store", "expires_in", "made_unstored"]
 
 T = TypeVar("T")
 
@@ -90,7 +90,12 @@ def decided(value: Any, collector: Collector) -> tuple[Any, Any, Any, bool]:
     return value, collector.timeout, tags, collector.store
 
 
-def settle(value: Any) -> Any:
-    """``value`` unwrapped (a creator's :class:`CacheResult`), for a caller
-    that stores nothing anyway (``timeout=0``, a wait that timed out)."""
+def made_unstored(default: Any) -> Any:
+    """``default`` made (called if callable) for a caller that stores
+    nothing anyway (``timeout=0``, a wait that timed out): unwrapped, in a
+    collector of its own -- its creator's words are about this value, not
+    about a value being made around it -- whose tags still bubble up."""
+    with collecting() as collector:
+        value = default() if callable(default) else default
+    bubble(collector.stamp)
     return value.value if isinstance(value, CacheResult) else value

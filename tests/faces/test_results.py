@@ -189,3 +189,40 @@ def test_a_page_decides_its_lifetime_and_whether_it_is_kept(use_async):
     assert (down["X-Dogpile-Cache"], down_again["X-Dogpile-Cache"]) == ("MISS", "MISS")
     assert "max-age=0" in down["Cache-Control"]
     assert runs == ["/up/", "/down/", "/down/"]
+
+
+# --- found by a review ----------------------------------------------------------
+
+
+def test_an_inner_creator_that_stores_nothing_speaks_for_itself_only():
+    cache = make_cache("locmem", "inner-unstored", timeout=300, WAIT_TIMEOUT=0.2)
+
+    def quiet():
+        dont_store()
+        return "i"
+
+    def outer():
+        return "o+" + cache.get_or_set("inner", quiet, timeout=0)  # computed, never stored
+
+    assert cache.get_or_set("outer", outer) == "o+i"
+    assert freshness(cache, "outer") == 300  # the inner's word was not the outer's
+
+
+@pytest.mark.parametrize("store", ["dp_locmem", "dp_redis"])
+def test_coroutines_that_wait_on_an_unstored_value_make_their_own(store):
+    cache = caches[store]
+    made = []
+
+    async def creator():
+        made.append(1)
+        await asyncio.sleep(0.05)
+        return CacheResult(f"v{len(made)}", store=False)
+
+    async def scenario():
+        return await asyncio.gather(
+            *(cache.aget_or_set_status(f"unstored-{store}", creator) for _ in range(4))
+        )
+
+    results = asyncio.run(scenario())
+    assert sorted(value for value, _ in results) == ["v1", "v2", "v3", "v4"]  # each its own, as sync threads
+    assert cache.get(f"unstored-{store}") is None
