@@ -66,6 +66,7 @@ def hand_off(
         soft: tuple[threading.Event, list[Any], Any] | None = (
             None if b.options.background else (threading.Event(), [], call.stamp)
         )
+        call.handed = call.stamp  # the stale value's, before the pool thread writes its own
         try:
             # in the caller's thread: a creator that reads request state
             # hands the pool a copy of it (the template tag's context)
@@ -98,28 +99,28 @@ def hand_off(
     return start
 
 
-def finished_in_time(call: Call, stale: Any, timeout: float, serve_stale_on_error: bool) -> Any:
+def finished_in_time(
+    call: Call, stale: Any, timeout: float, serve_stale_on_error: bool
+) -> tuple[Any, tuple[Any, ...], bool]:
     """``SOFT_TIMEOUT``: wait up to ``timeout`` seconds for the pool thread.
-    Its value if it came (the call is then an ``EXPIRED`` regeneration, or
-    a ``HIT`` when another caller's value had landed meanwhile); its
+    ``(value, its stamp, whether it is the store's)``: the pool thread's
+    value if it came (the call is then an ``EXPIRED`` regeneration, or a
+    ``HIT`` when another caller's value had landed meanwhile); its
     creator's error as the caller's own regeneration would meet it (raised,
     or the stale value as ``STALE`` under ``SERVE_STALE_ON_ERROR``); else
-    ``stale`` (``UPDATING``), the regeneration going on.  ``call.stamp`` is
-    left as the served value's (the pool thread's is the new value's)."""
+    ``stale`` (``UPDATING``), the regeneration going on -- with the stale
+    record's stamp, whatever the pool thread writes to ``call`` meanwhile."""
     assert call.soft is not None
     done, made, stale_stamp = call.soft
     if not done.wait(timeout) or not made:
-        call.stamp = stale_stamp
-        return stale  # still running
-    kind, found, stamp = made[0]
+        return stale, stale_stamp, True  # still running
+    kind, found, stamp, kept = made[0]
     if kind in ("value", "landed"):
         call.outcome = "EXPIRED" if kind == "value" else "HIT"
-        call.stamp = stamp
-        return found
-    call.stamp = stale_stamp
+        return found, stamp, kept
     if serve_stale_on_error:
         call.outcome = "STALE"
-        return stale
+        return stale, stale_stamp, True
     raise found
 
 
@@ -157,16 +158,16 @@ def _run(
         if is_fresh(record, records.now()) and record[CREATED] != call.seen_created:
             log.debug("%r was regenerated elsewhere before its job ran", key)
             if soft is not None:  # the waiting caller serves it, as a hit
-                soft[1].append(("landed", record[VALUE], stamp_of(record)))
+                soft[1].append(("landed", record[VALUE], stamp_of(record), True))
             return
         value, _ = regeneration._create(key, skey, default, fresh_for, mutex, call, background=True)
         if soft is not None:
-            soft[1].append(("value", value, call.stamp))
+            soft[1].append(("value", value, call.stamp, call.kept))
     except BaseException as exc:
         if soft is not None:
             # the waiting caller's to raise (a fragment's "served, never
             # stored" too: a BaseException), or to serve stale for
-            soft[1].append(("error", exc, ()))
+            soft[1].append(("error", exc, (), True))
         if isinstance(exc, Exception):
             log.exception("background regeneration of %r failed", key)
         elif soft is None:

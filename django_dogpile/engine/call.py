@@ -13,7 +13,18 @@ __all__ = ["Call", "stamp_of"]
 class Call:
     """What happened inside one dogpile-protected ``get_or_set``."""
 
-    __slots__ = ("reads", "stale", "outcome", "first", "seen_created", "tags", "stamp", "soft", "kept")
+    __slots__ = (
+        "reads",
+        "stale",
+        "outcome",
+        "first",
+        "seen_created",
+        "tags",
+        "stamp",
+        "soft",
+        "kept",
+        "handed",
+    )
 
     def __init__(self, first: Any, tags: tuple[str, ...]) -> None:
         self.first = first
@@ -30,6 +41,9 @@ class Call:
         self.soft: tuple[Any, list[Any], Any] | None = None
         #: False when the value served was made and not stored (its creator said so)
         self.kept = True
+        #: the stamp of the stale value served when the regeneration went to a
+        #: pool thread (which then writes ``stamp`` and ``kept`` of the new one)
+        self.handed: tuple[Any, ...] | None = None
 
 
 def stamp_of(record: Any) -> tuple[Any, ...]:

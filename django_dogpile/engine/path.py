@@ -186,14 +186,17 @@ class Regeneration:
             if shared is not None:
                 shared.append(False)
             return self._wait_timed_out(key, default, started), "MISS"
+        # handed to a pool thread: the stale value served is the store's
+        stamp, kept = (call.stamp, call.kept) if call.handed is None else (call.handed, True)
         if call.soft is not None:  # SOFT_TIMEOUT: the pool thread's value, if in time
-            value = finished_in_time(
+            # (what it made is read once: it may still be writing to ``call``)
+            value, stamp, kept = finished_in_time(
                 call, value, b.options.soft_timeout or 0.0, b.options.serve_stale_on_error
             )
         if shared is not None:
-            shared.append(call.kept)
-        if call.stamp:
-            bubble(call.stamp)  # to the value being made around this call, if any
+            shared.append(kept)
+        if stamp:
+            bubble(stamp)  # to the value being made around this call, if any
         return value, self._account(key, call, mutex, started)
 
     def _create(
