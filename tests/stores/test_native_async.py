@@ -378,7 +378,7 @@ def test_requests_through_the_asgi_handler_share_one_reader(redis_server):
     import redis
     from django.core.handlers.asgi import ASGIHandler
 
-    from django_dogpile.stores import redis_async
+    from django_dogpile.stores import native_client
 
     for i in range(10):
         caches["dp_async"].set(f"k{i}", f"made {i}")
@@ -390,7 +390,7 @@ def test_requests_through_the_asgi_handler_share_one_reader(redis_server):
         for _ in range(3):
             statuses = await asyncio.gather(*(_asgi_get(app, "/native/") for _ in range(40)))
             assert set(statuses) == {200}
-            seen.append((len(counter.client_list()), len(redis_async._every)))
+            seen.append((len(counter.client_list()), len(native_client._every)))
 
     try:
         # the server's loop starts in a context of its own, as uvicorn's does
