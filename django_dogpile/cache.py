@@ -40,7 +40,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
 from django_dogpile import records
 from django_dogpile.conf import alias_settings, warn_if_not_installed
-from django_dogpile.engine import bridge, memory
+from django_dogpile.engine import batch, bridge, memory
 from django_dogpile.engine.binding import LOCK_SUFFIX, Binding
 from django_dogpile.engine.path import Regeneration
 from django_dogpile.engine.tags import bubble
@@ -55,14 +55,11 @@ class DogpileCache(BaseCache):
 
     :param location: the alias of the store (``LOCATION`` in ``CACHES``).
     :param params: the rest of the alias's settings.  ``TIMEOUT`` is the
-     freshness; ``OPTIONS`` takes ``GRACE``, ``LOCK_TIMEOUT``,
-     ``WAIT_TIMEOUT``, ``BACKGROUND``, ``BACKGROUND_WORKERS``,
-     ``SERVE_STALE_ON_ERROR``, ``EARLY_REFRESH``, ``LOCK``, ``KEY_STATS``,
-     ``RETRY_AFTER``, ``NEAR_CACHE``, ``REGENERATION_BUDGET``,
-     ``TAGS_MAX_AGE``, ``ASYNC_POOL``, ``JITTER`` and ``SOFT_TIMEOUT`` (and ``BaseCache``'s ``MAX_ENTRIES``/``CULL_FREQUENCY``,
-     which act on the store alias, not here).
+     freshness; ``OPTIONS`` are in the docs (configuration) and
+     :mod:`django_dogpile.options` (``BaseCache``'s ``MAX_ENTRIES`` and
+     ``CULL_FREQUENCY`` act on the store alias, not here).
 
-    It holds :attr:`binding`, :attr:`regeneration` and :attr:`writes`.
+    It holds :attr:`binding`, :attr:`regeneration`, :attr:`batch` and :attr:`writes`.
     Async methods not defined here are ``BaseCache``'s (the sync method in
     the request's thread-sensitive thread, as Django runs them).
     """
@@ -89,6 +86,8 @@ class DogpileCache(BaseCache):
         self.binding = Binding(location, given, options, timeout, self, config_error)
         #: the dogpile path
         self.regeneration = Regeneration(self.binding, type(self))
+        #: get_or_set_many
+        self.batch = batch.Batch(self.regeneration)
         #: Django's writes over records
         self.writes = Writes(self.binding)
 
@@ -219,6 +218,10 @@ class DogpileCache(BaseCache):
         return await bridge.aget_or_set_status(
             self, key, skey, default, timeout, self.binding.tags.names(tags)
         )
+
+    # one read for many keys, one creator call (:mod:`~django_dogpile.engine.batch`)
+    get_or_set_many = batch.get_or_set_many
+    aget_or_set_many = batch.aget_or_set_many
 
     # --- Django's API -------------------------------------------------------
 

@@ -86,7 +86,7 @@ def _is_async(default: Any) -> bool:
     )
 
 
-def _syncify(default: Any) -> Any:
+def syncify(default: Any) -> Any:
     """Make ``default`` callable from a worker thread, awaiting it if async."""
     if not callable(default):
         return default
@@ -259,7 +259,7 @@ async def _landed_elsewhere(cache: Any, key: Any, skey: str, default: Any) -> tu
             now = time.monotonic()
             if now >= deadline:
                 value = await sync_to_async(cache.regeneration._wait_timed_out)(
-                    key, _syncify(default), started
+                    key, syncify(default), started
                 )
                 return value, "MISS"
             await asyncio.sleep(min(step, deadline - now, left / 1000 if left > 0 else step))
@@ -303,7 +303,7 @@ async def aget_or_set_status(
         return raw[VALUE], "HIT"
     fresh_for = b.freshness(timeout)  # a bad timeout raises, as the sync call's does
     if fresh_for is not None and fresh_for <= 0:  # computed, not stored: no value to share
-        return await sync_to_async(cache.regeneration.run)(key, skey, raw, _syncify(default), timeout, tags)
+        return await sync_to_async(cache.regeneration.run)(key, skey, raw, syncify(default), timeout, tags)
     ident = b.ident(skey)
     inflight = _inflight()
     if ident not in inflight and _servable(b, seen) and await _leased_elsewhere(b, skey):
@@ -345,7 +345,7 @@ async def aget_or_set_status(
             result = await _landed_elsewhere(cache, key, skey, default)
         if result is None:
             result = await sync_to_async(cache.regeneration.run)(
-                key, skey, raw, _syncify(default), timeout, tags, kept
+                key, skey, raw, syncify(default), timeout, tags, kept
             )
     except BaseException as exc:
         future.set_exception(exc)

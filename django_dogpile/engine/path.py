@@ -232,7 +232,25 @@ class Regeneration:
                 return call.stale, _STALE
             log.debug("regenerating %r failed", key, exc_info=True)
             raise
-        cost = time.monotonic() - started
+        return self.settle(
+            key, skey, value, collector, fresh_for, time.monotonic() - started, mutex, call, background
+        )
+
+    def settle(
+        self,
+        key: Any,
+        skey: str,
+        value: Any,
+        collector: Any,
+        fresh_for: float | None,
+        cost: float,
+        mutex: KeyMutex,
+        call: Call,
+        background: bool = False,
+    ) -> tuple[Any, float]:
+        """A value just made for ``key`` (in ``collector``): stored as its
+        creator decided, fenced, counted and signalled; ``(value, _FRESH)``."""
+        b = self.binding
         value, own, tags, keep = results.decided(value, collector)
         if tags:
             collector.add(b.tags.stamp(b.tags.names(tags, f"the CacheResult of {key!r}")))

@@ -352,3 +352,32 @@ def near_writer(location, prefix, options, commands, acks):
         key, value = command
         cache.set(key, value)
         acks.put(time.time())
+
+
+def batch_keys(location, prefix, keys, start_at, delay, log_path, options, results):
+    """Two threads each call get_or_set_many on every key (one in reverse
+    order); the creator logs each key it makes, one call per line."""
+    _setup()
+    cache = make_cache(location, prefix, **options)
+
+    def creator(asked):
+        with open(log_path, "a") as f:  # one small O_APPEND write: atomic
+            f.write(" ".join(asked) + "\n")
+        time.sleep(delay)
+        return {key: f"new-{key}" for key in asked}
+
+    out = []
+
+    def run(order):
+        time.sleep(max(0, start_at - time.time()))
+        try:
+            out.append(cache.get_or_set_many(order, creator, 60))
+        except Exception as exc:  # reported, never swallowed
+            out.append(repr(exc))
+
+    ts = [threading.Thread(target=run, args=(o,)) for o in (keys, list(reversed(keys)))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    results.put(out)

@@ -31,11 +31,18 @@ class Proxy:
         self.target = target
         self.port = free_port()
         self.flows: list[_Flow] = []
+        #: every chunk a client sent, in order (to count commands)
+        self.sent: list[bytes] = []
         self._lock = threading.Lock()
         self._closed = False
         self._server = socket.create_server(("127.0.0.1", self.port))
         self._server.settimeout(0.2)
         threading.Thread(target=self._accept, daemon=True, name="test-proxy").start()
+
+    def lines(self, *verbs: bytes) -> list[bytes]:
+        """The text-protocol command lines clients sent that start with one
+        of ``verbs`` (memcached: ``b"get"``, ``b"set"``...)."""
+        return [line for line in b"".join(self.sent).split(b"\r\n") if line.split(b" ", 1)[0] in verbs]
 
     @property
     def url(self) -> str:
@@ -68,8 +75,10 @@ class Proxy:
                 break
             if not data:
                 break
-            if watch and b"SUBSCRIBE" in data.upper():
-                flow.subscriber = True
+            if watch:
+                self.sent.append(data)
+                if b"SUBSCRIBE" in data.upper():
+                    flow.subscriber = True
             if flow.frozen.is_set():
                 continue  # went silent while this was in flight: it is lost
             try:

@@ -29,7 +29,13 @@ PUBLIC = {
         "SyncReaderDogpile",
     ],
     "django_dogpile.cache": ["DogpileCache", "LOCK_SUFFIX"],
-    "django_dogpile.decorators": ["CachedFunction", "cached", "dogpile_cache_page", "uncacheable"],
+    "django_dogpile.decorators": [
+        "CachedFunction",
+        "cached",
+        "cached_many",
+        "dogpile_cache_page",
+        "uncacheable",
+    ],
     "django_dogpile.templatetags.dogpile": [
         "DogpileCacheNode",
         "detached_request",
