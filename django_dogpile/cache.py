@@ -161,7 +161,7 @@ class DogpileCache(BaseCache):
                     if n == 5:
                         bubble(raw[4])  # to the value being made, if any
                     return raw[0]
-        return self.regeneration.run(key, skey, raw, default, timeout, b.tags.names(tags))[0]
+        return self.regeneration.run(key, skey, raw, default, timeout, b.tags.names(tags), version=version)[0]
 
     async def aget_or_set(
         self,
@@ -176,7 +176,7 @@ class DogpileCache(BaseCache):
         skey = self.binding.store_key(key, version)
         self.store  # noqa: B018 - connect, which tells whether the store is local
         found = await bridge.aget_or_set_status(
-            self, key, skey, default, timeout, self.binding.tags.names(tags)
+            self, key, skey, default, timeout, self.binding.tags.names(tags), version
         )
         return found[0]
 
@@ -201,7 +201,7 @@ class DogpileCache(BaseCache):
         raw = b.store.get(skey, MISSING)
         if b.fresh_hit(key, raw):
             return raw[VALUE], "HIT"
-        return self.regeneration.run(key, skey, raw, default, timeout, b.tags.names(tags))
+        return self.regeneration.run(key, skey, raw, default, timeout, b.tags.names(tags), version=version)
 
     async def aget_or_set_status(
         self,
@@ -216,7 +216,7 @@ class DogpileCache(BaseCache):
         skey = self.binding.store_key(key, version)
         self.store  # noqa: B018 - connect, which tells whether the store is local
         return await bridge.aget_or_set_status(
-            self, key, skey, default, timeout, self.binding.tags.names(tags)
+            self, key, skey, default, timeout, self.binding.tags.names(tags), version
         )
 
     # one read for many keys, one creator call (:mod:`~django_dogpile.engine.batch`)

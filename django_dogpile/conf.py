@@ -43,8 +43,10 @@ __all__ = [
     "BackendOptions",
     "ConfigError",
     "alias_settings",
+    "aliases_set_as",
     "backend_option_errors",
     "dogpile_aliases",
+    "find_alias",
     "get_config",
     "improperly_configured",
     "number",
@@ -162,6 +164,30 @@ def dogpile_aliases() -> list[str]:
         if isinstance(cls, type) and getattr(cls, "dogpile_backend", False) is True:
             found.append(alias)
     return found
+
+
+def aliases_set_as(location: str, params: dict[str, Any]) -> list[str]:
+    """The DogpileCache aliases of ``CACHES`` set exactly as ``location`` + ``params``."""
+    found = []
+    for alias in dogpile_aliases():
+        conf = dict(settings.CACHES[alias])
+        conf.pop("BACKEND", None)
+        if conf.pop("LOCATION", "") == location and conf == params:
+            found.append(alias)
+    return found
+
+
+def find_alias(location: str, params: dict[str, Any]) -> str:
+    """The ``CACHES`` alias these settings came from (Django does not say).
+
+    Django builds a backend from ``CACHES[alias]`` less ``BACKEND`` and
+    ``LOCATION``: the alias is the one whose settings are exactly these.
+    Two aliases set alike are told apart on first use
+    (:meth:`~django_dogpile.engine.binding.Binding.settle_alias`); a backend made by hand is
+    ``dogpile:<LOCATION>``.
+    """
+    found = aliases_set_as(location, params)
+    return found[0] if found else f"dogpile:{location}"
 
 
 def improperly_configured(exc: ConfigError, where: str) -> ImproperlyConfigured:

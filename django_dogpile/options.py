@@ -47,6 +47,9 @@ BACKEND_OPTION_DEFAULTS: dict[str, Any] = {
     "ASYNC_POOL": True,  # native asyncio reads on Redis: True, False or a dict (ASYNC_POOL_DEFAULTS)
     "JITTER": 0.0,  # each stored freshness shortened at random by up to this fraction
     "SOFT_TIMEOUT": None,  # seconds a regenerating caller with a stale value waits, then serves it
+    # a deploy without a cold start: the record a key had under these is served stale
+    "PREVIOUS_VERSION": None,  # None (off), True (the key's version - 1) or a version
+    "PREVIOUS_KEY_PREFIX": None,  # None (KEY_PREFIX's) or the key prefix before the deploy
 }
 
 #: ASYNC_POOL: True, or a dict overriding these (per process and event loop)
@@ -127,6 +130,15 @@ class BackendOptions:
     jitter: float = 0.0
     #: seconds a regenerating caller with a stale value waits for it (None: off)
     soft_timeout: float | None = None
+    #: PREVIOUS_VERSION: None (off), True (the key's version - 1) or a version
+    previous_version: int | bool | None = None
+    #: PREVIOUS_KEY_PREFIX: None (the alias's KEY_PREFIX) or the prefix before
+    previous_key_prefix: str | None = None
+
+    @property
+    def previous(self) -> bool:
+        """True when a missing record is looked for under the previous version or prefix."""
+        return self.previous_version is not None or self.previous_key_prefix is not None
 
 
 def _with_defaults(
@@ -263,6 +275,25 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
             raise ConfigError(E008, f"OPTIONS['JITTER'] must be below 1, not {value!r}.", hint)
         return found
 
+    def previous_version(value: Any) -> int | bool | None:
+        if value is None or value is True:
+            return value
+        hint = (
+            "None (off), True (each key's version - 1) or the VERSION the keys had before a "
+            "deploy bumped it: a missing record is then served stale from there while one "
+            "caller makes it anew."
+        )
+        return int(number(value, "OPTIONS['PREVIOUS_VERSION']", id=E008, hint=hint, integer=True))
+
+    def previous_prefix(value: Any) -> str | None:
+        if value is None or isinstance(value, str):
+            return value
+        raise ConfigError(
+            E008,
+            f"OPTIONS['PREVIOUS_KEY_PREFIX'] must be None or a str, not {value!r}.",
+            "The KEY_PREFIX of this alias before a deploy changed it.",
+        )
+
     for name, (id, rule, hint) in NUMERIC_OPTIONS.items():
         try:
             value = number(merged[name], f"OPTIONS[{name!r}]", id=id, hint=hint, **rule)
@@ -280,6 +311,8 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
     parse("NEAR_CACHE", near_cache)
     parse("ASYNC_POOL", async_pool)
     parse("JITTER", jitter)
+    parse("PREVIOUS_VERSION", previous_version)
+    parse("PREVIOUS_KEY_PREFIX", previous_prefix)
     if errors:
         return None, errors
     lock_timeout = values["LOCK_TIMEOUT"]
@@ -300,6 +333,8 @@ def backend_option_errors(options: Any) -> tuple[BackendOptions | None, list[Con
         async_pool=values["ASYNC_POOL"],
         jitter=values["JITTER"],
         soft_timeout=values["SOFT_TIMEOUT"],
+        previous_version=values["PREVIOUS_VERSION"],
+        previous_key_prefix=values["PREVIOUS_KEY_PREFIX"],
     ), []
 
 

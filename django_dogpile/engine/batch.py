@@ -50,7 +50,7 @@ from django_dogpile.engine.memory import fallbacks
 from django_dogpile.engine.path import Regeneration
 from django_dogpile.engine.results import CacheResult, made_unstored
 from django_dogpile.engine.tags import Collector, bubble, collecting
-from django_dogpile.records import CREATED, MISSING, VALUE, is_fresh
+from django_dogpile.records import CREATED, MISSING, VALUE, is_fresh, is_record
 
 __all__ = ["Batch", "aget_or_set_many", "get_or_set_many"]
 
@@ -137,8 +137,9 @@ class Batch:
                     for key in users:
                         found[key] = value.value if isinstance(value, CacheResult) else value
             return found
+        inherited = self._before_deploy(todo, version)
         waits: list[Any] = []
-        claims = self._claim(todo, tags, found, waits)
+        claims = self._claim(todo, tags, found, waits, inherited)
         try:
             if claims:
                 self._make(claims, creator, fresh_for, tags, found, where)
@@ -147,15 +148,39 @@ class Batch:
                 claim.mutex.release()
         for skey, users, raw in waits:
             value, _ = self.regeneration.run(
-                users[0], skey, raw, _One(creator, users[0], where), timeout, tags
+                users[0], skey, raw, _One(creator, users[0], where), timeout, tags, version=version
             )
             if value is not _ABSENT:
                 for key in users:
                     found[key] = value
         return found
 
+    def _before_deploy(self, todo: list[Any], version: int | None) -> dict[str, Any]:
+        """The records of before a deploy (``PREVIOUS_VERSION``...) of the
+        keys with no record, in one more read: store key -> record."""
+        b = self.binding
+        if not b.options.previous:
+            return {}
+        old_keys = {}
+        for skey, users, raw in todo:
+            if not is_record(b.seen(raw)) and (old := b.previous_key(users[0], version)) is not None:
+                old_keys[old] = skey
+        if not old_keys:
+            return {}
+        now = records.now()
+        found = {}
+        for old, record in b.store.get_many(list(old_keys)).items():
+            if b.live(record := b.seen(record), now):
+                found[old_keys[old]] = record
+        return found
+
     def _claim(
-        self, todo: list[Any], tags: tuple[str, ...], found: dict[Any, Any], waits: list[Any]
+        self,
+        todo: list[Any],
+        tags: tuple[str, ...],
+        found: dict[Any, Any],
+        waits: list[Any],
+        inherited: dict[str, Any],
     ) -> list[_Claim]:
         """Steps 2: the locks this caller wins (serving what it need not make)."""
         b = self.binding
@@ -164,6 +189,8 @@ class Batch:
         try:
             for skey, users, raw in todo:
                 call = Call(b.seen(raw), tags)
+                if skey in inherited:
+                    call.inherit(inherited[skey])  # stale, fencing nothing
                 if b.live(call.first, now):
                     call.stale = call.first[VALUE]
                 mutex = b.mutex(skey)

@@ -28,7 +28,8 @@ from django_dogpile import records
 from django_dogpile.conf import (
     BackendOptions,
     ConfigError,
-    dogpile_aliases,
+    aliases_set_as,
+    find_alias,
     improperly_configured,
     timeout_argument,
 )
@@ -79,6 +80,7 @@ class Binding:
         self.default_timeout = default_timeout
         self.make_key = backend.make_key
         self.validate_key = backend.validate_key
+        self._key_parts = (backend.key_func, backend.key_prefix, backend.version)
         self._plain_backend, self._backend_class = plain_keys(backend), type(backend)
         #: a bad setting, raised on first use naming the alias (``manage.py
         #: check`` reports it as its id)
@@ -120,7 +122,7 @@ class Binding:
 
     def settle_alias(self) -> None:
         """Two aliases set alike: take the one ``caches`` holds this backend as."""
-        found = _aliases_set_as(self.location, self.params)
+        found = aliases_set_as(self.location, self.params)
         if len(found) < 2:
             return
         connections = getattr(caches, "_connections", None)
@@ -238,13 +240,8 @@ class Binding:
                 return found
         made = self.make_key(key, version=version)
         self.validate_key(made)
-        store = self.store  # connected before the first key: the adapter says "cluster"
         clean = not any(memcache_key_warnings(made))
-        skey = made
-        if not clean or _too_long(store.make_key(made + _LONGEST_SUFFIX)):
-            skey = "dogpile.h." + hashlib.sha256(made.encode()).hexdigest()
-        if self.adapter.cluster:
-            skey = hash_tagged(skey)  # record, lock and retry hold: one slot
+        skey = self._for_store(made, clean)
         # Remember keys that passed cleanly (a bad key warns on every call,
         # as with Django's backends); str keys only, (key, version) when a
         # version is given; and only while both key functions are Django's
@@ -255,6 +252,31 @@ class Binding:
                 memo.clear()
             memo[memo_key] = skey
         return skey
+
+    def _for_store(self, made: str, clean: bool) -> str:
+        store = self.store  # connected before the first key: the adapter says "cluster"
+        skey = made
+        if not clean or _too_long(store.make_key(made + _LONGEST_SUFFIX)):
+            skey = "dogpile.h." + hashlib.sha256(made.encode()).hexdigest()
+        if self.adapter.cluster:
+            skey = hash_tagged(skey)  # record, lock and retry hold: one slot
+        return skey
+
+    def previous_key(self, key: Any, version: int | None = None) -> str | None:
+        """The store key ``key`` had before a deploy (``PREVIOUS_VERSION``,
+        ``PREVIOUS_KEY_PREFIX``); None when they are off or name this one."""
+        options = self.options
+        if not options.previous:
+            return None
+        func, prefix, default_version = self._key_parts
+        now = default_version if version is None else version
+        then = options.previous_version
+        then = now if then is None else (now - 1 if then is True else then)
+        old_prefix = prefix if options.previous_key_prefix is None else options.previous_key_prefix
+        if (then, old_prefix) == (now, prefix):
+            return None
+        made = func(key, old_prefix, then)
+        return self._for_store(made, not any(memcache_key_warnings(made)))
 
     def freshness(self, timeout: Any) -> float | None:
         """Seconds a value set now stays fresh (``None``: forever).
@@ -369,32 +391,8 @@ class Binding:
             mutex.release()
 
 
-def find_alias(location: str, params: dict[str, Any]) -> str:
-    """The ``CACHES`` alias these settings came from (Django does not say).
-
-    Django builds a backend from ``CACHES[alias]`` less ``BACKEND`` and
-    ``LOCATION``: the alias is the one whose settings are exactly these.
-    Two aliases set alike are told apart on first use
-    (:meth:`Binding.settle_alias`); a backend made by hand is
-    ``dogpile:<LOCATION>``.
-    """
-    found = _aliases_set_as(location, params)
-    return found[0] if found else f"dogpile:{location}"
-
-
 def _too_long(store_key: Any) -> bool:
     """True if memcached would refuse ``store_key`` (or Django warn about it):
     memcached counts bytes, Django's warning characters."""
     key = str(store_key)
     return any(memcache_key_warnings(key)) or len(key.encode()) > _MAX_KEY_BYTES
-
-
-def _aliases_set_as(location: str, params: dict[str, Any]) -> list[str]:
-    """The DogpileCache aliases of ``CACHES`` set exactly as ``location`` + ``params``."""
-    found = []
-    for alias in dogpile_aliases():
-        conf = dict(settings.CACHES[alias])
-        conf.pop("BACKEND", None)
-        if conf.pop("LOCATION", "") == location and conf == params:
-            found.append(alias)
-    return found

@@ -293,7 +293,13 @@ def _updating(cache: Any, key: Any, seen: Any) -> tuple[Any, str]:
 
 
 async def aget_or_set_status(
-    cache: Any, key: Any, skey: str, default: Any, timeout: Any, tags: tuple[str, ...] = ()
+    cache: Any,
+    key: Any,
+    skey: str,
+    default: Any,
+    timeout: Any,
+    tags: tuple[str, ...] = (),
+    version: int | None = None,
 ) -> tuple[Any, str]:
     """The body of ``DogpileCache.aget_or_set_status`` (see the module docstring)."""
     b = cache.binding
@@ -301,9 +307,15 @@ async def aget_or_set_status(
     seen = await _seen(b, raw) if type(raw) is tuple and len(raw) == 5 else raw
     if b.fresh_hit(key, raw, seen):
         return raw[VALUE], "HIT"
+    if not is_record(seen) and b.options.previous and (old_key := b.previous_key(key, version)):
+        # no record: the key's record of before the deploy, if any, is its stale value
+        # (the regenerating caller's thread reads it again)
+        seen = await _seen(b, await _read(cache, old_key))
     fresh_for = b.freshness(timeout)  # a bad timeout raises, as the sync call's does
     if fresh_for is not None and fresh_for <= 0:  # computed, not stored: no value to share
-        return await sync_to_async(cache.regeneration.run)(key, skey, raw, syncify(default), timeout, tags)
+        return await sync_to_async(cache.regeneration.run)(
+            key, skey, raw, syncify(default), timeout, tags, None, version
+        )
     ident = b.ident(skey)
     inflight = _inflight()
     if ident not in inflight and _servable(b, seen) and await _leased_elsewhere(b, skey):
@@ -345,7 +357,7 @@ async def aget_or_set_status(
             result = await _landed_elsewhere(cache, key, skey, default)
         if result is None:
             result = await sync_to_async(cache.regeneration.run)(
-                key, skey, raw, syncify(default), timeout, tags, kept
+                key, skey, raw, syncify(default), timeout, tags, kept, version
             )
     except BaseException as exc:
         future.set_exception(exc)

@@ -24,6 +24,7 @@ class Call:
         "soft",
         "kept",
         "handed",
+        "inherited",
     )
 
     def __init__(self, first: Any, tags: tuple[str, ...]) -> None:
@@ -44,6 +45,15 @@ class Call:
         #: the stamp of the stale value served when the regeneration went to a
         #: pool thread (which then writes ``stamp`` and ``kept`` of the new one)
         self.handed: tuple[Any, ...] | None = None
+        #: ``first`` is the record of the key before a deploy (PREVIOUS_VERSION,
+        #: PREVIOUS_KEY_PREFIX): served stale, never a fence for this key
+        self.inherited = False
+
+    def inherit(self, record: Any) -> None:
+        """Start from ``record``, the key's record before a deploy: stale,
+        while this key still has no record of its own."""
+        self.first = record
+        self.inherited = True
 
 
 def stamp_of(record: Any) -> tuple[Any, ...]:

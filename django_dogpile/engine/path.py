@@ -87,10 +87,13 @@ class Regeneration:
         timeout: Any,
         tags: tuple[str, ...] = (),
         shared: list[bool] | None = None,
+        version: int | None = None,
     ) -> tuple[Any, str]:
         """``get_or_set`` past its one store read: ``(value, status)``;
         ``shared`` is told whether the value served is the store's (False: made
-        and not stored, so not for other callers)."""
+        and not stored, so not for other callers).  With no record, and
+        ``PREVIOUS_VERSION`` or ``PREVIOUS_KEY_PREFIX`` set, the key's record
+        of before the deploy is read (one more round trip) and served stale."""
         b = self.binding
         fresh_for = b.freshness(timeout)
         if fresh_for is not None and fresh_for <= 0:
@@ -101,6 +104,8 @@ class Regeneration:
         b.store  # noqa: B018 - connect: the adapter is chosen there
         mutex = b.mutex(skey)
         call = Call(b.seen(raw), tags)
+        if call.seen_created is None and b.options.previous:
+            self.inherit(key, version, call)
 
         def value_and_created() -> tuple[Any, float]:
             call.reads += 1
@@ -132,7 +137,8 @@ class Regeneration:
             if call.reads > 1 and (record[EXPIRES] is None or now < record[EXPIRES]):
                 return record[VALUE], _FRESH  # another caller created it meanwhile
             call.stale = record[VALUE]
-            call.seen_created = record[CREATED]
+            if not (call.inherited and call.reads == 1):  # (a deploy's record fences nothing)
+                call.seen_created = record[CREATED]
             return record[VALUE], _STALE
 
         def creator() -> tuple[Any, float]:
@@ -198,6 +204,17 @@ class Regeneration:
         if stamp:
             bubble(stamp)  # to the value being made around this call, if any
         return value, self._account(key, call, mutex, started)
+
+    def inherit(self, key: Any, version: int | None, call: Call) -> None:
+        """Start ``call`` from the key's record before the deploy, if live."""
+        b = self.binding
+        old_key = b.previous_key(key, version)
+        if old_key is None:
+            return
+        old = b.seen(b.store.get(old_key, MISSING))
+        if b.live(old, records.now()):
+            log.debug("%r is served from its record of before the deploy", key)
+            call.inherit(old)
 
     def _create(
         self,

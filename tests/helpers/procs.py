@@ -381,3 +381,64 @@ def batch_keys(location, prefix, keys, start_at, delay, log_path, options, resul
     for t in ts:
         t.join()
     results.put(out)
+
+
+def deploy_load(location, prefix, keys, version, options, start_at, until, delay, log_path, results):
+    """Two threads call get_or_set over ``keys`` in turn from ``start_at``
+    to ``until`` with the alias at ``VERSION`` ``version``; the creator logs
+    each key it makes.  ``options`` None: Django's own store alias instead
+    (its ``get_or_set``, ``version=``).  Reports the status words and how
+    long each call took, with its status (``took``)."""
+    _setup()
+    from django.core.cache import caches
+
+    from django_dogpile.cache import DogpileCache
+
+    if options is None:
+        store = caches[location]
+
+        def get(key, create):
+            made = []
+            value = store.get_or_set(f"{prefix}:{key}", lambda: made.append(1) or create(), version=version)
+            return value, "MADE" if made else "HIT"
+    else:
+        cache = DogpileCache(
+            location, {"TIMEOUT": 60, "KEY_PREFIX": prefix, "VERSION": version, "OPTIONS": options}
+        )
+
+        def get(key, create):
+            return cache.get_or_set_status(key, create)
+
+    def creator(key):
+        def create():
+            with open(log_path, "a") as f:  # one small O_APPEND write: atomic
+                f.write(f"{key}\n")
+            time.sleep(delay)
+            return f"v{version}-{key}"
+
+        return create
+
+    statuses, took, errors = {}, [], []
+    get("warm-up", lambda: "warm")  # connect (and load the scripts) before the clock starts
+
+    def run(offset):
+        time.sleep(max(0, start_at - time.time()))
+        i = offset
+        while time.time() < until:
+            key = keys[i % len(keys)]
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                _, status = get(key, creator(key))
+            except Exception as exc:  # reported, never swallowed
+                errors.append(repr(exc))
+                continue
+            took.append((status, time.perf_counter() - t0))
+            statuses[status] = statuses.get(status, 0) + 1
+
+    ts = [threading.Thread(target=run, args=(o,)) for o in (0, len(keys) // 2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    results.put({"statuses": statuses, "took": took, "errors": errors})
