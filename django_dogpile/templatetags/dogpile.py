@@ -44,13 +44,16 @@ from django.utils.safestring import mark_safe
 
 from django_dogpile.engine.tags import tag_names
 from django_dogpile.faces.common import face_cache, make_fragment_key
+from django_dogpile.faces.fragments import do_dogpile_prefetch, prefetched, serve
 from django_dogpile.faces.visitors import own_csrf_flag
+from django_dogpile.records import MISSING
 
-__all__ = ["DogpileCacheNode", "detached_request", "do_dogpile_cache", "snapshot"]
+__all__ = ["DogpileCacheNode", "detached_request", "do_dogpile_cache", "do_dogpile_prefetch", "snapshot"]
 
 log = logging.getLogger(__name__)
 
 register = template.Library()
+register.tag("dogpile_prefetch", do_dogpile_prefetch)  # (django_dogpile.faces.fragments)
 
 TAG = "dogpile_cache"
 
@@ -106,8 +109,12 @@ class DogpileCacheNode(template.Node):
             names = self._tags(context)  # checked on any cache; used on a DogpileCache
             if getattr(cache, "dogpile_backend", False):
                 tagged["tags"] = names
+        raw = prefetched(context, alias, key)  # read by a {% dogpile_prefetch %}, if any
         try:
-            value = cache.get_or_set(key, _Render(self.nodelist, context), timeout, **tagged)
+            if raw is MISSING:
+                value = cache.get_or_set(key, _Render(self.nodelist, context), timeout, **tagged)
+            else:
+                value = serve(cache, key, raw, _Render(self.nodelist, context), timeout, tagged.get("tags"))
         except _NotStored as refused:
             log.debug("fragment %r not stored: %s", self.fragment_name, refused.reason)
             return mark_safe(refused.rendered)

@@ -40,6 +40,7 @@ PUBLIC = {
         "DogpileCacheNode",
         "detached_request",
         "do_dogpile_cache",
+        "do_dogpile_prefetch",
         "snapshot",
     ],
     "django_dogpile.testing": [

@@ -1,0 +1,151 @@
+"""``{% dogpile_prefetch %}``: the fragments of a loop read in one round trip.
+
+::
+
+    {% load dogpile %}
+    {% dogpile_prefetch "card" product.pk product.updated_at for product in products %}
+    {% for product in products %}
+        {% dogpile_cache 500 "card" product.pk product.updated_at %}
+            ... one product's card ...
+        {% enddogpile_cache %}
+    {% endfor %}
+
+The prefetch takes the fragment name and the values to vary on of the
+``{% dogpile_cache %}`` tags it serves, a ``for NAME in LIST`` over the
+items (``for a, b in pairs`` unpacks, as ``{% for %}`` does), and the same
+optional ``using="alias"``.  It makes each item's key by the tag's own rule
+(:func:`~django_dogpile.faces.common.make_fragment_key`), reads every record
+in one ``get_many`` (an ``MGET`` on Redis) and keeps them on the template
+context, where each ``{% dogpile_cache %}`` of the same alias and key takes
+its own, once, instead of reading it: a 50-card list on a hit is one round
+trip, not 50.  A tag takes the record exactly as its own read would have
+found it: fresh, it is served; stale or missing, the tag goes on as always
+(one caller re-renders it while the others get the stale card).  A tag with
+no prefetched record -- another name, a key the prefetch did not make, a
+second render of one card -- reads it itself.  The records live as long as
+the template's context (one request): they are never served to anyone else.
+On a cache that is not a DogpileCache the values found are served as hits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+from django.conf import settings
+from django.template.base import FilterExpression, Parser, Token
+
+from django_dogpile.faces.common import face_cache, make_fragment_key, resolve_alias
+from django_dogpile.records import MISSING, VALUE
+
+__all__ = ["DogpilePrefetchNode", "do_dogpile_prefetch", "prefetched", "serve"]
+
+TAG = "dogpile_prefetch"
+#: the attribute of a template Context holding what a prefetch read
+_ON_CONTEXT = "_dogpile_prefetched"
+
+
+def prefetched(context: template.Context, alias: str | None, key: str) -> Any:
+    """The record a prefetch read for ``key`` of ``alias`` (taken: once),
+    or :data:`~django_dogpile.records.MISSING`."""
+    found = getattr(context, _ON_CONTEXT, None)
+    if not found:
+        return MISSING
+    return found.pop((resolve_alias(alias, fragments=True), key), MISSING)
+
+
+def serve(cache: Any, key: str, raw: Any, default: Any, timeout: Any, tags: Any = None) -> Any:
+    """``cache.get_or_set(key, default, timeout, tags=tags)`` from ``raw``,
+    the record a prefetch read for it: its one read already made."""
+    if not getattr(cache, "dogpile_backend", False):
+        return raw  # a plain cache's value: a hit
+    b = cache.binding
+    if b.fresh_hit(key, raw):
+        return raw[VALUE]
+    skey = b.store_key(key)
+    return cache.regeneration.run(key, skey, raw, default, timeout, b.tags.names(tags))[0]
+
+
+class DogpilePrefetchNode(template.Node):
+    def __init__(
+        self,
+        fragment_name: str,
+        vary_on: list[FilterExpression],
+        loopvars: list[str],
+        sequence: FilterExpression,
+        using: FilterExpression | None,
+    ) -> None:
+        self.fragment_name = fragment_name
+        self.vary_on = vary_on
+        self.loopvars = loopvars
+        self.sequence = sequence
+        self.using = using
+
+    def render(self, context: template.Context) -> str:
+        alias = None
+        if self.using is not None:
+            alias = self.using.resolve(context)
+            if alias not in settings.CACHES:
+                raise template.TemplateSyntaxError(
+                    f"'{TAG}' tag: using={alias!r} is not a cache alias (configured: {', '.join(settings.CACHES)})"
+                )
+        items = self.sequence.resolve(context, ignore_failures=True) or ()
+        keys = []
+        for item in items:
+            with context.push(self._bound(item)):
+                keys.append(make_fragment_key(self.fragment_name, [v.resolve(context) for v in self.vary_on]))
+        if not keys:
+            return ""
+        cache = face_cache(alias, fragments=True, face="{% dogpile_prefetch %}")
+        name = resolve_alias(alias, fragments=True)
+        found = getattr(context, _ON_CONTEXT, None)
+        if found is None:
+            found = {}
+            setattr(context, _ON_CONTEXT, found)
+        if getattr(cache, "dogpile_backend", False):
+            b = cache.binding
+            skeys = {b.store_key(key): key for key in keys}
+            read = b.store.get_many(list(skeys))
+            for skey, key in skeys.items():
+                found[(name, key)] = read.get(skey)  # None: read, and not there
+        else:
+            for key, value in cache.get_many(keys).items():
+                found[(name, key)] = value
+        return ""
+
+    def _bound(self, item: Any) -> dict[str, Any]:
+        if len(self.loopvars) == 1:
+            return {self.loopvars[0]: item}
+        try:
+            values = list(item)
+        except TypeError:
+            values = []
+        if len(values) != len(self.loopvars):
+            raise ValueError(f"'{TAG}' tag: need {len(self.loopvars)} values to unpack in {item!r}")
+        return dict(zip(self.loopvars, values))
+
+
+def do_dogpile_prefetch(parser: Parser, token: Token) -> DogpilePrefetchNode:
+    """Compile ``{% dogpile_prefetch NAME [VARY ...] for VAR in LIST [using="alias"] %}``."""
+    bits = token.split_contents()
+    using = None
+    if len(bits) > 1 and bits[-1].startswith("using="):
+        using = parser.compile_filter(bits.pop().partition("=")[2])
+    grammar = f'e.g. {{% {TAG} "card" product.pk for product in products %}}'
+    if len(bits) < 6 or bits[-2] != "in" or "for" not in bits[2:-2]:
+        raise template.TemplateSyntaxError(
+            f"'{TAG}' tag takes a fragment name, the values to vary on, then 'for VAR in LIST': {grammar}"
+        )
+    at = len(bits) - 1 - bits[::-1].index("for")
+    loopvars = [v.strip() for v in " ".join(bits[at + 1 : -2]).split(",")]
+    if not loopvars or any(not v or " " in v or "|" in v for v in loopvars):
+        raise template.TemplateSyntaxError(
+            f"'{TAG}' tag got bad loop variables {bits[at + 1 : -2]}: {grammar}"
+        )
+    return DogpilePrefetchNode(
+        bits[1].strip("\"'"),
+        [parser.compile_filter(b) for b in bits[2:at]],
+        loopvars,
+        parser.compile_filter(bits[-1]),
+        using,
+    )
