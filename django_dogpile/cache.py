@@ -40,7 +40,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
 from django_dogpile import records
 from django_dogpile.conf import alias_settings, warn_if_not_installed
-from django_dogpile.engine import batch, bridge, memory
+from django_dogpile.engine import abatch, batch, bridge, memory
 from django_dogpile.engine.binding import LOCK_SUFFIX, Binding
 from django_dogpile.engine.path import Regeneration
 from django_dogpile.engine.tags import bubble
@@ -221,7 +221,7 @@ class DogpileCache(BaseCache):
 
     # one read for many keys, one creator call (:mod:`~django_dogpile.engine.batch`)
     get_or_set_many = batch.get_or_set_many
-    aget_or_set_many = batch.aget_or_set_many
+    aget_or_set_many = abatch.aget_or_set_many
 
     # --- Django's API -------------------------------------------------------
 

@@ -20,10 +20,11 @@ from typing import Any, ParamSpec, Protocol, TypeVar, cast
 from asgiref.sync import async_to_sync, sync_to_async
 
 from django_dogpile.conf import get_config
-from django_dogpile.engine.results import CacheResult, decided
-from django_dogpile.engine.tags import Collector, collecting, tag_names
+from django_dogpile.engine.results import decided
+from django_dogpile.engine.tags import collecting, tag_names
 from django_dogpile.faces.common import check_timeout, declare, face_cache, safe_key
-from django_dogpile.faces.function_keys import bound, canonical, signature_of
+from django_dogpile.faces.function_keys import bound, signature_of
+from django_dogpile.faces.functions_many import cached_many, fates
 from django_dogpile.faces.page_decorator import dogpile_cache_page
 from django_dogpile.faces.visitors import uncacheable
 from django_dogpile.records import MISSING as MISSING_TIMEOUT
@@ -140,7 +141,18 @@ def cached(
                 async def create() -> Any:  # awaited on the caller's loop
                     return await fn(*args, **kwargs)  # type: ignore[misc]
 
-                return await c.aget_or_set(key_for(*args, **kwargs), create, **tagged(c, kw, args, kwargs))
+                k = key_for(*args, **kwargs)
+                if getattr(c, "dogpile_backend", False):
+                    return await c.aget_or_set(k, create, **tagged(c, kw, args, kwargs))
+                found = await c.aget(k, MISSING_TIMEOUT)  # a plain cache (see the sync wrapper)
+                if found is not MISSING_TIMEOUT:
+                    return found
+                with collecting() as made:
+                    value = await create()
+                served, kept = fates(made, {k: value}, kw)
+                if k in kept:
+                    await c.aset(k, kept[k][0], **kept[k][1])
+                return served[k]
 
             wrapper = async_wrapper
         else:
@@ -148,9 +160,18 @@ def cached(
             @functools.wraps(fn)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
                 c, kw = resolve()
-                return c.get_or_set(
-                    key_for(*args, **kwargs), lambda: fn(*args, **kwargs), **tagged(c, kw, args, kwargs)
-                )
+                k = key_for(*args, **kwargs)
+                if getattr(c, "dogpile_backend", False):
+                    return c.get_or_set(k, lambda: fn(*args, **kwargs), **tagged(c, kw, args, kwargs))
+                found = c.get(k, MISSING_TIMEOUT)  # a plain cache: get, make, set (its creator's word kept)
+                if found is not MISSING_TIMEOUT:
+                    return found
+                with collecting() as made:
+                    value = fn(*args, **kwargs)
+                served, kept = fates(made, {k: value}, kw)
+                if k in kept:
+                    c.set(k, kept[k][0], **kept[k][1])
+                return served[k]
 
             wrapper = sync_wrapper
 
@@ -213,147 +234,5 @@ def cached(
         wrapper.arefresh = arefresh
         wrapper.key_for = key_for
         return cast("CachedFunction[P, R]", wrapper)
-
-    return decorator
-
-
-def cached_many(
-    timeout: float | None = None,
-    *,
-    cache: str | None = None,
-    key: Callable[[Any], str] | None = None,
-    tags: Callable[[Any], Any] | list[str] | tuple[str, ...] | str | None = None,
-) -> Callable[[Callable[[list[Any]], Any]], Any]:
-    """Memoise a function of many items, each item's result cached on its own.
-
-    The function takes a list of items and returns a dict of their results
-    (``Model.objects.in_bulk`` is one); ``f([1, 2, 3])`` returns the dict
-    for the items asked, making the ones not fresh in **one** call of the
-    function, with one store read for all of them on a hit
-    (``get_or_set_many``).  An item the function leaves out of its dict is
-    left out of the answer and not cached.  Items must be hashable.
-
-    :param timeout: as :func:`cached`'s.
-    :param cache: the cache alias.
-    :param key: optional ``key(item) -> str`` naming an item's result; by
-     default the function's qualified name and a hash of the pickled item.
-    :param tags: the results' tags: a list, or a callable of one item
-     returning that item's tags.
-
-    The decorated function gains ``.key_for(item)``, ``.invalidate(item)``
-    and ``.ainvalidate(item)``.  On an ``async def`` function the call is
-    awaited (``aget_or_set_many``).  On a cache that is not a DogpileCache
-    it works through ``get_many``/``set_many``, without stampede protection.
-    """
-
-    declare("cached_many()", cache)
-
-    def decorator(fn: Callable[[list[Any]], Any]) -> Any:
-        name = f"{fn.__module__}.{fn.__qualname__}"
-        check_timeout("cached_many", timeout, fn)
-        is_async = inspect.iscoroutinefunction(fn)
-        static = () if callable(tags) else tag_names(tags, f"cached_many({name})")
-
-        def key_for(item: Any) -> str:
-            if key is not None:
-                return safe_key("dogpile.fn", name, str(key(item)))
-            try:
-                blob = pickle.dumps(canonical(item), protocol=4)
-            except Exception as exc:
-                raise TypeError(
-                    f"cached_many({name}): the item {item!r} cannot be pickled into a key "
-                    f"({exc}); pass key=lambda item: ... to name results"
-                ) from exc
-            return safe_key("dogpile.fn", name, hashlib.sha256(blob).hexdigest())
-
-        def resolve(items: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-            c = face_cache(cache, face="cached_many()")
-            t = timeout if timeout is not None else get_config()["TIMEOUT"]
-            kw: dict[str, Any] = {} if t is None else {"timeout": t}
-            if static and getattr(c, "dogpile_backend", False):
-                kw["tags"] = static
-            return c, kw, {key_for(item): item for item in items}
-
-        def results(made: Any, keys: dict[str, Any]) -> dict[str, Any]:
-            if not isinstance(made, dict):
-                raise TypeError(
-                    f"cached_many({name}) must return a dict of its items, not {type(made).__name__}"
-                )
-            out = {}
-            for k in keys:
-                item = keys[k]
-                if item in made:
-                    value = made[item]
-                    if callable(tags):
-                        own = tag_names(tags(item), f"cached_many({name})")
-                        if isinstance(value, CacheResult):
-                            extra = tag_names(value.tags, f"cached_many({name})")
-                            value = CacheResult(
-                                value.value, timeout=value.timeout, tags=(*own, *extra), store=value.store
-                            )
-                        else:
-                            value = CacheResult(value, tags=own)
-                    out[k] = value
-            return out
-
-        def answer(found: dict[str, Any], keys: dict[str, Any]) -> dict[Any, Any]:
-            return {keys[k]: v for k, v in found.items()}
-
-        wrapper: Any
-        if is_async:
-
-            @functools.wraps(fn)
-            async def async_wrapper(items: Any) -> dict[Any, Any]:
-                c, kw, keys = resolve(items)
-
-                async def create(asked: list[str]) -> dict[str, Any]:
-                    return results(await fn([keys[k] for k in asked]), keys)
-
-                if getattr(c, "dogpile_backend", False):
-                    return answer(await c.aget_or_set_many(list(keys), create, **kw), keys)
-                found = await c.aget_many(list(keys))
-                missing = [k for k in keys if k not in found]
-                if missing:
-                    made = {k: decided(v, Collector())[0] for k, v in (await create(missing)).items()}
-                    await c.aset_many(made, **kw)
-                    found.update(made)
-                return answer(found, keys)
-
-            wrapper = async_wrapper
-        else:
-
-            @functools.wraps(fn)
-            def sync_wrapper(items: Any) -> dict[Any, Any]:
-                c, kw, keys = resolve(items)
-
-                def create(asked: list[str]) -> dict[str, Any]:
-                    return results(fn([keys[k] for k in asked]), keys)
-
-                if getattr(c, "dogpile_backend", False):
-                    return answer(c.get_or_set_many(list(keys), create, **kw), keys)
-                found = c.get_many(list(keys))
-                missing = [k for k in keys if k not in found]
-                if missing:
-                    made = {k: decided(v, Collector())[0] for k, v in create(missing).items()}
-                    c.set_many(made, **kw)
-                    found.update(made)
-                return answer(found, keys)
-
-            wrapper = sync_wrapper
-
-        def invalidate(item: Any) -> bool:
-            c = face_cache(cache, face="cached_many()")
-            soft = getattr(c, "invalidate", None)
-            return bool(soft(key_for(item)) if soft is not None else c.delete(key_for(item)))
-
-        async def ainvalidate(item: Any) -> bool:
-            c = face_cache(cache, face="cached_many()")
-            soft = getattr(c, "ainvalidate", None)
-            return bool(await soft(key_for(item)) if soft is not None else await c.adelete(key_for(item)))
-
-        wrapper.key_for = key_for
-        wrapper.invalidate = invalidate
-        wrapper.ainvalidate = ainvalidate
-        return wrapper
 
     return decorator

@@ -18,7 +18,9 @@ The steps of :meth:`Batch.run`, for the keys of one call:
    single ``get_or_set`` stores it (its own ``CacheResult``, or the
    ``expires_in()``/``dont_store()`` the creator called for all of them),
    and every lock is released before anything is waited for: two batches
-   that share keys never wait on each other while holding one.
+   that share keys never wait on each other while holding one.  Each value
+   is stamped with the call's tags, or (none given) those of the value it
+   replaces, with what the making read bubbling up to all of them.
 5. **the waits** -- a key without a value whose lock was taken elsewhere is
    waited for as a single ``get_or_set`` waits (at most ``WAIT_TIMEOUT``),
    and made by ``creator([key])`` only if its holder gave up.
@@ -27,23 +29,22 @@ So per key, single flight holds across threads, processes and hosts, and
 a caller that must make 50 keys calls its creator once.  A creator that
 raises leaves no key stored: the stale values are served with
 ``SERVE_STALE_ON_ERROR`` when every key it was asked for has one, else the
-error reaches the caller.  ``BACKGROUND`` and ``SOFT_TIMEOUT`` do not apply
-here: the caller makes the keys itself.
+error reaches the caller (a creator that returns no dict is a bug: always
+raised).  Keys must be hashable.  ``BACKGROUND`` and ``SOFT_TIMEOUT`` do
+not apply here: the caller makes the keys itself.  The async twin is
+:mod:`~django_dogpile.engine.abatch`.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
 from django_dogpile import records, signals
-from django_dogpile.engine import bridge
 from django_dogpile.engine.call import Call, stamp_of
 from django_dogpile.engine.locks import KeyMutex
 from django_dogpile.engine.memory import fallbacks
@@ -52,12 +53,12 @@ from django_dogpile.engine.results import CacheResult, made_unstored
 from django_dogpile.engine.tags import Collector, bubble, collecting
 from django_dogpile.records import CREATED, MISSING, VALUE, is_fresh, is_record
 
-__all__ = ["Batch", "aget_or_set_many", "get_or_set_many"]
+__all__ = ["ABSENT", "Batch", "One", "checked", "get_or_set_many"]
 
 log = logging.getLogger(__name__)
 
 #: what a one-key creator returns for a key its creator left out
-_ABSENT = object()
+ABSENT = object()
 
 
 class _Claim:
@@ -69,20 +70,20 @@ class _Claim:
         self.key, self.users, self.skey, self.call, self.mutex = key, users, skey, call, mutex
 
 
-class _One:
+class One:
     """``creator([key])``'s value for ``key``, for a key made on its own."""
 
     def __init__(self, creator: Callable[[list[Any]], Any], key: Any, where: str) -> None:
         self.creator, self.key, self.where = creator, key, where
 
     def __call__(self) -> Any:
-        made = _checked(self.creator([self.key]), self.where)
+        made = checked(self.creator([self.key]), self.where)
         if self.key not in made:
-            return CacheResult(_ABSENT, store=False)
+            return CacheResult(ABSENT, store=False)
         return made[self.key]
 
 
-def _checked(made: Any, where: str) -> Mapping[Any, Any]:
+def checked(made: Any, where: str) -> Mapping[Any, Any]:
     if not isinstance(made, Mapping):
         raise TypeError(
             f"{where}: the creator must return a dict of the keys it was given, not {type(made).__name__}."
@@ -107,14 +108,55 @@ class Batch:
         raws: Mapping[str, Any] | None = None,
     ) -> dict[Any, Any]:
         """The values of ``keys`` (``raws``: their records, already read)."""
-        b = self.binding
-        where = f"DogpileCache {b.alias!r}: get_or_set_many()"
+        found, waits = self.claim_and_make(keys, creator, timeout, version, tags, raws)
+        where = self.where()
+        for skey, users, raw in waits:
+            value, _ = self.regeneration.run(
+                users[0], skey, raw, One(creator, users[0], where), timeout, tags, version=version
+            )
+            if value is not ABSENT:
+                for key in users:
+                    found[key] = value
+        return found
+
+    def where(self) -> str:
+        return f"DogpileCache {self.binding.alias!r}: get_or_set_many()"
+
+    def check(self, creator: Any) -> None:
         if not callable(creator):
-            raise TypeError(f"{where}: creator must be a callable taking a list of keys.")
-        fresh_for = b.freshness(timeout)  # a bad timeout raises before any work
+            raise TypeError(f"{self.where()}: creator must be a callable taking a list of keys.")
+
+    def group(self, keys: Iterable[Any], version: int | None) -> dict[str, list[Any]]:
+        """Store key -> the keys making it (``1`` and ``"1"``), in order."""
+        b = self.binding
         skeys: dict[str, list[Any]] = {}
         for key in keys:
+            try:
+                hash(key)
+            except TypeError:
+                raise TypeError(
+                    f"{self.where()}: the keys must be hashable (the creator returns a dict "
+                    f"of them), not {key!r}."
+                ) from None
             skeys.setdefault(b.store_key(key, version), []).append(key)
+        return skeys
+
+    def claim_and_make(
+        self,
+        keys: Iterable[Any],
+        creator: Callable[[list[Any]], Any],
+        timeout: Any,
+        version: int | None,
+        tags: tuple[str, ...] = (),
+        raws: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[Any, Any], list[Any]]:
+        """Steps 1 to 4: the values found or made, and the keys to wait for
+        (step 5: ``(store key, user keys, record read)``), every lock released."""
+        b = self.binding
+        where = self.where()
+        self.check(creator)
+        fresh_for = b.freshness(timeout)  # a bad timeout raises before any work
+        skeys = self.group(keys, version)
         if raws is None:
             raws = b.store.get_many(list(skeys)) if skeys else {}
         found: dict[Any, Any] = {}
@@ -127,16 +169,16 @@ class Batch:
             else:
                 todo.append((skey, users, raw))
         if not todo:
-            return found
+            return found, []
         if fresh_for is not None and fresh_for <= 0:  # made for this caller, stored for nobody
-            made = _checked(made_unstored(lambda: creator([users[0] for _, users, _ in todo])), where)
+            made = checked(made_unstored(lambda: creator([users[0] for _, users, _ in todo])), where)
             for _, users, _ in todo:
                 b.count("MISS", users[0])
                 if users[0] in made:
                     value = made[users[0]]
                     for key in users:
                         found[key] = value.value if isinstance(value, CacheResult) else value
-            return found
+            return found, []
         inherited = self._before_deploy(todo, version)
         waits: list[Any] = []
         claims = self._claim(todo, tags, found, waits, inherited)
@@ -146,14 +188,7 @@ class Batch:
         finally:
             for claim in claims:
                 claim.mutex.release()
-        for skey, users, raw in waits:
-            value, _ = self.regeneration.run(
-                users[0], skey, raw, _One(creator, users[0], where), timeout, tags, version=version
-            )
-            if value is not _ABSENT:
-                for key in users:
-                    found[key] = value
-        return found
+        return found, waits
 
     def _before_deploy(self, todo: list[Any], version: int | None) -> dict[str, Any]:
         """The records of before a deploy (``PREVIOUS_VERSION``...) of the
@@ -185,7 +220,8 @@ class Batch:
         """Steps 2: the locks this caller wins (serving what it need not make)."""
         b = self.binding
         now = records.now()
-        claims = []
+        claims: list[_Claim] = []
+        mine, done = [], []
         try:
             for skey, users, raw in todo:
                 call = Call(b.seen(raw), tags)
@@ -202,27 +238,31 @@ class Batch:
                     waits.append((skey, users, raw))
             again = [c.skey for c in claims if c.mutex.snapshot() is MISSING]
             reread = b.store.get_many(again) if again else {}
+            for claim in claims:
+                snapshot = claim.mutex.snapshot()
+                record = b.seen(reread.get(claim.skey, MISSING) if snapshot is MISSING else snapshot)
+                if is_fresh(record, records.now()) and record[CREATED] != claim.call.seen_created:
+                    log.debug("%r was made elsewhere meanwhile", claim.key)
+                    b.count("HIT", claim.key)
+                    self._serve(claim.users, record, None, found)
+                    done.append(claim)
+                elif (
+                    claim.mutex.degraded and (kept := fallbacks.get(b.ident(claim.skey), now)) is not MISSING
+                ):
+                    log.debug("%r served from this process's outage fallback", claim.key)
+                    # counted as the single path counts it
+                    b.count("HIT" if claim.call.stale is not MISSING else "MISS", claim.key)
+                    for key in claim.users:
+                        found[key] = kept
+                    done.append(claim)
+                else:
+                    mine.append(claim)
         except BaseException:
             for claim in claims:
                 claim.mutex.release()
             raise
-        mine = []
-        for claim in claims:
-            snapshot = claim.mutex.snapshot()
-            record = b.seen(reread.get(claim.skey, MISSING) if snapshot is MISSING else snapshot)
-            if is_fresh(record, records.now()) and record[CREATED] != claim.call.seen_created:
-                log.debug("%r was made elsewhere meanwhile", claim.key)
-                b.count("HIT", claim.key)
-                self._serve(claim.users, record, None, found)
-                claim.mutex.release()
-            elif claim.mutex.degraded and (kept := fallbacks.get(b.ident(claim.skey), now)) is not MISSING:
-                log.debug("%r served from this process's outage fallback", claim.key)
-                b.count("HIT", claim.key)
-                for key in claim.users:
-                    found[key] = kept
-                claim.mutex.release()
-            else:
-                mine.append(claim)
+        for claim in done:
+            claim.mutex.release()
         return mine
 
     def _serve(self, users: list[Any], record: Any, outcome: str | None, found: dict[Any, Any]) -> None:
@@ -252,33 +292,37 @@ class Batch:
                 self._serve(claim.users, claim.call.first, "UPDATING", found)
             return
         try:
-            # the tags' versions before the creator reads anything (no tags
-            # given: those of the values it replaces)
-            names = tags or tuple(
-                dict.fromkeys(
-                    t for c in claims if c.call.stale is not MISSING for t, _ in stamp_of(c.call.first)
-                )
-            )
-            stamp = b.tags.stamp(names) if names else ()
+            # the tags' versions before the creator reads anything: the
+            # call's, or (none given) each key those of the value it replaces
+            own_tags = {
+                c.skey: tags
+                or (tuple(t for t, _ in stamp_of(c.call.first)) if c.call.stale is not MISSING else ())
+                for c in claims
+            }
+            names = tuple(dict.fromkeys(t for n in own_tags.values() for t in n))
+            versions = dict(b.tags.stamp(names)) if names else {}
             asked = [claim.key for claim in claims]
             for key in asked:
                 b.count("REGENERATIONS", key)
             log.debug("regenerating %d keys in one call", len(asked))
             started = time.monotonic()
             try:
-                with collecting(stamp) as collector:
-                    made = _checked(creator(asked), where)
+                with collecting() as collector:
+                    made = creator(asked)
             except Exception as exc:
                 self._failed(claims, exc, found)
                 return
         finally:
             b.budget.give(slot)
         cost = time.monotonic() - started
+        made = checked(made, where)  # a creator's bug, not its failure: raised
         for claim in claims:
             if claim.key not in made:
                 b.count("MISS", claim.key)  # left out: not stored, not served
                 continue
-            own = Collector(collector.stamp)  # what the creator said of them all, for this one
+            # this key's tags, what the making bubbled up, what the creator said of them all
+            own = Collector((t, versions[t]) for t in own_tags[claim.skey] if t in versions)
+            own.add(collector.stamp)
             own.timeout, own.store = collector.timeout, collector.store
             call = claim.call
             value, _ = self.regeneration.settle(
@@ -309,51 +353,6 @@ class Batch:
         raise exc
 
 
-def sync_creator(creator: Callable[[list[Any]], Any]) -> Callable[[list[Any]], Any]:
-    """``creator`` callable from a worker thread, awaited when async."""
-
-    def call(keys: list[Any]) -> Any:
-        return bridge.syncify(functools.partial(creator, keys))()
-
-    return call
-
-
-async def _aget_or_set_many(
-    cache: Any, keys: list[Any], creator: Any, timeout: Any, version: int | None, tags: tuple[str, ...]
-) -> dict[Any, Any]:
-    """The body of ``DogpileCache.aget_or_set_many``: the one read on the
-    loop where it can be (an ``MGET``); the rest, if any key is not fresh,
-    in the request's thread-sensitive thread."""
-    cache.store  # noqa: B018 - connect
-    b = cache.binding
-    native = b.native
-    batch = cache.batch
-    if b.adapter.in_process or native is None or not native.usable:
-        return await sync_to_async(batch.run)(keys, sync_creator(creator), timeout, version, tags)
-    skeys: dict[str, list[Any]] = {}
-    for key in keys:
-        skeys.setdefault(b.store_key(key, version), []).append(key)
-    try:
-        raws = await native.get_many(list(skeys)) if skeys else {}
-    except native.errors as exc:
-        native.failed(exc)
-        return await sync_to_async(batch.run)(keys, sync_creator(creator), timeout, version, tags)
-    found: dict[Any, Any] = {}
-    rest = []
-    for skey, users in skeys.items():
-        raw = raws.get(skey)
-        if type(raw) is tuple and len(raw) == 4 and b.fresh_hit(users[0], raw):  # no I/O when untagged
-            for key in users:
-                found[key] = raw[VALUE]
-        else:
-            rest.extend(users)
-    if rest:
-        found.update(
-            await sync_to_async(batch.run)(rest, sync_creator(creator), timeout, version, tags, raws)
-        )
-    return found
-
-
 # --- DogpileCache's methods (the backend's class attributes) -------------------
 
 
@@ -372,17 +371,3 @@ def get_or_set_many(
     key is made by one caller at a time (:mod:`django_dogpile.engine.batch`).
     """
     return self.batch.run(keys, creator, timeout, version, self.binding.tags.names(tags))
-
-
-async def aget_or_set_many(
-    self: Any,
-    keys: Iterable[Any],
-    creator: Callable[[list[Any]], Any],
-    timeout: Any = DEFAULT_TIMEOUT,
-    version: int | None = None,
-    *,
-    tags: Any = None,
-) -> dict[Any, Any]:
-    """Async :meth:`get_or_set_many`; ``creator`` may be an async callable."""
-    names = self.binding.tags.names(tags)
-    return await _aget_or_set_many(self, list(keys), creator, timeout, version, names)

@@ -80,7 +80,7 @@ def _inflight() -> _Inflight:
     return pending
 
 
-def _is_async(default: Any) -> bool:
+def is_async(default: Any) -> bool:
     return inspect.iscoroutinefunction(default) or inspect.iscoroutinefunction(
         getattr(type(default), "__call__", None)  # noqa: B004 - the class's own
     )
@@ -90,7 +90,7 @@ def syncify(default: Any) -> Any:
     """Make ``default`` callable from a worker thread, awaiting it if async."""
     if not callable(default):
         return default
-    if _is_async(default):
+    if is_async(default):
         call: Any = async_to_sync(default)
     else:
 

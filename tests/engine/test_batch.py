@@ -354,3 +354,101 @@ def test_a_key_made_between_the_read_and_the_claim_is_not_made_again(store):
         "k1": "new-k1",
     }
     assert make.calls == [["k1"]]
+
+
+# --- what a review found --------------------------------------------------------
+
+
+def test_each_key_keeps_the_tags_of_the_value_it_replaces():
+    """Untagged, a stale key is stamped with its own old tags only (not the
+    union of the batch's): invalidating one key's tag leaves the others."""
+    cache = make_cache("locmem", "batch-own-tags", timeout=10)
+    cache.clear()
+    with Clock() as clock:
+        cache.set("A", "A0", tags=["ta"])
+        cache.set("B", "B0", tags=["tb"])
+        clock.advance(11)
+        assert cache.get_or_set_many(["A", "B", "M"], Creator()) == {"A": "new-A", "B": "new-B", "M": "new-M"}
+        cache.invalidate_tags("tb")
+        assert cache.get_many(["A", "B", "M"]) == {"A": "new-A", "M": "new-M"}
+        cache.invalidate_tags("ta")
+        assert cache.get_many(["A", "B", "M"]) == {"M": "new-M"}
+
+
+def test_async_checks_the_creator_as_the_sync_call_does():
+    cache = make_cache("locmem", "batch-acheck", timeout=10)
+    cache.clear()
+    cache.set("hit", 1)
+    with pytest.raises(TypeError, match="creator must be a callable"):
+        asyncio.run(cache.aget_or_set_many(["hit"], {"hit": 1}))
+    with pytest.raises(TypeError, match="creator must be a callable"):
+        asyncio.run(cache.aget_or_set_many(["miss"], None))
+
+
+def test_unhashable_keys_are_a_clear_error_before_any_creator_call():
+    cache = make_cache("locmem", "batch-hash", timeout=10)
+    make = Creator()
+    for call in (
+        lambda: cache.get_or_set_many([[3, 4], "ok"], make),
+        lambda: asyncio.run(cache.aget_or_set_many([[3, 4], "ok"], make)),
+    ):
+        with pytest.raises(TypeError, match=r"keys must be hashable .* not \[3, 4\]"):
+            call()
+    assert make.calls == []
+
+
+def test_a_creator_that_returns_no_dict_raises_even_with_stale_values_to_serve():
+    cache = make_cache("locmem", "batch-nodict", timeout=10, SERVE_STALE_ON_ERROR=True)
+    cache.clear()
+    with Clock() as clock:
+        cache.set_many({"a": 1, "b": 2})
+        clock.advance(11)
+        before = cache.binding.stats.snapshot()["ERRORS"]
+        with pytest.raises(TypeError, match="must return a dict"):
+            cache.get_or_set_many(["a", "b"], lambda keys: [1, 2])
+        assert cache.binding.stats.snapshot()["ERRORS"] == before  # a bug, not a failure
+
+
+def test_async_waits_for_another_callers_key_on_the_loop(redis_server):
+    """A batch waiting for a key another process makes does not hold up the
+    other coroutines' cache calls (it waits on the loop, as aget_or_set does)."""
+    cache = make_cache("redis", "batch-await", timeout=10)
+    cache.clear()
+    cache.set("y", "y0")
+    inside, release = threading.Event(), threading.Event()
+
+    def slow():
+        inside.set()
+        release.wait(10)
+        return "x-made"
+
+    t = threading.Thread(target=lambda: cache.get_or_set("x", slow))
+    t.start()
+    assert inside.wait(5)
+    done = []
+
+    async def batch():
+        got = await cache.aget_or_set_many(["x"], Creator())
+        done.append("batch")
+        return got
+
+    async def other():
+        await asyncio.sleep(0.05)
+        got = await cache.aget_or_set_many(["y"], Creator())  # a hit: on the loop
+        _, status = await cache.aget_or_set_status("z", lambda: "z0")  # a miss: in the thread
+        assert status == "MISS"
+        done.append("other")
+        threading.Timer(0.3, release.set).start()
+        return got
+
+    async def main():
+        return await asyncio.gather(batch(), other())
+
+    try:
+        with another_process():
+            first, second = asyncio.run(main())
+    finally:
+        release.set()
+        t.join(5)
+    assert first == {"x": "x-made"}  # waited, served what the holder made
+    assert done == ["other", "batch"]

@@ -115,3 +115,33 @@ def test_clear_errors():
 
     with pytest.raises(TypeError, match="must return a dict of its items, not list"):
         listy([1])
+
+
+def test_a_plain_django_cache_keeps_what_the_creator_decided():
+    from django.core.cache import caches
+
+    from django_dogpile.decorators import cached
+    from django_dogpile.results import dont_store
+
+    @cached_many(60, cache="locmem")
+    def values(ids):
+        return {i: CacheResult(f"u{i}", store=False) if i == 1 else CacheResult(f"t{i}", timeout=1) for i in ids}
+
+    assert values([1, 2]) == {1: "u1", 2: "t2"}
+    plain = caches["locmem"]
+    assert plain.get(values.key_for(1)) is None  # store=False: not stored
+    assert plain.get(values.key_for(2)) == "t2"
+
+    calls = []
+
+    @cached(60, cache="locmem")
+    def one(x):
+        calls.append(x)
+        if x == "skip":
+            dont_store()
+        return CacheResult(x * 2)
+
+    assert one("ab") == "abab"  # the value, never the wrapper
+    assert one("ab") == "abab" and calls == ["ab"]
+    assert one("skip") == "skipskip" and one("skip") == "skipskip"
+    assert calls == ["ab", "skip", "skip"]  # dont_store(): made each time
