@@ -125,7 +125,9 @@ def test_a_plain_django_cache_keeps_what_the_creator_decided():
 
     @cached_many(60, cache="locmem")
     def values(ids):
-        return {i: CacheResult(f"u{i}", store=False) if i == 1 else CacheResult(f"t{i}", timeout=1) for i in ids}
+        return {
+            i: CacheResult(f"u{i}", store=False) if i == 1 else CacheResult(f"t{i}", timeout=1) for i in ids
+        }
 
     assert values([1, 2]) == {1: "u1", 2: "t2"}
     plain = caches["locmem"]
