@@ -296,7 +296,7 @@ class DogpileCache(BaseCache):
         after the delete); ends a ``RETRY_AFTER`` retry hold and this
         process's outage fallback.
         """
-        return self.writes.delete(self.binding.store_key(key, version))
+        return self.writes.delete(key, version)
 
     def invalidate(self, key: Any, version: int | None = None) -> bool:
         """Make the value stale but keep it servable for ``GRACE`` seconds.
@@ -338,7 +338,7 @@ class DogpileCache(BaseCache):
         if version is None:
             version = self.version
         old = self.binding.store_key(key, version)
-        self.writes.move(key, old, self.binding.store_key(key, version + delta))
+        self.writes.move(key, old, self.binding.store_key(key, version + delta), version)
         return version + delta
 
     aincr_version = bridge.hop("incr_version")
@@ -376,7 +376,7 @@ class DogpileCache(BaseCache):
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
         """Remove several keys; each wins over a regeneration running meanwhile."""
-        self.writes.delete_many([self.binding.store_key(key, version) for key in keys])
+        self.writes.delete_many(list(keys), version)
 
     adelete_many = bridge.hop("delete_many")
 

@@ -205,7 +205,8 @@ class Batch:
         now = records.now()
         found = {}
         for old, record in b.store.get_many(list(old_keys)).items():
-            if b.live(record := b.seen(record), now):
+            # untagged only: a tagged record's tags were versioned under the old keys
+            if is_record(record) and len(record) == 4 and b.live(record, now):
                 found[old_keys[old]] = record
         return found
 

@@ -310,7 +310,9 @@ async def aget_or_set_status(
     if not is_record(seen) and b.options.previous and (old_key := b.previous_key(key, version)):
         # no record: the key's record of before the deploy, if any, is its stale value
         # (the regenerating caller's thread reads it again)
-        seen = await _seen(b, await _read(cache, old_key))
+        old = await _read(cache, old_key)
+        # untagged only: a tagged record's tags were versioned under the old keys
+        seen = old if is_record(old) and len(old) == 4 else MISSING
     fresh_for = b.freshness(timeout)  # a bad timeout raises, as the sync call's does
     if fresh_for is not None and fresh_for <= 0:  # computed, not stored: no value to share
         return await sync_to_async(cache.regeneration.run)(

@@ -211,8 +211,9 @@ class Regeneration:
         old_key = b.previous_key(key, version)
         if old_key is None:
             return
-        old = b.seen(b.store.get(old_key, MISSING))
-        if b.live(old, records.now()):
+        old = b.store.get(old_key, MISSING)
+        # untagged only: a tagged record's tags were versioned under the old keys
+        if is_record(old) and len(old) == 4 and b.live(old, records.now()):
             log.debug("%r is served from its record of before the deploy", key)
             call.inherit(old)
 

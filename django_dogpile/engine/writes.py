@@ -100,11 +100,16 @@ class Writes:
             self.forget(skey)
             return True
 
-    def delete(self, skey: str) -> bool:
+    def delete(self, key: Any, version: int | None) -> bool:
+        """``delete``: the key's record of before a deploy
+        (``PREVIOUS_VERSION``...) too, or the next ``get_or_set`` would serve it."""
         b = self.binding
+        skey, previous = b.store_key(key, version), b.previous_key(key, version)
         self.forget(skey)
         b.store  # noqa: B018 - connect
         deleted = b.adapter.delete(skey, skey + LOCK_SUFFIX)
+        if previous is not None:
+            b.store.delete(previous)
         self._end_retry_hold(skey)
         return deleted
 
@@ -157,8 +162,9 @@ class Writes:
             )
             return value
 
-    def move(self, key: Any, old: str, new: str) -> None:
-        """``incr_version``: the fresh record of ``old`` moves to ``new``."""
+    def move(self, key: Any, old: str, new: str, version: int) -> None:
+        """``incr_version``: the fresh record of ``old`` (``key`` at
+        ``version``) moves to ``new``; none is left for ``old`` to inherit."""
         b = self.binding
         b.store  # noqa: B018 - connect
         raw = b.seen(b.adapter.backing.get(old, MISSING))  # not a near copy
@@ -167,6 +173,8 @@ class Writes:
             raise ValueError(f"Key '{key}' not found")
         b.store.set(new, raw, timeout=store_timeout(raw[EXPIRES], b.options.grace, now))
         b.store.delete(old)
+        if (previous := b.previous_key(key, version)) is not None:
+            b.store.delete(previous)
 
     def get(self, skey: str, default: Any) -> Any:
         """``get``: the fresh value of ``skey``, else ``default``."""
@@ -224,10 +232,15 @@ class Writes:
             self.forget(skey)
         return failed
 
-    def delete_many(self, skeys: list[str]) -> None:
+    def delete_many(self, keys: list[Any], version: int | None) -> None:
+        """``delete_many`` (the records of before a deploy too, as :meth:`delete`)."""
+        b = self.binding
+        skeys = [b.store_key(key, version) for key in keys]
         for skey in skeys:
             self.forget(skey)
         if skeys:
-            b = self.binding
             b.store  # noqa: B018 - connect
             b.adapter.delete_many(skeys, [s + LOCK_SUFFIX for s in skeys])
+            previous = [p for key in keys if (p := b.previous_key(key, version)) is not None]
+            if previous:
+                b.store.delete_many(previous)

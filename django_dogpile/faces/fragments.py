@@ -22,9 +22,14 @@ trip, not 50.  A tag takes the record exactly as its own read would have
 found it: fresh, it is served; stale or missing, the tag goes on as always
 (one caller re-renders it while the others get the stale card).  A tag with
 no prefetched record -- another name, a key the prefetch did not make, a
-second render of one card -- reads it itself.  The records live as long as
-the template's context (one request): they are never served to anyone else.
-On a cache that is not a DogpileCache the values found are served as hits.
+second render of one card -- reads it itself.  The records are kept with
+the render of the template that holds the prefetch (its ``{% include %}``
+templates see them; a second render of it starts over), keyed by the
+store's own key (so a ``KEY_FUNCTION`` that puts a tenant in the key keeps
+tenants apart): they are never served to anyone else.  An iterator (a
+generator, ``queryset.iterator()``) is not prefetched: it can be read only
+once, by the loop.  On a cache that is not a DogpileCache the values found
+are served as hits.
 """
 
 from __future__ import annotations
@@ -41,17 +46,27 @@ from django_dogpile.records import MISSING, VALUE
 __all__ = ["DogpilePrefetchNode", "do_dogpile_prefetch", "prefetched", "serve"]
 
 TAG = "dogpile_prefetch"
-#: the attribute of a template Context holding what a prefetch read
-_ON_CONTEXT = "_dogpile_prefetched"
+#: where a template's render context holds what its prefetches read
+_ON_CONTEXT = "django_dogpile.prefetched"
 
 
-def prefetched(context: template.Context, alias: str | None, key: str) -> Any:
-    """The record a prefetch read for ``key`` of ``alias`` (taken: once),
-    or :data:`~django_dogpile.records.MISSING`."""
-    found = getattr(context, _ON_CONTEXT, None)
-    if not found:
-        return MISSING
-    return found.pop((resolve_alias(alias, fragments=True), key), MISSING)
+def _identity(cache: Any, key: str) -> Any:
+    """What tells a record apart: the store's own key (a ``KEY_FUNCTION``
+    may put the tenant in it), never the fragment key alone."""
+    if getattr(cache, "dogpile_backend", False):
+        b = cache.binding
+        return b.ident(b.store_key(key))
+    return str(cache.make_key(key))
+
+
+def prefetched(context: template.Context, cache: Any, alias: str | None, key: str) -> Any:
+    """The record a prefetch of this render read for ``key`` of ``alias``
+    (taken: once), or :data:`~django_dogpile.records.MISSING`."""
+    for level in reversed(context.render_context.dicts):  # this template's, then its includers'
+        found: Any = level.get(_ON_CONTEXT)
+        if found:
+            return found.pop((resolve_alias(alias, fragments=True), _identity(cache, key)), MISSING)
+    return MISSING
 
 
 def serve(cache: Any, key: str, raw: Any, default: Any, timeout: Any, tags: Any = None) -> Any:
@@ -89,7 +104,11 @@ class DogpilePrefetchNode(template.Node):
                 raise template.TemplateSyntaxError(
                     f"'{TAG}' tag: using={alias!r} is not a cache alias (configured: {', '.join(settings.CACHES)})"
                 )
-        items = self.sequence.resolve(context, ignore_failures=True) or ()
+        items = self.sequence.resolve(context, ignore_failures=True)
+        if items is None or iter(items) is items:
+            # an iterator (a generator, queryset.iterator()) is read once:
+            # by the loop, not here
+            return ""
         keys = []
         for item in items:
             with context.push(self._bound(item)):
@@ -98,19 +117,19 @@ class DogpilePrefetchNode(template.Node):
             return ""
         cache = face_cache(alias, fragments=True, face="{% dogpile_prefetch %}")
         name = resolve_alias(alias, fragments=True)
-        found = getattr(context, _ON_CONTEXT, None)
+        # kept with this template's render (its includes see it; it ends with it)
+        found = context.render_context.get(_ON_CONTEXT)
         if found is None:
-            found = {}
-            setattr(context, _ON_CONTEXT, found)
+            found = context.render_context[_ON_CONTEXT] = {}
         if getattr(cache, "dogpile_backend", False):
             b = cache.binding
-            skeys = {b.store_key(key): key for key in keys}
-            read = b.store.get_many(list(skeys))
-            for skey, key in skeys.items():
-                found[(name, key)] = read.get(skey)  # None: read, and not there
+            skeys = [b.store_key(key) for key in keys]
+            read = b.store.get_many(skeys)
+            for skey in skeys:
+                found[(name, b.ident(skey))] = read.get(skey)  # None: read, and not there
         else:
             for key, value in cache.get_many(keys).items():
-                found[(name, key)] = value
+                found[(name, _identity(cache, key))] = value
         return ""
 
     def _bound(self, item: Any) -> dict[str, Any]:

@@ -109,7 +109,7 @@ class DogpileCacheNode(template.Node):
             names = self._tags(context)  # checked on any cache; used on a DogpileCache
             if getattr(cache, "dogpile_backend", False):
                 tagged["tags"] = names
-        raw = prefetched(context, alias, key)  # read by a {% dogpile_prefetch %}, if any
+        raw = prefetched(context, cache, alias, key)  # read by a {% dogpile_prefetch %}, if any
         try:
             if raw is MISSING:
                 value = cache.get_or_set(key, _Render(self.nodelist, context), timeout, **tagged)

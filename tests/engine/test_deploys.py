@@ -220,3 +220,38 @@ def test_a_version_bump_under_load_from_four_processes(redis_server, tmp_path):
     assert slowest < 0.2, slowest  # no call but the makers' waited for a 0.4 s creator
     django_made, _, _ = runs["django"]
     assert sum(django_made.values()) > len(keys), django_made  # one per caller that missed
+
+
+# --- what a review found --------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", stores("locmem", "redis"))
+@pytest.mark.parametrize("remove", ["delete", "delete_many", "set0", "incr_version"])
+def test_a_value_removed_after_the_deploy_never_comes_back_from_before_it(store, remove):
+    old = alias(store, 1)
+    old.clear()
+    old.set("k", "PRE-DEPLOY")
+    new = alias(store, 2, PREVIOUS_VERSION=True)
+    new.set("k", "FRESH")
+    {
+        "delete": lambda: new.delete("k"),
+        "delete_many": lambda: new.delete_many(iter(["k"])),
+        "set0": lambda: new.set("k", "x", 0),
+        "incr_version": lambda: new.incr_version("k"),
+    }[remove]()
+    assert new.get_or_set_status("k", lambda: "MADE") == ("MADE", "MISS")
+
+
+@pytest.mark.parametrize("store", stores("locmem", "redis"))
+def test_a_tagged_record_of_before_the_deploy_is_not_served(store):
+    """Its tags were versioned under the old keys: whether they were
+    invalidated cannot be told under the new ones, so it is a cold miss."""
+    old = alias(store, 1)
+    old.clear()
+    old.set("user", "ALICE-PII", tags=["user:7"])
+    old.invalidate_tags("user:7", hard=True)
+    new = alias(store, 2, PREVIOUS_VERSION=True)
+    assert new.get_or_set_status("user", lambda: "ERASED") == ("ERASED", "MISS")
+    assert asyncio.run(new.aget_or_set_status("user2", lambda: "x")) == ("x", "MISS")
+    old.set("tagged", "T1", tags=["t"])
+    assert new.get_or_set_many(["tagged"], lambda ks: {k: "T2" for k in ks}) == {"tagged": "T2"}

@@ -171,3 +171,30 @@ def test_an_unknown_alias_is_a_clear_error():
     t = ENGINE.from_string('{% load dogpile %}{% dogpile_prefetch "c" i for i in items using="nope" %}')
     with pytest.raises(TemplateSyntaxError, match="using='nope' is not a cache alias"):
         t.render(Context({"items": [1]}))
+
+
+def test_an_iterator_is_left_to_the_loop():
+    caches["dp_locmem"].clear()
+    t = ENGINE.get_template("prefetched.html")
+    with override_settings(DOGPILE={"CACHE_ALIAS": "dp_locmem"}):
+        out = t.render(Context({"items": iter(ITEMS[:3]), "counter": Counter()}))
+    assert out.count("<li>") == 3
+
+
+def test_records_end_with_the_render():
+    """The same Context rendered twice (a mail-out job): a record the first
+    render prefetched and did not use is not served by the second."""
+    caches["dp_locmem"].clear()
+    t = ENGINE.from_string(
+        '{% load dogpile %}{% if pre %}{% dogpile_prefetch "card" item.pk for item in items %}{% endif %}'
+        "{% for item in shown %}" + CARD + "{% endfor %}"
+    )
+    from django_dogpile.faces.common import make_fragment_key
+
+    with override_settings(DOGPILE={"CACHE_ALIAS": "dp_locmem"}):
+        caches["dp_locmem"].set(make_fragment_key("card", [0]), "<li>old</li>")
+        context = Context({"items": ITEMS[:1], "shown": [], "pre": True, "counter": Counter()})
+        assert t.render(context) == ""  # prefetched, not shown
+        caches["dp_locmem"].set(make_fragment_key("card", [0]), "<li>new</li>")
+        context.update({"shown": ITEMS[:1], "pre": False})
+        assert t.render(context) == "<li>new</li>"

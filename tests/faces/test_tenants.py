@@ -129,6 +129,21 @@ def test_the_fragment_tag_shows_each_tenant_its_own_fragment(sites, alias):
 
 
 @pytest.mark.parametrize("alias", ALIASES)
+def test_prefetched_fragments_are_each_tenants_own(sites, alias):
+    """``{% dogpile_prefetch %}`` keys its records by the store's own key,
+    which the tenant's KEY_FUNCTION makes."""
+    template = engines["django"].from_string(
+        "{% load dogpile %}{% dogpile_prefetch 'card' i for i in items using=alias %}"
+        "{% for i in items %}{% dogpile_cache 300 'card' i using=alias %}{{ name }} {{ i }};"
+        "{% enddogpile_cache %}{% endfor %}"
+    )
+    for _ in range(2):
+        acme = as_tenant("acme", template.render, {"alias": alias, "name": "ACME", "items": [1, 2]})
+        globex = as_tenant("globex", template.render, {"alias": alias, "name": "Globex", "items": [1, 2]})
+        assert (acme, globex) == ("ACME 1;ACME 2;", "Globex 1;Globex 2;")
+
+
+@pytest.mark.parametrize("alias", ALIASES)
 def test_cached_functions_keep_each_tenants_result(sites, alias):
     calls = []
 
