@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from django_dogpile import degraded
 from django_dogpile.core import NameRegistry
 from django_dogpile.engine.memory import retry_after
 from django_dogpile.exceptions import WaitTimeout
@@ -49,6 +50,11 @@ from django_dogpile.stores.base import LANDED, Lease, LeaseUnavailable
 __all__ = ["KeyLock", "KeyMutex", "key_lock"]
 
 log = logging.getLogger(__name__)
+
+#: the causes of degraded-mode warnings (:mod:`django_dogpile.degraded`)
+LOCK_STORE_DOWN = "lock store unavailable"
+RELEASE_FAILED = "could not release the lease"
+NOT_TAKEN = "the store did not take a regenerated value"
 
 
 class KeyLock:
@@ -197,9 +203,20 @@ class KeyMutex:
             if got is LANDED and not self.usable(self.lease.snapshot()):  # type: ignore[misc]
                 # not a servable record: take the lock the ordinary way
                 got = self.lease.acquire(wait, deadline, landed_ok=False)
+            if degraded.active:
+                degraded.recovered(log, self.key_lock.ident[0], LOCK_STORE_DOWN)
             return got
-        except LeaseUnavailable:
-            log.warning("lock store unavailable; locking within this process only")
+        except LeaseUnavailable as exc:
+            alias = self.key_lock.ident[0]
+            degraded.warn(
+                log,
+                alias,
+                LOCK_STORE_DOWN,
+                "%s: %s (%s); locking within this process only",
+                alias,
+                LOCK_STORE_DOWN,
+                exc,
+            )
             self.degraded = True
             return True
         except BaseException:
@@ -245,7 +262,9 @@ class KeyMutex:
                 getattr(lease, "timeout", "?"),
             )
         elif written is False:
-            log.warning("%s: the store did not take the regenerated value", getattr(lease, "lock_key", "?"))
+            alias = self.key_lock.ident[0]
+            what = getattr(lease, "lock_key", "?")
+            degraded.warn(log, alias, NOT_TAKEN, "%s: %s (%s)", alias, NOT_TAKEN, what)
         if getattr(lease, "released_by_store", False) and written:
             self.released = True
         return written
@@ -273,7 +292,10 @@ class KeyMutex:
                     retry_after.hold(self.key_lock.ident, self.keep_for)
             elif self.leased and not self.released:
                 self.lease.release()  # type: ignore[union-attr]
-        except Exception:  # the lease runs out by itself; never leak the local lock
-            log.warning("could not release the lease; it will expire", exc_info=True)
+        except Exception as exc:  # the lease runs out by itself; never leak the local lock
+            alias = self.key_lock.ident[0]
+            degraded.warn(
+                log, alias, RELEASE_FAILED, "%s: %s (%r); it will expire", alias, RELEASE_FAILED, exc
+            )
         finally:
             self.key_lock.lock.release()

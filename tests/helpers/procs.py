@@ -222,19 +222,18 @@ def failover_load(configs, keys, threads, timeout, delay, log_path, ready, go, s
     exception or the wrong value.  Every creator call appends ``time tag key
     pid`` to ``log_path`` with one ``O_APPEND`` write, so the count survives
     whatever the store loses.  Results go to ``results`` as ``({tag: answers},
-    {warning: count})``: the package's log warnings are counted, not printed.
+    [(alias, warning)]``: the package's log warnings are kept, not printed.
     """
-    import collections
     import logging
 
     _setup()
     from django_dogpile.stores.base import is_outage
 
-    warned = collections.Counter()
+    warned = []
 
     class Count(logging.Handler):
         def emit(self, record):
-            warned[f"{record.name}: {record.msg}"] += 1
+            warned.append((getattr(record, "dogpile_alias", "?"), f"{record.name}: {record.getMessage()}"))
 
     package_log = logging.getLogger("django_dogpile")
     package_log.addHandler(Count(logging.WARNING))
@@ -277,7 +276,7 @@ def failover_load(configs, keys, threads, timeout, delay, log_path, ready, go, s
     for t in ts:
         t.join()
     os.close(fd)
-    results.put((answers, dict(warned)))
+    results.put((answers, warned))
 
 
 def fork_after_use(alias, hits, results):

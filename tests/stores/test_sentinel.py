@@ -246,6 +246,7 @@ def test_failover_under_load(cluster, tmp_path):
     outlived: list[tuple[str, int]] = []
     answers: dict[str, list[tuple]] = defaultdict(list)
     warnings: Counter[str] = Counter()
+    per_process: list[list[tuple[str, str]]] = []
     for p in procs:
         p.start()
     try:
@@ -292,7 +293,8 @@ def test_failover_under_load(cluster, tmp_path):
                 pytest.fail("a worker's caller is stuck: no answer 30 s after the stop")
             for tag, got in out.items():
                 answers[tag].extend(got)
-            warnings.update(logged)
+            per_process.append(logged)
+            warnings.update(line for _, line in logged)
         for p in procs:
             p.join(10)
     finally:
@@ -342,6 +344,15 @@ def test_failover_under_load(cluster, tmp_path):
             )
     print("\n" + "\n".join(report))
 
+    # readable logs: per process, at most 5 warning lines per alias for the
+    # failover, the first naming the cause (django_dogpile.degraded)
+    for logged in per_process:
+        assert all(alias != "?" for alias, _ in logged), logged  # each one aggregated
+        lines = Counter(alias for alias, _ in logged)
+        assert all(n <= 5 for n in lines.values()), (lines, logged)
+        firsts = [line for _, line in logged if "[repeats summarised" in line]
+        assert firsts and all("(" in line for line in firsts), logged  # each names its cause
+    assert any("lock store unavailable (" in line for line in warnings), warnings  # with the error
     # errors only inside the window, only store errors, none with IGNORE_EXCEPTIONS
     assert not problems["ignore"], problems["ignore"]
     assert all(p.startswith("store error") for p in problems["strict"]), problems["strict"]
