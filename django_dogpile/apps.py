@@ -14,4 +14,9 @@ class DogpileConfig(AppConfig):
     verbose_name = "django-dogpile"
 
     def ready(self) -> None:
-        from django_dogpile import checks  # noqa: F401 - registers the system checks
+        from django_dogpile import (
+            checks,  # noqa: F401 - registers the system checks
+            otel,
+        )
+
+        otel.apply()  # DOGPILE["OPENTELEMETRY"]

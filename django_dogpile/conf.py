@@ -67,6 +67,7 @@ DOGPILE_DEFAULTS: dict[str, Any] = {
     "STATUS_HEADER": "X-Dogpile-Cache",  # None or "" to send no header
     "STATS_INTERVAL": 5,  # seconds between publishing a process's counters; 0: never
     "CDN_HEADERS": False,  # pages: stale-while-revalidate, stale-if-error, Surrogate-Key
+    "OPENTELEMETRY": False,  # spans and metrics (django_dogpile.otel): True, or {"KEYS": True}
 }
 
 
@@ -112,6 +113,21 @@ def parse_dogpile_setting(value: Any) -> dict[str, Any]:
             "django_dogpile.E012",
             f"DOGPILE['CDN_HEADERS'] must be True or False, not {merged['CDN_HEADERS']!r}.",
             "True sends the headers a CDN needs to serve stale and purge by tag.",
+        )
+    telemetry = merged["OPENTELEMETRY"]
+    if (
+        isinstance(telemetry, dict)
+        and set(telemetry) <= {"KEYS"}
+        and telemetry.get("KEYS", False) in (True, False)
+    ):
+        merged["OPENTELEMETRY"] = {"KEYS": bool(telemetry.get("KEYS", False))}
+    elif isinstance(telemetry, bool):
+        merged["OPENTELEMETRY"] = {"KEYS": False} if telemetry else None
+    else:
+        raise ConfigError(
+            "django_dogpile.E012",
+            f"DOGPILE['OPENTELEMETRY'] must be True, False or {{'KEYS': bool}}, not {telemetry!r}.",
+            "True emits spans and metrics (keys hashed); {'KEYS': True} puts the keys on the spans.",
         )
     return merged
 

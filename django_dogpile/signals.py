@@ -5,7 +5,8 @@ arguments ``alias`` (the cache alias) and ``key`` (the key the caller
 passed, before ``make_key``).
 
 * :data:`value_regenerated` -- a creator finished and its value was stored;
-  extra ``duration`` (seconds) and ``background`` (bool).
+  extra ``duration`` (seconds), ``background`` (bool) and ``status``
+  (``"EXPIRED"``: it replaced a stale value; ``"MISS"``: there was none).
 * :data:`stale_served` -- a stale value was returned; extra ``reason``:
   ``"UPDATING"`` (another caller regenerates) or ``"STALE"`` (regeneration
   failed and ``SERVE_STALE_ON_ERROR`` is on).

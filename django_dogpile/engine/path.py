@@ -297,6 +297,7 @@ class Regeneration:
             key=key,
             duration=cost,
             background=background,
+            status="EXPIRED" if call.stale is not MISSING else "MISS",
         )
         return value, _FRESH
 
