@@ -120,7 +120,7 @@ def apply() -> None:
         wanted = get_config()["OPENTELEMETRY"]
     except Exception:  # a bad DOGPILE setting: the checks report it
         return
-    if wanted is None or trace is None:  # not installed: check E013 says so
+    if wanted is None or trace is None:  # not installed: check E014 says so
         disable()
     else:
         enable(keys=wanted["KEYS"])
@@ -134,7 +134,7 @@ def _setting_changed(*, setting: str, **kwargs: Any) -> None:
 
 @register(Tags.caches)
 def check_installed(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """E013: ``OPENTELEMETRY`` is on but the package is not installed."""
+    """E014: ``OPENTELEMETRY`` is on but the package is not installed."""
     from django_dogpile.conf import get_config
 
     try:
@@ -146,7 +146,7 @@ def check_installed(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             Error(
                 "DOGPILE['OPENTELEMETRY'] is on, but OpenTelemetry is not installed.",
                 hint="pip install 'django-dogpile[otel]' (opentelemetry-api), or turn it off.",
-                id="django_dogpile.E013",
+                id="django_dogpile.E014",
             )
         ]
     return []

@@ -183,4 +183,12 @@ def test_check_and_setting_validation():
     with pytest.raises(ConfigError, match="OPENTELEMETRY"):
         parse_dogpile_setting({"OPENTELEMETRY": "yes"})
     with override_settings(DOGPILE={"OPENTELEMETRY": True}):
-        assert not [e for e in run_checks() if e.id == "django_dogpile.E013"]  # installed here
+        assert not [e for e in run_checks() if e.id == "django_dogpile.E014"]  # installed here
+
+
+def test_e014_when_the_package_is_missing(monkeypatch):
+    monkeypatch.setattr(otel, "trace", None)  # as if opentelemetry-api were not installed
+    with override_settings(DOGPILE={"OPENTELEMETRY": True}):
+        found = otel.check_installed()
+        assert not otel.enabled()  # nothing connected without it
+    assert [e.id for e in found] == ["django_dogpile.E014"] and "otel" in found[0].hint
