@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import inspect
-import pickle
 from collections.abc import Callable
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
@@ -23,7 +21,7 @@ from django_dogpile.conf import get_config
 from django_dogpile.engine.results import decided
 from django_dogpile.engine.tags import collecting, tag_names
 from django_dogpile.faces.common import check_timeout, declare, face_cache, safe_key
-from django_dogpile.faces.function_keys import bound, signature_of
+from django_dogpile.faces.function_keys import bound, hashed, signature_of
 from django_dogpile.faces.functions_many import cached_many, fates
 from django_dogpile.faces.page_decorator import dogpile_cache_page
 from django_dogpile.faces.visitors import uncacheable
@@ -109,14 +107,7 @@ def cached(
             if key is not None:
                 return safe_key("dogpile.fn", name, str(key(*args, **kwargs)))
             named = bound(signature, name, args, kwargs)
-            try:
-                blob = pickle.dumps(named, protocol=4)
-            except Exception as exc:
-                raise TypeError(
-                    f"cached({name}): the arguments cannot be pickled into a key "
-                    f"({exc}); pass key=lambda *args, **kw: ... to name results"
-                ) from exc
-            return safe_key("dogpile.fn", name, hashlib.sha256(blob).hexdigest())
+            return hashed("cached", name, named, "the arguments", "key=lambda *args, **kw: ...")
 
         def resolve() -> tuple[Any, dict[str, Any]]:
             c = face_cache(cache, face="cached()")

@@ -3,11 +3,28 @@ sees them, in a canonical order, ready to pickle and hash."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import pickle
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["bound", "canonical", "signature_of"]
+from django_dogpile.faces.common import safe_key
+
+__all__ = ["bound", "canonical", "hashed", "signature_of"]
+
+
+def hashed(face: str, name: str, value: Any, what: str, hint: str) -> str:
+    """The key of one call of the function ``name``: its name and a SHA-256
+    of ``value`` pickled; a ``TypeError`` naming ``what`` cannot be pickled
+    and the ``key=`` that would name it (``hint``) otherwise."""
+    try:
+        blob = pickle.dumps(value, protocol=4)
+    except Exception as exc:
+        raise TypeError(
+            f"{face}({name}): {what} cannot be pickled into a key ({exc}); pass {hint} to name results"
+        ) from exc
+    return safe_key("dogpile.fn", name, hashlib.sha256(blob).hexdigest())
 
 
 def signature_of(fn: Callable[..., Any]) -> inspect.Signature | None:

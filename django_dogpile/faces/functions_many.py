@@ -5,9 +5,7 @@ by :mod:`django_dogpile.decorators`)."""
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
-import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +13,7 @@ from django_dogpile.conf import get_config
 from django_dogpile.engine.results import CacheResult, decided
 from django_dogpile.engine.tags import Collector, collecting, tag_names
 from django_dogpile.faces.common import check_timeout, declare, face_cache, safe_key
-from django_dogpile.faces.function_keys import canonical
+from django_dogpile.faces.function_keys import canonical, hashed
 from django_dogpile.records import MISSING as MISSING_TIMEOUT
 
 __all__ = ["cached_many", "fates"]
@@ -61,14 +59,7 @@ def cached_many(
         def key_for(item: Any) -> str:
             if key is not None:
                 return safe_key("dogpile.fn", name, str(key(item)))
-            try:
-                blob = pickle.dumps(canonical(item), protocol=4)
-            except Exception as exc:
-                raise TypeError(
-                    f"cached_many({name}): the item {item!r} cannot be pickled into a key "
-                    f"({exc}); pass key=lambda item: ... to name results"
-                ) from exc
-            return safe_key("dogpile.fn", name, hashlib.sha256(blob).hexdigest())
+            return hashed("cached_many", name, canonical(item), f"the item {item!r}", "key=lambda item: ...")
 
         def resolve(items: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
             c = face_cache(cache, face="cached_many()")

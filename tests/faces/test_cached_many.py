@@ -147,3 +147,14 @@ def test_a_plain_django_cache_keeps_what_the_creator_decided():
     assert one("ab") == "abab" and calls == ["ab"]
     assert one("skip") == "skipskip" and one("skip") == "skipskip"
     assert calls == ["ab", "skip", "skip"]  # dont_store(): made each time
+
+
+def test_an_item_that_cannot_be_pickled_asks_for_key():
+    @cached_many(60)
+    def f(items):
+        return {}
+
+    with pytest.raises(
+        TypeError, match=r"cached_many\(.*\.f\): the item .* cannot be pickled into a key .* key=lambda item"
+    ):
+        f([lambda: 1])
