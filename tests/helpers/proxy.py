@@ -10,9 +10,11 @@ reconnecting, ordinary commands) are forwarded as usual.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 from tests.helpers.redis_server import free_port
 
@@ -111,3 +113,36 @@ class Proxy:
                     sock.close()
                 except OSError:
                     pass
+
+
+#: what a memcached client sends (the text protocol's verbs, and the meta ones)
+MEMCACHED_VERBS = (b"get", b"gets", b"set", b"add", b"delete", b"touch", b"mg", b"ms", b"md")
+
+
+@contextlib.contextmanager
+def counted_memcached(port: int) -> Iterator[Proxy]:
+    """``CACHES`` with ``mc_counted`` (memcached on ``port`` through a
+    :class:`Proxy`) and ``dp_mc_counted`` (a DogpileCache over it), for
+    counting the commands an operation sends (:meth:`Proxy.lines`)."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    proxy = Proxy(port)
+    extra = {
+        "mc_counted": {
+            "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+            "LOCATION": f"127.0.0.1:{proxy.port}",
+        },
+        "dp_mc_counted": {"BACKEND": "django_dogpile.cache.DogpileCache", "LOCATION": "mc_counted"},
+    }
+    try:
+        with override_settings(CACHES={**settings.CACHES, **extra}):
+            yield proxy
+    finally:
+        proxy.close()
+
+
+def one_multi_get(proxy: Proxy, keys: int) -> bool:
+    """True if the client sent exactly one command: a ``get`` of ``keys`` keys."""
+    sent = proxy.lines(*MEMCACHED_VERBS)
+    return len(sent) == 1 and sent[0].startswith(b"get ") and sent[0].count(b" ") == keys
