@@ -50,7 +50,12 @@ def test_threads_on_locmem():
     check_django(plain, threads)
     check_dogpile(dogpile)
     check_dogpile(background)
-    assert background["slow calls"] == 0, background  # even the winner is served stale
+    # In the caller, each expiry's winner waits for its creator (the first call is cold) ...
+    assert dogpile["slow calls"] >= dogpile["creator calls"] - 1, dogpile
+    # ... in the background even the winner is served stale. One slow call of ~7,000 is
+    # allowed: 16 busy threads on 2 shared cores can stall one call for 95 ms (GIL turns,
+    # a GC pass) without any creator in its way; a winner kept waiting would show 4.
+    assert background["slow calls"] <= 1, background
     assert plain["slow calls"] > 5 * dogpile["slow calls"], (plain, dogpile)
 
 
