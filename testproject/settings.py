@@ -1,5 +1,6 @@
 """Demo settings: locmem by default, Redis when DOGPILE_REDIS_URL is set."""
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -93,7 +94,35 @@ CACHES = {
         else {**STORE, "LOCATION": "demo-timeline", "OPTIONS": {"MAX_ENTRIES": 2000}}
     ),
 }
+# the /panel/ page's fragment: stale values made again in a pool thread
+CACHES["background"] = {
+    "BACKEND": "django_dogpile.cache.DogpileCache",
+    "LOCATION": "store",
+    "KEY_PREFIX": "background",
+    "OPTIONS": {"GRACE": 600, "BACKGROUND": True, "LOCK_TIMEOUT": DEMO_LOCK_TIMEOUT},
+}
 DOGPILE = {"CACHE_ALIAS": "default", "TIMEOUT": DEMO_TIMEOUT}
+
+# django-debug-toolbar with the Dogpile panel (./dev demo sets DEMO_TOOLBAR=1;
+# off by default: the benchmarks and the soak load these pages from 127.0.0.1)
+TOOLBAR = (
+    DEBUG and os.environ.get("DEMO_TOOLBAR") == "1" and importlib.util.find_spec("debug_toolbar") is not None
+)
+if TOOLBAR:
+    INSTALLED_APPS += ["django.contrib.staticfiles", "debug_toolbar"]
+    MIDDLEWARE.insert(0, "debug_toolbar.middleware.DebugToolbarMiddleware")
+    STATIC_URL = "static/"
+    INTERNAL_IPS = ["127.0.0.1"]
+    DEBUG_TOOLBAR_PANELS = [
+        "debug_toolbar.panels.timer.TimerPanel",
+        "debug_toolbar.panels.request.RequestPanel",
+        "debug_toolbar.panels.sql.SQLPanel",
+        "debug_toolbar.panels.templates.TemplatesPanel",
+        "debug_toolbar.panels.cache.CachePanel",
+        "django_dogpile.toolbar.DogpilePanel",
+    ]
+    # DEMO_TOOLBAR_RENDER=1: the panels' content inline in the page (tests read it)
+    DEBUG_TOOLBAR_CONFIG = {"RENDER_PANELS": os.environ.get("DEMO_TOOLBAR_RENDER") == "1"}
 
 # benchmarks/pages.py sets these two.  DEMO_STATS_INTERVAL=0: no process
 # publishes its counters into Redis, so every Redis command in a round is a

@@ -1,5 +1,6 @@
 import django
-from django.urls import path
+from django.conf import settings
+from django.urls import include, path
 
 from testproject.demo import views
 
@@ -17,7 +18,10 @@ urlpatterns = [
     path("shop/", views.shop, name="shop"),
     path("shop/change/", views.shop_change, name="shop-change"),
     path("stats/", views.stats, name="stats"),
+    path("panel/", views.panel, name="panel"),
 ]
+if getattr(settings, "TOOLBAR", False):  # ./dev demo: django-debug-toolbar with the Dogpile panel
+    urlpatterns.append(path("__debug__/", include("debug_toolbar.urls")))
 
 if django.VERSION >= (5, 0):  # Django's cache_page wraps async views from 5.0 on
     urlpatterns.append(path("report/async/plain/", views.report_async_plain, name="report-async-plain"))

@@ -158,6 +158,16 @@ def function_plain(request):
     return HttpResponse(f"<!doctype html><title>function</title><p id=result>{totals_plain()}</p>")
 
 
+def panel(request):
+    """The toolbar's page: a fragment fresh for 2 s, then served stale while a
+    pool thread makes it again (UPDATING), and a ``cached()`` call (HIT)."""
+    return render(
+        request,
+        "demo/panel.html",
+        {"headline": lambda: slow_work("fragment (panel page)"), "totals": totals()},
+    )
+
+
 #: the demo shop's one product: its price, changed by the form on /shop/
 PRICE = {"value": 10}
 

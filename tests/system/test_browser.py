@@ -59,7 +59,17 @@ def browser():
 
 @pytest.fixture(scope="module")
 def demo():
-    server = DemoServer(DEMO_SLOW="0.05", DEMO_TIMEOUT="60")
+    server = DemoServer(DEMO_SLOW="0.05", DEMO_TIMEOUT="60", DEMO_TOOLBAR="0")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def toolbar_demo():
+    """The demo with django-debug-toolbar and the Dogpile panel (as ``./dev demo``)."""
+    pytest.importorskip("debug_toolbar")
+    server = DemoServer(DEMO_SLOW="0.05", DEMO_TIMEOUT="60", DEMO_TOOLBAR="1")
     server.start()
     yield server
     server.stop()
@@ -139,3 +149,37 @@ def test_stats_chart_appears_and_counters_move(browser, demo):
     WebDriverWait(
         browser, 10, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
     ).until(lambda d: counter(d, "HIT") > hits)
+
+
+def test_toolbar_panel_shows_the_status_words(browser, toolbar_demo):
+    """The Dogpile panel in the real toolbar (its JavaScript loads the panel):
+    a stale fragment served while a pool thread makes it, a fresh cached()."""
+    import time
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as shown
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(toolbar_demo.url + "/panel/")  # made: the fragment lives 2 s
+    time.sleep(2.2)
+    browser.get(toolbar_demo.url + "/panel/")
+    # the toolbar lives in a shadow root from django-debug-toolbar 7 on
+    found = browser.find_element(By.ID, "djDebugRoot")
+    root = browser.execute_script("return arguments[0].shadowRoot", found) or browser
+    wait = WebDriverWait(root, 15, poll_frequency=0.2)
+    button = wait.until(shown.element_to_be_clickable((By.CSS_SELECTOR, "#djdt-DogpilePanel a")))
+    assert "2 calls" in button.text and "1 HIT" in button.text and "1 UPDATING" in button.text, button.text
+    button.click()
+    wait.until(shown.visibility_of_element_located((By.CSS_SELECTOR, "table.djdt-dogpile-calls")))
+    rows = root.find_elements(By.CSS_SELECTOR, "tr.djdt-dogpile-call")
+    seen = {
+        tds[2].text: (tds[4].text, tds[1].text)  # alias: (status, method)
+        for tds in (r.find_elements(By.TAG_NAME, "td") for r in rows)
+    }
+    assert seen == {"background": ("UPDATING", "get_or_set"), "default": ("HIT", "get_or_set")}, seen
+    word = root.find_element(By.CSS_SELECTOR, "tr[data-status=UPDATING] .djdt-dogpile-word")
+    assert word.is_displayed() and word.value_of_css_property("font-weight") in ("700", "bold")
+    shots = os.environ.get("DOGPILE_DOCS_SHOTS")  # docs/pictures.py: the docs' picture
+    if shots:
+        root.find_element(By.CSS_SELECTOR, "tr[data-status=UPDATING] details summary").click()
+        browser.save_screenshot(os.path.join(shots, "toolbar-panel.png"))

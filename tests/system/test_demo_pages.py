@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,3 +103,56 @@ def test_timeline_draws_each_series_from_just_before_its_first_run():
 
     early = [0] * 10 + [3] + [0] * 109  # a run 110 s ago: drawn from 2 s before it
     assert 'data-span-seconds="112"' in timeline.draw([("a", "#111", early)])
+
+
+TOOLBAR_SCRIPT = r"""
+import asyncio, re, time
+import django
+django.setup()
+from django.conf import settings
+settings.DEMO_SLOW = 0.01
+from django.test import AsyncClient, Client
+from django.test.utils import setup_test_environment
+setup_test_environment()
+ROW = re.compile(r'<tr class="djdt-dogpile-call" data-status="([^"]*)" data-depth="0">'
+                 r'\s*<td>[^<]*</td>\s*<td[^>]*>([^<]*)</td>\s*<td>([^<]*)</td>')
+
+def panel(body):
+    return sorted((alias, method, word) for word, method, alias in ROW.findall(body))
+
+c = Client()  # the panels rendered into the page (DEMO_TOOLBAR_RENDER=1)
+first = c.get("/panel/").content.decode()
+assert panel(first) == [("background", "get_or_set", "MISS"), ("default", "get_or_set", "MISS")], first[-3000:]
+assert "2 calls · 2 MISS" in first
+time.sleep(2.1)  # the fragment lives 2 s
+stale = c.get("/panel/").content.decode()
+assert panel(stale) == [("background", "get_or_set", "UPDATING"), ("default", "get_or_set", "HIT")], stale[-3000:]
+time.sleep(0.5)  # the pool thread made it again
+
+async def asgi():
+    body = (await AsyncClient().get("/panel/")).content.decode()
+    assert panel(body) == [("background", "get_or_set", "HIT"), ("default", "get_or_set", "HIT")], body[-3000:]
+    assert "2 calls · 2 HIT" in body
+asyncio.run(asgi())
+# a page under dogpile_cache_page: the page's call, the view's calls a level down
+body = c.get("/shop/").content.decode()
+assert 'data-status="MISS" data-depth="0"' in body and 'data-depth="1"' in body, body[-3000:]
+print("ok")
+"""
+
+
+def test_the_toolbar_panel_through_the_test_client():
+    """The Dogpile panel in django-debug-toolbar, WSGI (Client) and ASGI
+    (AsyncClient), the demo's middleware (sessions, auth) around it."""
+    pytest.importorskip("debug_toolbar")
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="testproject.settings", DEMO_TOOLBAR="1")
+    env.update(DEMO_TOOLBAR_RENDER="1", DEMO_DB=str(Path(tempfile.mkdtemp()) / "db.sqlite3"))
+    env.pop("DOGPILE_REDIS_URL", None)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", TOOLBAR_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("ok")

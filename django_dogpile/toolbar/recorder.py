@@ -1,0 +1,440 @@
+"""What the debug-toolbar panel sees: each DogpileCache call of a request.
+
+:func:`install` (the panel's ``ready()``) wraps DogpileCache's methods once;
+from then on each call reads one context variable and, when no recording is
+on in its context (every request the toolbar does not show, every thread of
+its own), runs as before.  :func:`recording` turns one on for the current
+context: the toolbar's ``enable_instrumentation``, or a test.
+
+A recorded call holds its method, alias, key, status word (``HIT``,
+``UPDATING``, ``STALE``, ``EXPIRED``, ``MISS``; from ``get_or_set_status``
+and the backend's signals), time, whether it waited or made the value, and
+the store calls it made: the wrapped Django cache's methods and, under a
+Redis store, each command or pipeline redis-py sends (each one round trip).
+A store call made inside another (django-redis's ``get`` sends a ``GET``)
+is that call, counted once.  A call the backend makes on itself (``add``
+asks ``has_key``) is folded into the call that made it; a call a creator
+makes -- a fragment inside a cached page -- is a row of its own, one level
+deeper.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from typing import Any
+
+from django_dogpile import signals
+from django_dogpile.cache import DogpileCache
+
+__all__ = ["Recording", "install", "installed", "recording", "start", "stop"]
+
+#: DogpileCache's methods recorded as calls (BaseCache's ``a*`` methods not
+#: listed run the sync one in a thread: recorded by its name)
+METHODS = (
+    "get_or_set",
+    "get_or_set_status",
+    "get_or_set_many",
+    "get",
+    "get_many",
+    "add",
+    "set",
+    "set_many",
+    "touch",
+    "delete",
+    "delete_many",
+    "invalidate",
+    "invalidate_tags",
+    "has_key",
+    "incr",
+    "decr",
+    "incr_version",
+    "decr_version",
+    "clear",
+)
+ASYNC_METHODS = ("aget_or_set", "aget_or_set_status", "aget_or_set_many", "aget", "aget_many", "ahas_key")
+#: the calls that run creators: a call inside one is the creator's
+MAKERS = frozenset(
+    ("get_or_set", "get_or_set_status", "get_or_set_many")
+    + ("aget_or_set", "aget_or_set_status", "aget_or_set_many")
+)
+#: the wrapped Django cache's methods counted as store calls
+STORE_METHODS = (
+    "get",
+    "get_many",
+    "set",
+    "set_many",
+    "add",
+    "delete",
+    "delete_many",
+    "touch",
+    "has_key",
+    "incr",
+    "decr",
+    "clear",
+)
+
+#: the recording on in this context, if any
+_recording: ContextVar[Recording | None] = ContextVar("django_dogpile_toolbar", default=None)
+#: the call open in this context: its store calls and signals go to it
+_open: ContextVar[dict[str, Any] | None] = ContextVar("django_dogpile_toolbar_call", default=None)
+#: a store call is open in this context: what it sends is part of it
+_in_store: ContextVar[bool] = ContextVar("django_dogpile_toolbar_store", default=False)
+
+_install_lock = threading.Lock()
+_installed = False
+
+
+class Recording:
+    """The calls made in one context while it was on, in the order they began."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def begin(self, cache: Any, method: str, key: Any, parent: dict[str, Any] | None) -> dict[str, Any]:
+        call: dict[str, Any] = {
+            "method": method,
+            "alias": cache.alias,
+            "key": _shown(key),
+            "status": "",
+            "statuses": {},
+            "ms": 0.0,
+            "store": [],
+            "waited_ms": None,
+            "made_ms": None,
+            "background_ms": None,
+            "error": "",
+            "depth": 0 if parent is None else parent["depth"] + 1,
+            "cache": id(cache),
+        }
+        with self._lock:
+            self.calls.append(call)
+        return call
+
+
+@contextmanager
+def recording() -> Iterator[Recording]:
+    """Record the DogpileCache calls of this context (and of the threads and
+    tasks it starts) until the block ends; :func:`install` must have run."""
+    found = Recording()
+    token = start(found)
+    try:
+        yield found
+    finally:
+        stop(token)
+
+
+def start(found: Recording) -> Token[Recording | None]:
+    """Record into ``found`` in this context from now on."""
+    return _recording.set(found)
+
+
+def stop(token: Token[Recording | None] | None) -> None:
+    """Stop what :func:`start` began (in another context: stop recording there)."""
+    try:
+        if token is not None:
+            _recording.reset(token)
+            return
+    except ValueError:  # made in another context
+        pass
+    _recording.set(None)
+
+
+def installed() -> bool:
+    return _installed
+
+
+def install() -> None:
+    """Wrap DogpileCache's methods, redis-py's sends and connect the signal
+    receivers, once per process."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        originals = {name: getattr(DogpileCache, name) for name in METHODS + ASYNC_METHODS}
+        for name in METHODS:
+            setattr(DogpileCache, name, _wrapped(name, originals[name], originals["get_or_set_status"]))
+        for name in ASYNC_METHODS:
+            setattr(DogpileCache, name, _awrapped(name, originals[name], originals["aget_or_set_status"]))
+        _wrap_redis()
+        signals.value_regenerated.connect(_made, weak=False, dispatch_uid="django_dogpile.toolbar")
+        signals.caller_waited.connect(_waited, weak=False, dispatch_uid="django_dogpile.toolbar")
+        signals.stale_served.connect(_stale, weak=False, dispatch_uid="django_dogpile.toolbar")
+        signals.regeneration_failed.connect(_failed, weak=False, dispatch_uid="django_dogpile.toolbar")
+        _installed = True
+
+
+# --- the backend's calls ------------------------------------------------------------
+
+
+def _enter(cache: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """The call to record for this one, or None (nothing records, or it is
+    part of the open call)."""
+    found = _recording.get()
+    if found is None:
+        return None
+    parent = _open.get()
+    if parent is not None and parent["cache"] == id(cache) and parent["method"] not in MAKERS:
+        return None  # the backend asking itself (add -> has_key): part of the call
+    key = kwargs.get("key", kwargs.get("keys", args[0] if args else ""))
+    if method in ("invalidate_tags", "clear"):
+        key = ", ".join(map(str, args))
+    call = found.begin(cache, method, key, parent)
+    _connect_store(cache)
+    return call
+
+
+def _wrapped(name: str, fn: Callable[..., Any], status_fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if _recording.get() is None:
+            return fn(self, *args, **kwargs)
+        call = _enter(self, name, args, kwargs)
+        if call is None:
+            return fn(self, *args, **kwargs)
+        token = _open.set(call)
+        started = time.perf_counter()
+        try:
+            if name == "get_or_set":  # the same path, returning its word
+                value, call["status"] = status_fn(self, *args, **kwargs)
+                return value
+            result = fn(self, *args, **kwargs)
+            _settle(call, name, args, kwargs, result)
+            return result
+        except BaseException as exc:
+            call["error"] = call["error"] or type(exc).__name__
+            raise
+        finally:
+            call["ms"] = (time.perf_counter() - started) * 1000
+            _open.reset(token)
+
+    return wrapper
+
+
+def _awrapped(name: str, fn: Callable[..., Any], status_fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        call = _enter(self, name, args, kwargs) if _recording.get() is not None else None
+        if call is None:
+            return await fn(self, *args, **kwargs)
+        token = _open.set(call)
+        started = time.perf_counter()
+        try:
+            if name == "aget_or_set":
+                value, call["status"] = await status_fn(self, *args, **kwargs)
+                return value
+            result = await fn(self, *args, **kwargs)
+            _settle(call, name.removeprefix("a"), args, kwargs, result)
+            return result
+        except BaseException as exc:
+            call["error"] = call["error"] or type(exc).__name__
+            raise
+        finally:
+            call["ms"] = (time.perf_counter() - started) * 1000
+            _open.reset(token)
+
+    return wrapper
+
+
+def _settle(
+    call: dict[str, Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any
+) -> None:
+    """The status word of a call that returned ``result``."""
+    if name == "get_or_set_status":
+        call["status"] = result[1]
+    elif name == "get_or_set_many":
+        keys = kwargs.get("keys", args[0] if args else ())
+        statuses = call["statuses"]
+        for key in keys:
+            if _shown(key) not in statuses and key in result:
+                statuses[_shown(key)] = "HIT"
+        call["status"] = " ".join(f"{word} {n}" for word, n in _counted(statuses.values()))
+    elif name == "get":
+        default = kwargs.get("default", args[1] if len(args) > 1 else None)
+        call["status"] = "MISS" if result is default else "HIT"
+    elif name == "get_many":
+        keys = list(kwargs.get("keys", args[0] if args else ()))
+        call["status"] = f"HIT {len(result)} MISS {len(keys) - len(result)}" if keys else ""
+
+
+def _counted(words: Any) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for word in words:
+        counts[word] = counts.get(word, 0) + 1
+    order = ("HIT", "UPDATING", "STALE", "EXPIRED", "MISS")
+    return sorted(counts.items(), key=lambda item: order.index(item[0]) if item[0] in order else 9)
+
+
+def _shown(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, (list, set, frozenset, dict)):  # a batch's keys
+        return ", ".join(_shown(k) for k in key)
+    return repr(key)
+
+
+# --- the signals: waited, made, served stale, failed -----------------------------------
+
+
+def _mine(key: Any) -> dict[str, Any] | None:
+    """The call the signal is about: the one open where it was sent."""
+    call = _open.get()
+    return call if call is not None and _recording.get() is not None else None
+
+
+def _made(
+    sender: Any, key: Any = None, duration: float = 0.0, status: str = "", background: bool = False, **kw: Any
+) -> None:
+    call = _mine(key)
+    if call is None:
+        return
+    if background:  # the pool thread the call handed its regeneration to
+        call["background_ms"] = (call.get("background_ms") or 0.0) + duration * 1000
+        return
+    call["made_ms"] = (call["made_ms"] or 0.0) + duration * 1000
+    if status:
+        call["statuses"][_shown(key)] = status
+
+
+def _waited(sender: Any, key: Any = None, duration: float = 0.0, **kw: Any) -> None:
+    call = _mine(key)
+    if call is not None:
+        call["waited_ms"] = (call["waited_ms"] or 0.0) + duration * 1000
+
+
+def _stale(sender: Any, key: Any = None, reason: str = "", **kw: Any) -> None:
+    call = _mine(key)
+    if call is not None:
+        call["statuses"][_shown(key)] = reason
+
+
+def _failed(sender: Any, key: Any = None, exception: BaseException | None = None, **kw: Any) -> None:
+    call = _mine(key)
+    if call is not None:
+        call["error"] = f"{type(exception).__name__}: {exception}" if exception is not None else "error"
+
+
+# --- the store's calls ----------------------------------------------------------------
+
+
+def _note(label: str, args: tuple[Any, ...], fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
+    """Run one store call, noted on the open call unless inside another."""
+    call = _open.get()
+    if call is None or _in_store.get():
+        return fn(*a, **kw)
+    token = _in_store.set(True)
+    started = time.perf_counter()
+    try:
+        return fn(*a, **kw)
+    finally:
+        _in_store.reset(token)
+        call["store"].append({"op": label, "key": _shown(args[0]) if args else "", "ms": _since(started)})
+
+
+async def _anote(label: str, args: tuple[Any, ...], fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
+    call = _open.get()
+    if call is None or _in_store.get():
+        return await fn(*a, **kw)
+    token = _in_store.set(True)
+    started = time.perf_counter()
+    try:
+        return await fn(*a, **kw)
+    finally:
+        _in_store.reset(token)
+        call["store"].append({"op": label, "key": _shown(args[0]) if args else "", "ms": _since(started)})
+
+
+def _since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _connect_store(cache: Any) -> None:
+    """Count the calls on the Django cache a DogpileCache wraps (once per
+    store object: ``caches`` makes one per thread)."""
+    binding = cache.binding
+    if binding.connected is None:
+        try:
+            binding.store  # noqa: B018 - connect (an error is the call's own)
+        except Exception:
+            return
+    store = binding.adapter.backing
+    if not getattr(store, "_dogpile_toolbar", False):
+        for name in STORE_METHODS:
+            method = getattr(store, name, None)
+            if method is not None:
+                setattr(store, name, _store_method(name, method))
+        store._dogpile_toolbar = True
+    # what stands in front of it may hold its methods (the hit path's get)
+    front = binding.connected
+    for name, held in list(vars(front).items()) if hasattr(front, "__dict__") else ():
+        if name in STORE_METHODS and getattr(held, "__self__", None) is store:
+            setattr(front, name, getattr(store, name))
+
+
+def _store_method(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        if _open.get() is None:
+            return method(*args, **kwargs)
+        return _note(name, args, method, *args, **kwargs)
+
+    return counted
+
+
+def _wrap_redis() -> None:
+    """Each command or pipeline redis-py sends (sync, asyncio, cluster)."""
+    targets: list[tuple[str, str, bool, bool]] = [
+        ("redis.client", "Redis", False, False),
+        ("redis.client", "Pipeline", True, False),
+        ("redis.cluster", "RedisCluster", False, False),
+        ("redis.cluster", "ClusterPipeline", True, False),
+        ("redis.asyncio.client", "Redis", False, True),
+        ("redis.asyncio.client", "Pipeline", True, True),
+        ("redis.asyncio.cluster", "RedisCluster", False, True),
+        ("redis.asyncio.cluster", "ClusterPipeline", True, True),
+    ]
+    import importlib
+
+    for module_name, class_name, pipeline, is_async in targets:
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError):
+            continue
+        name = "execute" if pipeline else "execute_command"
+        original = cls.__dict__.get(name)
+        if original is None:
+            continue
+        setattr(cls, name, _redis_method(original, pipeline, is_async))
+
+
+def _redis_method(original: Callable[..., Any], pipeline: bool, is_async: bool) -> Callable[..., Any]:
+    def label(self: Any, args: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+        if pipeline:
+            return f"pipeline ({len(getattr(self, 'command_stack', ()))} commands)", ()
+        command = str(args[0]) if args else "?"
+        return command, args[1:2]
+
+    if is_async:
+
+        @functools.wraps(original)
+        async def asent(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if _open.get() is None:
+                return await original(self, *args, **kwargs)
+            op, shown = label(self, args)
+            return await _anote(op, shown, original, self, *args, **kwargs)
+
+        return asent
+
+    @functools.wraps(original)
+    def sent(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if _open.get() is None:
+            return original(self, *args, **kwargs)
+        op, shown = label(self, args)
+        return _note(op, shown, original, self, *args, **kwargs)
+
+    return sent

@@ -1,0 +1,162 @@
+"""The debug-toolbar panel's recording (django_dogpile.toolbar.recorder):
+each DogpileCache call with its status word and the store calls it made,
+counted against what the store saw (Redis MONITOR).  The panel in the real
+toolbar: tests/system/test_demo_pages.py (test client, WSGI and ASGI) and
+tests/system/test_browser.py (Chromium)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from django.core.cache import caches
+
+from django_dogpile.toolbar import recorder
+
+recorder.install()  # as the panel's ready() does; a no-op once done
+
+
+def rows(found):
+    return [(c["depth"], c["method"], c["alias"], c["key"], c["status"]) for c in found.calls]
+
+
+def ops(call):
+    return [op["op"] for op in call["store"]]
+
+
+def test_a_call_its_word_and_its_store_calls_on_locmem():
+    cache = caches["dp_locmem"]
+    cache.clear()
+    with recorder.recording() as found:
+        assert cache.get_or_set("k", lambda: "v", 60) == "v"
+        assert cache.get_or_set("k", lambda: "w", 60) == "v"
+        assert cache.add("k", "x") is False  # it asks has_key itself: one call
+        assert cache.get("nope", "d") == "d"
+    assert rows(found) == [
+        (0, "get_or_set", "dp_locmem", "k", "MISS"),
+        (0, "get_or_set", "dp_locmem", "k", "HIT"),
+        (0, "add", "dp_locmem", "k", ""),
+        (0, "get", "dp_locmem", "nope", "MISS"),
+    ]
+    made, hit = found.calls[:2]
+    # the read, the re-read under the key's lock, the fence's read, the write
+    assert ops(made) == ["get", "get", "get", "set"]
+    assert made["made_ms"] is not None and made["waited_ms"] is None
+    assert ops(hit) == ["get"] and hit["made_ms"] is None
+    assert all(c["ms"] > 0 for c in found.calls)
+
+
+def test_nothing_is_recorded_outside_a_recording():
+    cache = caches["dp_locmem"]
+    with recorder.recording() as found:
+        pass
+    cache.get_or_set("k2", lambda: 1, 60)
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(recorder._recording.get()))
+    with recorder.recording() as other:
+        thread.start()  # a thread of its own, not started from the context: nothing
+        thread.join()
+    assert found.calls == [] and other.calls == [] and seen == [None]
+
+
+def test_a_creators_calls_are_rows_one_level_down():
+    outer, inner = caches["dp_locmem"], caches["dp_bg"]
+    outer.clear()
+    inner.clear()
+    with recorder.recording() as found:
+        outer.get_or_set("page", lambda: inner.get_or_set("fragment", lambda: "f", 60) + "p", 60)
+    assert rows(found) == [
+        (0, "get_or_set", "dp_locmem", "page", "MISS"),
+        (1, "get_or_set", "dp_bg", "fragment", "MISS"),
+    ]
+    page, fragment = found.calls
+    assert ops(page) == ops(fragment) == ["get", "get", "get", "set"]  # each its own
+
+
+def test_the_caller_that_waited_and_the_one_served_stale():
+    cache = caches["dp_locmem"]
+    cache.clear()
+    entered, release = threading.Event(), threading.Event()
+
+    def slow():
+        entered.set()
+        release.wait(10)
+        return "v"
+
+    def made_elsewhere(key):  # a thread of its own: not in the recording
+        entered.clear()
+        release.clear()
+        maker = threading.Thread(target=cache.get_or_set, args=(key, slow, 60))
+        maker.start()
+        assert entered.wait(10)
+        return maker
+
+    with recorder.recording() as found:
+        maker = made_elsewhere("w")
+        threading.Timer(0.2, release.set).start()
+        assert cache.get_or_set("w", lambda: "x", 60) == "v"  # waited for it
+        maker.join()
+        cache.set("s", "old", 0.01)
+        time.sleep(0.05)
+        maker = made_elsewhere("s")
+        assert cache.get_or_set("s", lambda: "x", 60) == "old"
+        release.set()
+        maker.join()
+    waited, _, stale = found.calls
+    assert (waited["status"], stale["status"]) == ("MISS", "UPDATING")
+    assert waited["waited_ms"] >= 150 and waited["made_ms"] is None
+    assert stale["waited_ms"] is None and stale["made_ms"] is None and stale["ms"] < 150
+
+
+@pytest.mark.redis
+def test_redis_store_calls_are_the_commands_redis_saw(redis_server):
+    from tests.stores.test_redis import Monitor
+
+    cache = caches["dp_redis"]
+    cache.clear()
+    cache.get_or_set("warm", lambda: 1, 60)  # the lease scripts loaded
+    monitor = Monitor(redis_server.port)
+    try:
+        with recorder.recording() as found:
+            cache.get_or_set("k", lambda: "v", 60)
+            cache.get_or_set("k", lambda: "v", 60)
+            cache.get_many(["k", "other"])
+            cache.get_or_set_many(["k", "m1", "m2"], lambda keys: {k: k for k in keys}, 60)
+        caches["redis"].get("marker-x")  # past the recording
+        seen = monitor.commands("marker-x")
+    finally:
+        monitor.close()
+    # one store call, one command: django-redis's methods by their name, the
+    # lease's scripts as redis-py sent them
+    redis_name = {"get": "GET", "get_many": "MGET", "set": "SET"}
+    recorded = [redis_name.get(op, op) for call in found.calls for op in ops(call)]
+    assert recorded == seen[:-1] and seen[-1] == "GET", (recorded, seen)  # -1: the marker
+    miss, hit, many, batch = found.calls
+    assert ops(hit) == ["get"] and ops(many) == ["get_many"]  # one round trip each
+    assert ops(miss)[0] == "get" and "EVALSHA" in ops(miss) and miss["status"] == "MISS"
+    assert batch["status"] == "HIT 1 MISS 2" and ops(batch)[0] == "get_many"
+    assert batch["statuses"] == {"k": "HIT", "m1": "MISS", "m2": "MISS"}
+
+
+@pytest.mark.redis
+def test_native_async_reads_are_counted_in_their_task(redis_server):
+    cache = caches["dp_async"]
+    cache.clear()
+
+    async def main():
+        await cache.aget_or_set("a", lambda: 1, 60)
+        with recorder.recording() as found:
+            # two tasks of one request: each call keeps its own store calls
+            await asyncio.gather(cache.aget_or_set("a", lambda: 1, 60), cache.aget("a"))
+            assert await cache.aget_or_set_status("b", lambda: 2, 60) == (2, "MISS")
+        return found
+
+    found = asyncio.run(main())
+    assert rows(found) == [
+        (0, "aget_or_set", "dp_async", "a", "HIT"),
+        (0, "aget", "dp_async", "a", "HIT"),
+        (0, "aget_or_set_status", "dp_async", "b", "MISS"),
+    ]
+    assert ops(found.calls[0]) == ["GET"] and ops(found.calls[1]) == ["GET"]
