@@ -30,6 +30,7 @@ from typing import Any
 
 from django_dogpile import signals
 from django_dogpile.cache import DogpileCache
+from django_dogpile.toolbar.store_calls import _open, _shown, connect_store, wrap_redis
 
 __all__ = ["Recording", "install", "installed", "recording", "start", "stop"]
 
@@ -62,28 +63,9 @@ MAKERS = frozenset(
     ("get_or_set", "get_or_set_status", "get_or_set_many")
     + ("aget_or_set", "aget_or_set_status", "aget_or_set_many")
 )
-#: the wrapped Django cache's methods counted as store calls
-STORE_METHODS = (
-    "get",
-    "get_many",
-    "set",
-    "set_many",
-    "add",
-    "delete",
-    "delete_many",
-    "touch",
-    "has_key",
-    "incr",
-    "decr",
-    "clear",
-)
 
 #: the recording on in this context, if any
 _recording: ContextVar[Recording | None] = ContextVar("django_dogpile_toolbar", default=None)
-#: the call open in this context: its store calls and signals go to it
-_open: ContextVar[dict[str, Any] | None] = ContextVar("django_dogpile_toolbar_call", default=None)
-#: a store call is open in this context: what it sends is part of it
-_in_store: ContextVar[bool] = ContextVar("django_dogpile_toolbar_store", default=False)
 
 _install_lock = threading.Lock()
 _installed = False
@@ -97,6 +79,7 @@ class Recording:
         self._lock = threading.Lock()
 
     def begin(self, cache: Any, method: str, key: Any, parent: dict[str, Any] | None) -> dict[str, Any]:
+        """A new call of ``cache``, under ``parent`` (a creator's call) if given."""
         call: dict[str, Any] = {
             "method": method,
             "alias": cache.alias,
@@ -146,6 +129,7 @@ def stop(token: Token[Recording | None] | None) -> None:
 
 
 def installed() -> bool:
+    """True once :func:`install` ran in this process."""
     return _installed
 
 
@@ -161,7 +145,7 @@ def install() -> None:
             setattr(DogpileCache, name, _wrapped(name, originals[name], originals["get_or_set_status"]))
         for name in ASYNC_METHODS:
             setattr(DogpileCache, name, _awrapped(name, originals[name], originals["aget_or_set_status"]))
-        _wrap_redis()
+        wrap_redis()
         signals.value_regenerated.connect(_made, weak=False, dispatch_uid="django_dogpile.toolbar")
         signals.caller_waited.connect(_waited, weak=False, dispatch_uid="django_dogpile.toolbar")
         signals.stale_served.connect(_stale, weak=False, dispatch_uid="django_dogpile.toolbar")
@@ -185,7 +169,7 @@ def _enter(cache: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any
     if method in ("invalidate_tags", "clear"):
         key = ", ".join(map(str, args))
     call = found.begin(cache, method, key, parent)
-    _connect_store(cache)
+    connect_store(cache)
     return call
 
 
@@ -270,14 +254,6 @@ def _counted(words: Any) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda item: order.index(item[0]) if item[0] in order else 9)
 
 
-def _shown(key: Any) -> str:
-    if isinstance(key, str):
-        return key
-    if isinstance(key, (list, set, frozenset, dict)):  # a batch's keys
-        return ", ".join(_shown(k) for k in key)
-    return repr(key)
-
-
 # --- the signals: waited, made, served stale, failed -----------------------------------
 
 
@@ -317,124 +293,3 @@ def _failed(sender: Any, key: Any = None, exception: BaseException | None = None
     call = _mine(key)
     if call is not None:
         call["error"] = f"{type(exception).__name__}: {exception}" if exception is not None else "error"
-
-
-# --- the store's calls ----------------------------------------------------------------
-
-
-def _note(label: str, args: tuple[Any, ...], fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
-    """Run one store call, noted on the open call unless inside another."""
-    call = _open.get()
-    if call is None or _in_store.get():
-        return fn(*a, **kw)
-    token = _in_store.set(True)
-    started = time.perf_counter()
-    try:
-        return fn(*a, **kw)
-    finally:
-        _in_store.reset(token)
-        call["store"].append({"op": label, "key": _shown(args[0]) if args else "", "ms": _since(started)})
-
-
-async def _anote(label: str, args: tuple[Any, ...], fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
-    call = _open.get()
-    if call is None or _in_store.get():
-        return await fn(*a, **kw)
-    token = _in_store.set(True)
-    started = time.perf_counter()
-    try:
-        return await fn(*a, **kw)
-    finally:
-        _in_store.reset(token)
-        call["store"].append({"op": label, "key": _shown(args[0]) if args else "", "ms": _since(started)})
-
-
-def _since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
-
-
-def _connect_store(cache: Any) -> None:
-    """Count the calls on the Django cache a DogpileCache wraps (once per
-    store object: ``caches`` makes one per thread)."""
-    binding = cache.binding
-    if binding.connected is None:
-        try:
-            binding.store  # noqa: B018 - connect (an error is the call's own)
-        except Exception:
-            return
-    store = binding.adapter.backing
-    if not getattr(store, "_dogpile_toolbar", False):
-        for name in STORE_METHODS:
-            method = getattr(store, name, None)
-            if method is not None:
-                setattr(store, name, _store_method(name, method))
-        store._dogpile_toolbar = True
-    # what stands in front of it may hold its methods (the hit path's get)
-    front = binding.connected
-    for name, held in list(vars(front).items()) if hasattr(front, "__dict__") else ():
-        if name in STORE_METHODS and getattr(held, "__self__", None) is store:
-            setattr(front, name, getattr(store, name))
-
-
-def _store_method(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        if _open.get() is None:
-            return method(*args, **kwargs)
-        return _note(name, args, method, *args, **kwargs)
-
-    return counted
-
-
-def _wrap_redis() -> None:
-    """Each command or pipeline redis-py sends (sync, asyncio, cluster)."""
-    targets: list[tuple[str, str, bool, bool]] = [
-        ("redis.client", "Redis", False, False),
-        ("redis.client", "Pipeline", True, False),
-        ("redis.cluster", "RedisCluster", False, False),
-        ("redis.cluster", "ClusterPipeline", True, False),
-        ("redis.asyncio.client", "Redis", False, True),
-        ("redis.asyncio.client", "Pipeline", True, True),
-        ("redis.asyncio.cluster", "RedisCluster", False, True),
-        ("redis.asyncio.cluster", "ClusterPipeline", True, True),
-    ]
-    import importlib
-
-    for module_name, class_name, pipeline, is_async in targets:
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError):
-            continue
-        name = "execute" if pipeline else "execute_command"
-        original = cls.__dict__.get(name)
-        if original is None:
-            continue
-        setattr(cls, name, _redis_method(original, pipeline, is_async))
-
-
-def _redis_method(original: Callable[..., Any], pipeline: bool, is_async: bool) -> Callable[..., Any]:
-    def label(self: Any, args: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
-        if pipeline:
-            return f"pipeline ({len(getattr(self, 'command_stack', ()))} commands)", ()
-        command = str(args[0]) if args else "?"
-        return command, args[1:2]
-
-    if is_async:
-
-        @functools.wraps(original)
-        async def asent(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if _open.get() is None:
-                return await original(self, *args, **kwargs)
-            op, shown = label(self, args)
-            return await _anote(op, shown, original, self, *args, **kwargs)
-
-        return asent
-
-    @functools.wraps(original)
-    def sent(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if _open.get() is None:
-            return original(self, *args, **kwargs)
-        op, shown = label(self, args)
-        return _note(op, shown, original, self, *args, **kwargs)
-
-    return sent

@@ -173,10 +173,11 @@ def test_toolbar_panel_shows_the_status_words(browser, toolbar_demo):
     wait.until(shown.visibility_of_element_located((By.CSS_SELECTOR, "table.djdt-dogpile-calls")))
     rows = root.find_elements(By.CSS_SELECTOR, "tr.djdt-dogpile-call")
     seen = {
-        tds[2].text: (tds[4].text, tds[1].text)  # alias: (status, method)
-        for tds in (r.find_elements(By.TAG_NAME, "td") for r in rows)
+        tds[2].text: (tds[4].text, tds[1].text, tds[5].text)  # alias: (status, method, store calls)
+        for tds in (r.find_elements(By.TAG_NAME, "td")[:8] for r in rows)
     }
-    assert seen == {"background": ("UPDATING", "get_or_set"), "default": ("HIT", "get_or_set")}, seen
+    assert seen.pop("default") == ("HIT", "get_or_set", "1"), seen  # the hit's one read
+    assert seen.pop("background")[:2] == ("UPDATING", "get_or_set") and not seen, seen
     word = root.find_element(By.CSS_SELECTOR, "tr[data-status=UPDATING] .djdt-dogpile-word")
     assert word.is_displayed() and word.value_of_css_property("font-weight") in ("700", "bold")
     shots = os.environ.get("DOGPILE_DOCS_SHOTS")  # docs/pictures.py: the docs' picture

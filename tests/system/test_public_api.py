@@ -67,6 +67,10 @@ PUBLIC = {
     "django_dogpile.exceptions": ["UncacheableValue", "WaitTimeout"],
     "django_dogpile.results": ["CacheResult", "dont_store", "expires_in"],
     "django_dogpile.prometheus": ["DogpileCollector", "metrics_view"],
+    "django_dogpile.otel": ["apply", "available", "check_installed", "disable", "enable", "enabled"],
+    "django_dogpile.toolbar": ["DogpilePanel"],
+    "django_dogpile.toolbar.panel": ["DogpilePanel"],
+    "django_dogpile.toolbar.recorder": ["Recording", "install", "installed", "recording", "start", "stop"],
     "django_dogpile.pages": [
         "REASONS",
         "dogpile_cache_page",
