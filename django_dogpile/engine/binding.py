@@ -16,7 +16,7 @@ import hashlib
 import math
 import pickle
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -55,6 +55,11 @@ _KEY_MEMO_SIZE = 4096  # store keys remembered per backend instance
 _LONGEST_SUFFIX = LOCK_SUFFIX + ":retry"
 #: memcached's limit on a key, in bytes (Django warns at 250 characters)
 _MAX_KEY_BYTES = 250
+
+
+#: called with (alias, counter, key) for each count of a key -- the
+#: debug-toolbar panel's status words for a batch (None: nothing called)
+counted: Callable[[str, str, Any], None] | None = None
 
 
 class Binding:
@@ -119,6 +124,8 @@ class Binding:
         self.stats.incr(name)
         if self.keys is not None:
             self.keys.incr(key, name)
+        if counted is not None:
+            counted(self.alias, name, key)
 
     def settle_alias(self) -> None:
         """Two aliases set alike: take the one ``caches`` holds this backend as."""

@@ -14,6 +14,9 @@ from django.utils import timezone, translation
 __all__ = ["submit"]
 
 _lock = threading.Lock()
+#: the names of the pool's threads begin with it (the toolbar panel leaves them out)
+THREAD_NAME = "django_dogpile"
+
 _pools: dict[int, tuple[int, ThreadPoolExecutor]] = {}
 
 
@@ -43,7 +46,7 @@ def submit(workers: int, fn: Callable[..., Any], *args: Any) -> bool:
         if entry is None or entry[0] != pid:
             entry = (
                 pid,
-                ThreadPoolExecutor(workers, thread_name_prefix="django_dogpile"),
+                ThreadPoolExecutor(workers, thread_name_prefix=THREAD_NAME),
             )
             _pools[workers] = entry
             _slots[workers] = (pid, threading.BoundedSemaphore(workers * QUEUE_PER_WORKER))

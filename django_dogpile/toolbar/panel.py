@@ -21,8 +21,7 @@ from django_dogpile.toolbar import recorder
 
 __all__ = ["DogpilePanel"]
 
-#: the status words in the order the summary shows them
-WORDS = ("HIT", "UPDATING", "STALE", "EXPIRED", "MISS")
+WORDS = recorder.WORDS
 
 
 class DogpilePanel(Panel):
@@ -56,7 +55,7 @@ class DogpilePanel(Panel):
 
     def generate_stats(self, request: Any, response: Any) -> None:
         found = getattr(self, "_recording", None)
-        # copies: a regeneration handed to the pool may still add to a call
+        # copies (a call still open in another thread may add to its own)
         calls = [
             {**call, "store": list(call["store"]), "statuses": dict(call["statuses"])}
             for call in (list(found.calls) if found is not None else [])
@@ -64,6 +63,7 @@ class DogpilePanel(Panel):
         words: dict[str, int] = {}
         for call in calls:
             call.pop("cache", None)
+            call.pop("closed", None)
             call["store_calls"] = len(call["store"])
             call["indent"] = call["depth"] * 1.5
             word = call["status"]

@@ -30,7 +30,8 @@ from typing import Any
 
 from django_dogpile import signals
 from django_dogpile.cache import DogpileCache
-from django_dogpile.toolbar.store_calls import _open, _shown, connect_store, wrap_redis
+from django_dogpile.engine import binding
+from django_dogpile.toolbar.store_calls import _open, _pooled, _shown, connect_store, wrap_redis
 
 __all__ = ["Recording", "install", "installed", "recording", "start", "stop"]
 
@@ -58,6 +59,8 @@ METHODS = (
     "clear",
 )
 ASYNC_METHODS = ("aget_or_set", "aget_or_set_status", "aget_or_set_many", "aget", "aget_many", "ahas_key")
+#: the status words, in the order a batch's tally shows them
+WORDS = ("HIT", "UPDATING", "STALE", "EXPIRED", "MISS")
 #: the calls that run creators: a call inside one is the creator's
 MAKERS = frozenset(
     ("get_or_set", "get_or_set_status", "get_or_set_many")
@@ -90,8 +93,8 @@ class Recording:
             "store": [],
             "waited_ms": None,
             "made_ms": None,
-            "background_ms": None,
             "error": "",
+            "closed": False,  # returned: what comes later (a pool thread's work) is not its
             "depth": 0 if parent is None else parent["depth"] + 1,
             "cache": id(cache),
         }
@@ -150,6 +153,7 @@ def install() -> None:
         signals.caller_waited.connect(_waited, weak=False, dispatch_uid="django_dogpile.toolbar")
         signals.stale_served.connect(_stale, weak=False, dispatch_uid="django_dogpile.toolbar")
         signals.regeneration_failed.connect(_failed, weak=False, dispatch_uid="django_dogpile.toolbar")
+        binding.counted = _counted
         _installed = True
 
 
@@ -163,6 +167,8 @@ def _enter(cache: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any
     if found is None:
         return None
     parent = _open.get()
+    if parent is not None and (parent["closed"] or _pooled()):
+        return None  # a pool thread's work for a call (BACKGROUND)
     if parent is not None and parent["cache"] == id(cache) and parent["method"] not in MAKERS:
         return None  # the backend asking itself (add -> has_key): part of the call
     key = kwargs.get("key", kwargs.get("keys", args[0] if args else ""))
@@ -195,6 +201,7 @@ def _wrapped(name: str, fn: Callable[..., Any], status_fn: Callable[..., Any]) -
             raise
         finally:
             call["ms"] = (time.perf_counter() - started) * 1000
+            call["closed"] = True
             _open.reset(token)
 
     return wrapper
@@ -220,6 +227,7 @@ def _awrapped(name: str, fn: Callable[..., Any], status_fn: Callable[..., Any]) 
             raise
         finally:
             call["ms"] = (time.perf_counter() - started) * 1000
+            call["closed"] = True
             _open.reset(token)
 
     return wrapper
@@ -237,7 +245,7 @@ def _settle(
         for key in keys:
             if _shown(key) not in statuses and key in result:
                 statuses[_shown(key)] = "HIT"
-        call["status"] = " ".join(f"{word} {n}" for word, n in _counted(statuses.values()))
+        call["status"] = " ".join(f"{word} {n}" for word, n in _tally(statuses.values()))
     elif name == "get":
         default = kwargs.get("default", args[1] if len(args) > 1 else None)
         call["status"] = "MISS" if result is default else "HIT"
@@ -246,12 +254,11 @@ def _settle(
         call["status"] = f"HIT {len(result)} MISS {len(keys) - len(result)}" if keys else ""
 
 
-def _counted(words: Any) -> list[tuple[str, int]]:
+def _tally(words: Any) -> list[tuple[str, int]]:
     counts: dict[str, int] = {}
     for word in words:
         counts[word] = counts.get(word, 0) + 1
-    order = ("HIT", "UPDATING", "STALE", "EXPIRED", "MISS")
-    return sorted(counts.items(), key=lambda item: order.index(item[0]) if item[0] in order else 9)
+    return sorted(counts.items(), key=lambda item: WORDS.index(item[0]) if item[0] in WORDS else 9)
 
 
 # --- the signals: waited, made, served stale, failed -----------------------------------
@@ -260,27 +267,29 @@ def _counted(words: Any) -> list[tuple[str, int]]:
 def _mine(key: Any) -> dict[str, Any] | None:
     """The call the signal is about: the one open where it was sent."""
     call = _open.get()
-    return call if call is not None and _recording.get() is not None else None
+    if call is None or call["closed"] or _recording.get() is None or _pooled():
+        return None
+    return call
 
 
-def _made(
-    sender: Any, key: Any = None, duration: float = 0.0, status: str = "", background: bool = False, **kw: Any
-) -> None:
+def _made(sender: Any, key: Any = None, duration: float = 0.0, background: bool = False, **kw: Any) -> None:
     call = _mine(key)
-    if call is None:
-        return
-    if background:  # the pool thread the call handed its regeneration to
-        call["background_ms"] = (call.get("background_ms") or 0.0) + duration * 1000
-        return
-    call["made_ms"] = (call["made_ms"] or 0.0) + duration * 1000
-    if status:
-        call["statuses"][_shown(key)] = status
+    if call is not None and not background:  # (a pool thread's is not the caller's time)
+        call["made_ms"] = (call["made_ms"] or 0.0) + duration * 1000
+
+
+def _counted(alias: str, name: str, key: Any) -> None:
+    """A key's status word as the backend counted it (a batch's, per key)."""
+    call = _mine(key)
+    if call is not None and name in WORDS and call["alias"] == alias:
+        call["statuses"][_shown(key)] = name
 
 
 def _waited(sender: Any, key: Any = None, duration: float = 0.0, **kw: Any) -> None:
     call = _mine(key)
     if call is not None:
         call["waited_ms"] = (call["waited_ms"] or 0.0) + duration * 1000
+        call["statuses"].setdefault(_shown(key), "MISS")  # waited, then read what another made
 
 
 def _stale(sender: Any, key: Any = None, reason: str = "", **kw: Any) -> None:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import functools
 import importlib
+import threading
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
+
+from django_dogpile.engine.pool import THREAD_NAME
 
 __all__ = ["connect_store", "wrap_redis"]
 
@@ -43,15 +46,24 @@ STORE_METHODS = (
 def _shown(key: Any) -> str:
     if isinstance(key, str):
         return key
-    if isinstance(key, (list, set, frozenset, dict)):  # a batch's keys
-        return ", ".join(_shown(k) for k in key)
-    return repr(key)
+    try:
+        if isinstance(key, (list, set, frozenset, dict)):  # a batch's keys
+            return ", ".join(_shown(k) for k in key)
+        return repr(key)
+    except Exception:  # the panel must not make a call fail
+        return f"<{type(key).__name__}>"
+
+
+def _pooled() -> bool:
+    """This thread is one of the BACKGROUND pool's (engine/pool.py): its work
+    is not the caller's, though it runs in a copy of the caller's context."""
+    return threading.current_thread().name.startswith(THREAD_NAME)
 
 
 def _note(label: str, args: tuple[Any, ...], fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
     """Run one store call, noted on the open call unless inside another."""
     call = _open.get()
-    if call is None or _in_store.get():
+    if call is None or _in_store.get() or call["closed"] or _pooled():
         return fn(*a, **kw)
     token = _in_store.set(True)
     started = time.perf_counter()
@@ -64,7 +76,7 @@ def _note(label: str, args: tuple[Any, ...], fn: Callable[..., Any], *a: Any, **
 
 async def _anote(label: str, args: tuple[Any, ...], fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
     call = _open.get()
-    if call is None or _in_store.get():
+    if call is None or _in_store.get() or call["closed"] or _pooled():
         return await fn(*a, **kw)
     token = _in_store.set(True)
     started = time.perf_counter()
@@ -93,10 +105,19 @@ def connect_store(cache: Any) -> None:
     if wrapped is None:
         wrapped = {}  # name -> the method as it was (the toolbar's Cache panel may wrap it too)
         for name in STORE_METHODS:
-            method = getattr(store, name, None)
-            if method is not None:
+            if name in vars(store):  # an instance's own (the Cache panel's wrapper)
+                method = vars(store)[name]
                 wrapped[name] = method
-                setattr(store, name, _store_method(name, method))
+                setattr(store, name, _store_method(name, functools.partial(_same, method)))
+            elif hasattr(type(store), name):
+                method = getattr(store, name)
+                wrapped[name] = method
+                setattr(store, name, _store_method(name, functools.partial(_same, method)))
+            elif hasattr(store, name):
+                # looked up on each call: a store's __getattr__ may answer with
+                # the calling thread's client (memcached's per-thread clients)
+                wrapped[name] = getattr(store, name)
+                setattr(store, name, _store_method(name, functools.partial(_lookup, store, name)))
         store._dogpile_toolbar = wrapped
     # what stands in front of it may hold its methods (the hit path's get)
     front = binding.connected
@@ -105,18 +126,29 @@ def connect_store(cache: Any) -> None:
             setattr(front, name, getattr(store, name))
 
 
-def _store_method(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
+def _lookup(store: Any, name: str) -> Any:
+    """``store.name`` from the store's ``__getattr__``, for the calling thread."""
+    return type(store).__getattr__(store, name)
+
+
+def _same(method: Any) -> Any:
+    return method
+
+
+def _store_method(name: str, resolve: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
     def counted(*args: Any, **kwargs: Any) -> Any:
+        method = resolve()
         if _open.get() is None:
             return method(*args, **kwargs)
         return _note(name, args, method, *args, **kwargs)
 
+    counted.__name__ = name
     return counted
 
 
 def wrap_redis() -> None:
-    """Each command or pipeline redis-py sends (sync, asyncio, cluster)."""
+    """Each command or pipeline redis-py (or valkey-py) sends: sync,
+    asyncio, cluster."""
     targets: list[tuple[str, str, bool, bool]] = [
         ("redis.client", "Redis", False, False),
         ("redis.client", "Pipeline", True, False),
@@ -126,6 +158,14 @@ def wrap_redis() -> None:
         ("redis.asyncio.client", "Pipeline", True, True),
         ("redis.asyncio.cluster", "RedisCluster", False, True),
         ("redis.asyncio.cluster", "ClusterPipeline", True, True),
+        ("valkey.client", "Valkey", False, False),
+        ("valkey.client", "Pipeline", True, False),
+        ("valkey.cluster", "ValkeyCluster", False, False),
+        ("valkey.cluster", "ClusterPipeline", True, False),
+        ("valkey.asyncio.client", "Valkey", False, True),
+        ("valkey.asyncio.client", "Pipeline", True, True),
+        ("valkey.asyncio.cluster", "ValkeyCluster", False, True),
+        ("valkey.asyncio.cluster", "ClusterPipeline", True, True),
     ]
     for module_name, class_name, pipeline, is_async in targets:
         try:
@@ -144,6 +184,8 @@ def _redis_method(original: Callable[..., Any], pipeline: bool, is_async: bool) 
         if pipeline:
             return f"pipeline ({len(getattr(self, 'command_stack', ()))} commands)", ()
         command = str(args[0]) if args else "?"
+        if command.upper() in ("EVALSHA", "EVAL", "FCALL") and len(args) > 3:
+            return command, args[3:4]  # the script's first key, not its SHA
         return command, args[1:2]
 
     if is_async:

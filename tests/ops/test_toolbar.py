@@ -160,3 +160,85 @@ def test_native_async_reads_are_counted_in_their_task(redis_server):
         (0, "aget_or_set_status", "dp_async", "b", "MISS"),
     ]
     assert ops(found.calls[0]) == ["GET"] and ops(found.calls[1]) == ["GET"]
+
+
+@pytest.mark.memcached
+def test_memcached_threads_keep_their_own_clients_after_a_recording():
+    """memcached's store answers delete/has_key/... with the calling thread's
+    client (``__getattr__``): the panel's counting must not pin one thread's."""
+    cache = caches["dp_memcached"]
+    cache.clear()
+    with recorder.recording() as found:
+        cache.get_or_set("k0", lambda: 1, 60)
+        cache.delete("k0")
+    assert [ops(c) for c in found.calls][1] == ["delete"]  # counted, through the lookup
+    store = cache.binding.adapter.backing
+    mine, theirs = store._here(), []
+    thread = threading.Thread(target=lambda: theirs.append(store._here()))
+    thread.start()
+    thread.join()
+    errors = []
+
+    def worker(i):
+        try:
+            for j in range(100):
+                key = f"h{i}-{j % 5}"
+                cache.get_or_set(key, lambda: "x", 60)
+                cache.delete(key)
+                cache.has_key(key)
+        except Exception as exc:  # pragma: no cover - the failure's report
+            errors.append(repr(exc))
+
+    workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(6)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(30)
+    assert theirs[0] is not mine and not any(w.is_alive() for w in workers) and errors == []
+
+
+def test_a_batch_shows_each_keys_word_as_the_backend_counted_it():
+    cache = caches["dp_locmem"]
+    cache.clear()
+    cache.set("fresh", "f", 60)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow():
+        entered.set()
+        release.wait(10)
+        return "w"
+
+    maker = threading.Thread(target=cache.get_or_set, args=("w", slow, 60))
+    maker.start()
+    assert entered.wait(10)
+    threading.Timer(0.2, release.set).start()
+    with recorder.recording() as found:
+        got = cache.get_or_set_many(["fresh", "w"], lambda keys: {k: "new" for k in keys}, 60)
+        unstored = cache.get_or_set_many(["a", "b"], lambda keys: {k: k for k in keys}, 0)
+    maker.join()
+    assert got == {"fresh": "f", "w": "w"} and unstored == {"a": "a", "b": "b"}
+    waited, made = found.calls
+    assert waited["statuses"] == {"fresh": "HIT", "w": "MISS"} and waited["status"] == "HIT 1 MISS 1"
+    assert waited["waited_ms"] >= 150
+    assert made["status"] == "MISS 2"  # made, not stored (timeout 0): no hit
+
+
+def test_a_pool_threads_work_is_not_added_after_the_call_returned():
+    cache = caches["dp_bg"]
+    cache.clear()
+    cache.set("page", "old", 0.01)
+    time.sleep(0.05)
+    made = threading.Event()
+
+    def creator():
+        caches["dp_locmem"].get_or_set("inside", lambda: 1, 60)  # a call of its own, in the pool
+        made.set()
+        return "new"
+
+    with recorder.recording() as found:
+        assert cache.get_or_set("page", creator, 60) == "old"
+        seen = [(c["method"], c["status"], list(c["store"])) for c in found.calls]
+        assert made.wait(10)
+        time.sleep(0.1)  # the pool thread's write landed
+    assert [(c["method"], c["status"], c["store"]) for c in found.calls] == seen
+    assert [c["key"] for c in found.calls] == ["page"] and seen[0][1] == "UPDATING"
