@@ -165,7 +165,7 @@ def adapter_for(
             )
         if access.cluster and access.ignore:
             store = OmittingStore(store)  # the option the cluster store does not apply
-        return RedisAdapter(store, access, lock_timeout)
+        return RedisAdapter(store, access, lock_timeout, alias or "?")
     if lock == "cache" and kind.name == "file":
         lock = "file"  # the file cache's add() is has_key() then set(): not a lock
     lease: Any = None

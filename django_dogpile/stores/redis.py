@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django_dogpile import degraded
 from django_dogpile.stores.base import StoreAdapter, is_outage
 from django_dogpile.stores.pubsub import is_cluster
 from django_dogpile.stores.redis_lease import RedisLease, RedisScripts
@@ -24,6 +25,9 @@ from django_dogpile.stores.redis_lease import RedisLease, RedisScripts
 __all__ = ["OmittingStore", "RedisAccess", "RedisAdapter", "is_django_redis", "redis_access"]
 
 log = logging.getLogger(__name__)
+
+#: the degraded-mode cause of a write the store's outage dropped (IGNORE_EXCEPTIONS)
+NOT_WRITTEN = "store unavailable; value not written"
 
 #: Django's own Redis backend (5.0+: 4.2 has it too)
 DJANGO_REDIS_CACHE = "django.core.cache.backends.redis.RedisCache"
@@ -140,8 +144,10 @@ class RedisAdapter(StoreAdapter):
 
     fenced_by_lease = True
 
-    def __init__(self, store: Any, access: RedisAccess, lock_timeout: float) -> None:
+    def __init__(self, store: Any, access: RedisAccess, lock_timeout: float, alias: str = "?") -> None:
         super().__init__(store, "redis", lock_timeout, set_reports=is_django_redis(store))
+        #: the store's alias: what its degraded-mode warnings are aggregated by
+        self.alias = alias
         self.access = access
         self.client_for = access.client_for
         self.scripts = RedisScripts(access.clients()[0])
@@ -173,7 +179,7 @@ class RedisAdapter(StoreAdapter):
         px = 0 if timeout is None else max(int(timeout * 1000), 1)
         key, lock = self.raw_key(skey), self.raw_key(lock_key)
         try:
-            return bool(
+            written = bool(
                 script(
                     keys=[key, lock, lock + ":retry"],
                     args=[self.encode(record), px],
@@ -182,9 +188,13 @@ class RedisAdapter(StoreAdapter):
             )
         except self.errors as exc:
             if self.ignore and is_outage(exc):
-                log.warning("store unavailable (%s); %s not written", exc, skey)
+                degraded.warn(
+                    log, self.alias, NOT_WRITTEN, "%s: %s (%s: %s)", self.alias, NOT_WRITTEN, exc, skey
+                )
                 return False
             raise
+        degraded.recovered(log, self.alias, NOT_WRITTEN)  # (one flag read when none is on)
+        return written
 
     def set(self, skey: str, record: Any, timeout: float | None, lock_key: str) -> bool:
         """``SET`` that also revokes a running regeneration's lease."""

@@ -60,3 +60,35 @@ def test_an_episode_without_repeats_ends_at_info(caplog, quick):
     degraded.recovered(log, "a", "down")
     ends = [r for r in caplog.records if "is over" in r.getMessage()]
     assert [r.levelno for r in ends] == [logging.INFO]
+
+
+@pytest.mark.redis
+def test_writes_a_down_redis_drops_are_one_line_per_store(caplog):
+    """A Redis store with IGNORE_EXCEPTIONS that is down drops each write:
+    one WARNING for the store alias, the repeats at DEBUG."""
+    from django.core.cache import caches
+    from django.test import override_settings
+
+    from django_dogpile.stores.redis import NOT_WRITTEN
+    from tests.helpers.redis_server import free_port
+
+    dead = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+        "OPTIONS": {"IGNORE_EXCEPTIONS": True, "SOCKET_CONNECT_TIMEOUT": 0.2},
+    }
+    front = {"BACKEND": "django_dogpile.cache.DogpileCache", "LOCATION": "dead_store", "OPTIONS": {}}
+    caplog.set_level(logging.DEBUG, logger="django_dogpile")
+    with override_settings(CACHES={"default": front, "dead_store": dead, "dp_dead": front}):
+        try:
+            for i in range(20):
+                caches["dp_dead"].set(f"k{i}", i)
+        finally:
+            # the episode ends with the test (its timer would go on counting)
+            degraded.recovered(logging.getLogger("django_dogpile.stores.redis"), "dead_store", NOT_WRITTEN)
+    mine = [r for r in caplog.records if getattr(r, "dogpile_cause", "") == NOT_WRITTEN]
+    warned = [r.getMessage() for r in mine if r.levelno >= logging.WARNING]
+    first, over = warned  # the first at once, then the end (said here) with the count
+    assert first.startswith("dead_store: store unavailable; value not written (") and "refused" in first
+    assert "is over after" in over and "(19 more times" in over
+    assert len(mine) == 21 and {r.dogpile_alias for r in mine} == {"dead_store"}  # + 19 at DEBUG

@@ -163,9 +163,9 @@ def test_toolbar_panel_shows_the_status_words(browser, toolbar_demo):
     browser.get(toolbar_demo.url + "/panel/")  # made: the fragment lives 2 s
     time.sleep(2.2)
     browser.get(toolbar_demo.url + "/panel/")
-    # the toolbar lives in a shadow root from django-debug-toolbar 7 on
-    found = browser.find_element(By.ID, "djDebugRoot")
-    root = browser.execute_script("return arguments[0].shadowRoot", found) or browser
+    # the toolbar lives in a shadow root from django-debug-toolbar 7 on (6 for Django 4.2)
+    found = browser.find_elements(By.ID, "djDebugRoot")
+    root = (found and browser.execute_script("return arguments[0].shadowRoot", found[0])) or browser
     wait = WebDriverWait(root, 15, poll_frequency=0.2)
     button = wait.until(shown.element_to_be_clickable((By.CSS_SELECTOR, "#djdt-DogpilePanel a")))
     assert "2 calls" in button.text and "1 HIT" in button.text and "1 UPDATING" in button.text, button.text
