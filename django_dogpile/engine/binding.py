@@ -55,10 +55,7 @@ _KEY_MEMO_SIZE = 4096  # store keys remembered per backend instance
 _LONGEST_SUFFIX = LOCK_SUFFIX + ":retry"
 #: memcached's limit on a key, in bytes (Django warns at 250 characters)
 _MAX_KEY_BYTES = 250
-
-
-#: called with (alias, counter, key) for each count of a key -- the
-#: debug-toolbar panel's status words for a batch (None: nothing called)
+#: called with (alias, counter, key) for each count of a key (the toolbar panel's)
 counted: Callable[[str, str, Any], None] | None = None
 
 
@@ -231,13 +228,11 @@ class Binding:
     def store_key(self, key: Any, version: int | None = None) -> str:
         """The store key of ``key``: made and validated as Django's backends do.
 
-        ``CacheKeyWarning`` for one over 250 characters or with spaces or
-        control characters, as from Django's own backends.  The store sees
-        that key unless the store's own prefixing would make it (or its lock
-        key) one the store warns about or rejects: then it sees a
-        fixed-length digest of it instead.  So a key Django accepts never
-        fails in a memcached store because of the wrapper, and no call warns
-        twice.
+        ``CacheKeyWarning`` as from Django's own backends.  The store sees
+        that key unless its own prefixing would make it (or its lock key)
+        one the store warns about or rejects: then a fixed-length digest of
+        it.  So a key Django accepts never fails in a memcached store
+        because of the wrapper, and no call warns twice.
         """
         memo_key: Any = None
         if type(key) is str:
