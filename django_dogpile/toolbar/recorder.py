@@ -179,6 +179,22 @@ def _enter(cache: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any
     return call
 
 
+@contextmanager
+def _opened(call: dict[str, Any]) -> Iterator[None]:
+    """``call`` is the open one in this context while the block runs."""
+    token = _open.set(call)
+    started = time.perf_counter()
+    try:
+        yield
+    except BaseException as exc:
+        call["error"] = call["error"] or type(exc).__name__
+        raise
+    finally:
+        call["ms"] = (time.perf_counter() - started) * 1000
+        call["closed"] = True
+        _open.reset(token)
+
+
 def _wrapped(name: str, fn: Callable[..., Any], status_fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -187,22 +203,13 @@ def _wrapped(name: str, fn: Callable[..., Any], status_fn: Callable[..., Any]) -
         call = _enter(self, name, args, kwargs)
         if call is None:
             return fn(self, *args, **kwargs)
-        token = _open.set(call)
-        started = time.perf_counter()
-        try:
+        with _opened(call):
             if name == "get_or_set":  # the same path, returning its word
                 value, call["status"] = status_fn(self, *args, **kwargs)
                 return value
             result = fn(self, *args, **kwargs)
             _settle(call, name, args, kwargs, result)
             return result
-        except BaseException as exc:
-            call["error"] = call["error"] or type(exc).__name__
-            raise
-        finally:
-            call["ms"] = (time.perf_counter() - started) * 1000
-            call["closed"] = True
-            _open.reset(token)
 
     return wrapper
 
@@ -213,22 +220,13 @@ def _awrapped(name: str, fn: Callable[..., Any], status_fn: Callable[..., Any]) 
         call = _enter(self, name, args, kwargs) if _recording.get() is not None else None
         if call is None:
             return await fn(self, *args, **kwargs)
-        token = _open.set(call)
-        started = time.perf_counter()
-        try:
+        with _opened(call):
             if name == "aget_or_set":
                 value, call["status"] = await status_fn(self, *args, **kwargs)
                 return value
             result = await fn(self, *args, **kwargs)
             _settle(call, name.removeprefix("a"), args, kwargs, result)
             return result
-        except BaseException as exc:
-            call["error"] = call["error"] or type(exc).__name__
-            raise
-        finally:
-            call["ms"] = (time.perf_counter() - started) * 1000
-            call["closed"] = True
-            _open.reset(token)
 
     return wrapper
 
