@@ -69,16 +69,25 @@ def prefetched(context: template.Context, cache: Any, alias: str | None, key: st
     return MISSING
 
 
-def serve(cache: Any, key: str, raw: Any, default: Any, timeout: Any, tags: Any = None) -> Any:
-    """``cache.get_or_set(key, default, timeout, tags=tags)`` from ``raw``,
-    the record a prefetch read for it: its one read already made."""
+def serve(cache: Any, key: str, raw: Any, default: Any, timeout: Any, tags: Any = None) -> tuple[Any, str]:
+    """``cache.get_or_set_status(key, default, timeout, tags=tags)`` from
+    ``raw``, the record a prefetch read for it: its one read already made.
+    (Looked up as ``fragments.serve``: the toolbar panel wraps it.)"""
     if not getattr(cache, "dogpile_backend", False):
-        return raw  # a plain cache's value: a hit
+        return raw, "HIT"  # a plain cache's value
     b = cache.binding
     if b.fresh_hit(key, raw):
-        return raw[VALUE]
+        return raw[VALUE], "HIT"
     skey = b.store_key(key)
-    return cache.regeneration.run(key, skey, raw, default, timeout, b.tags.names(tags))[0]
+    found: tuple[Any, str] = cache.regeneration.run(key, skey, raw, default, timeout, b.tags.names(tags))
+    return found
+
+
+def prefetch(cache: Any, skeys: list[str]) -> dict[str, Any]:
+    """The records of the store keys ``skeys``, in one ``get_many``.
+    (Looked up as a module global: the toolbar panel wraps it.)"""
+    found: dict[str, Any] = cache.binding.store.get_many(skeys)
+    return found
 
 
 class DogpilePrefetchNode(template.Node):
@@ -124,7 +133,7 @@ class DogpilePrefetchNode(template.Node):
         if getattr(cache, "dogpile_backend", False):
             b = cache.binding
             skeys = [b.store_key(key) for key in keys]
-            read = b.store.get_many(skeys)
+            read = prefetch(cache, skeys)
             for skey in skeys:
                 found[(name, b.ident(skey))] = read.get(skey)  # None: read, and not there
         else:

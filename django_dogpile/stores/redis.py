@@ -148,6 +148,8 @@ class RedisAdapter(StoreAdapter):
         super().__init__(store, "redis", lock_timeout, set_reports=is_django_redis(store))
         #: the store's alias: what its degraded-mode warnings are aggregated by
         self.alias = alias
+        #: the clients (shards) whose last write an outage dropped
+        self._down: set[int] = set()
         self.access = access
         self.client_for = access.client_for
         self.scripts = RedisScripts(access.clients()[0])
@@ -178,22 +180,23 @@ class RedisAdapter(StoreAdapter):
     def _write(self, script: Any, skey: str, record: Any, timeout: float | None, lock_key: str) -> bool:
         px = 0 if timeout is None else max(int(timeout * 1000), 1)
         key, lock = self.raw_key(skey), self.raw_key(lock_key)
+        client = self.client_for(key)
         try:
             written = bool(
-                script(
-                    keys=[key, lock, lock + ":retry"],
-                    args=[self.encode(record), px],
-                    client=self.client_for(key),
-                )
+                script(keys=[key, lock, lock + ":retry"], args=[self.encode(record), px], client=client)
             )
         except self.errors as exc:
             if self.ignore and is_outage(exc):
+                self._down.add(id(client))
                 degraded.warn(
                     log, self.alias, NOT_WRITTEN, "%s: %s (%s: %s)", self.alias, NOT_WRITTEN, exc, skey
                 )
                 return False
             raise
-        degraded.recovered(log, self.alias, NOT_WRITTEN)  # (one flag read when none is on)
+        if self._down:  # over once every client that dropped a write took one again
+            self._down.discard(id(client))
+            if not self._down:
+                degraded.recovered(log, self.alias, NOT_WRITTEN)
         return written
 
     def set(self, skey: str, record: Any, timeout: float | None, lock_key: str) -> bool:

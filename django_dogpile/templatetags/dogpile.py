@@ -43,8 +43,9 @@ from django.template.context_processors import csrf
 from django.utils.safestring import mark_safe
 
 from django_dogpile.engine.tags import tag_names
+from django_dogpile.faces import fragments
 from django_dogpile.faces.common import face_cache, make_fragment_key
-from django_dogpile.faces.fragments import do_dogpile_prefetch, prefetched, serve
+from django_dogpile.faces.fragments import do_dogpile_prefetch, prefetched
 from django_dogpile.faces.visitors import own_csrf_flag
 from django_dogpile.records import MISSING
 
@@ -114,7 +115,8 @@ class DogpileCacheNode(template.Node):
             if raw is MISSING:
                 value = cache.get_or_set(key, _Render(self.nodelist, context), timeout, **tagged)
             else:
-                value = serve(cache, key, raw, _Render(self.nodelist, context), timeout, tagged.get("tags"))
+                render = _Render(self.nodelist, context)
+                value = fragments.serve(cache, key, raw, render, timeout, tagged.get("tags"))[0]
         except _NotStored as refused:
             log.debug("fragment %r not stored: %s", self.fragment_name, refused.reason)
             return mark_safe(refused.rendered)

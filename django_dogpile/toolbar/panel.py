@@ -64,6 +64,7 @@ class DogpilePanel(Panel):
         for call in calls:
             call.pop("cache", None)
             call.pop("closed", None)
+            call.pop("keys", None)
             call["store_calls"] = len(call["store"])
             call["indent"] = call["depth"] * 1.5
             word = call["status"]

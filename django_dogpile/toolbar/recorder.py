@@ -31,6 +31,7 @@ from typing import Any
 from django_dogpile import signals
 from django_dogpile.cache import DogpileCache
 from django_dogpile.engine import binding
+from django_dogpile.faces import fragments
 from django_dogpile.toolbar.store_calls import _open, _pooled, _shown, connect_store, wrap_redis
 
 __all__ = ["Recording", "install", "installed", "recording", "start", "stop"]
@@ -63,9 +64,10 @@ ASYNC_METHODS = ("aget_or_set", "aget_or_set_status", "aget_or_set_many", "aget"
 WORDS = ("HIT", "UPDATING", "STALE", "EXPIRED", "MISS")
 #: the calls that run creators: a call inside one is the creator's
 MAKERS = frozenset(
-    ("get_or_set", "get_or_set_status", "get_or_set_many")
+    ("get_or_set", "get_or_set_status", "get_or_set_many", "prefetched")
     + ("aget_or_set", "aget_or_set_status", "aget_or_set_many")
 )
+BATCHES = frozenset(("get_or_set_many", "aget_or_set_many"))
 
 #: the recording on in this context, if any
 _recording: ContextVar[Recording | None] = ContextVar("django_dogpile_toolbar", default=None)
@@ -148,6 +150,9 @@ def install() -> None:
             setattr(DogpileCache, name, _wrapped(name, originals[name], originals["get_or_set_status"]))
         for name in ASYNC_METHODS:
             setattr(DogpileCache, name, _awrapped(name, originals[name], originals["aget_or_set_status"]))
+        # a fragment a {% dogpile_prefetch %} read: its own row, not its page's
+        fragments.serve = _wrapped("prefetched", fragments.serve, fragments.serve)
+        fragments.prefetch = _wrapped("prefetch", fragments.prefetch, fragments.prefetch)  # its one read
         wrap_redis()
         signals.value_regenerated.connect(_made, weak=False, dispatch_uid="django_dogpile.toolbar")
         signals.caller_waited.connect(_waited, weak=False, dispatch_uid="django_dogpile.toolbar")
@@ -175,6 +180,10 @@ def _enter(cache: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any
     if method in ("invalidate_tags", "clear"):
         key = ", ".join(map(str, args))
     call = found.begin(cache, method, key, parent)
+    if method in BATCHES:  # the keys its signals and counts may be about (None: any)
+        call["keys"] = [_shown(k) for k in key] if isinstance(key, (list, tuple, set, frozenset)) else None
+    elif method in MAKERS:
+        call["keys"] = [_shown(key)]
     connect_store(cache)
     return call
 
@@ -235,7 +244,7 @@ def _settle(
     call: dict[str, Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any
 ) -> None:
     """The status word of a call that returned ``result``."""
-    if name == "get_or_set_status":
+    if name in ("get_or_set_status", "prefetched"):
         call["status"] = result[1]
     elif name == "get_or_set_many":
         keys = kwargs.get("keys", args[0] if args else ())
@@ -244,6 +253,8 @@ def _settle(
             if _shown(key) not in statuses and key in result:
                 statuses[_shown(key)] = "HIT"
         call["status"] = " ".join(f"{word} {n}" for word, n in _tally(statuses.values()))
+    elif name == "prefetch":
+        call["status"] = f"{len(result)} of {len(args[0])} found"
     elif name == "get":
         default = kwargs.get("default", args[1] if len(args) > 1 else None)
         call["status"] = "MISS" if result is default else "HIT"
@@ -267,6 +278,9 @@ def _mine(key: Any) -> dict[str, Any] | None:
     call = _open.get()
     if call is None or call["closed"] or _recording.get() is None or _pooled():
         return None
+    keys = call.get("keys")
+    if keys is not None and _shown(key) not in keys:
+        return None  # another key's, made inside this call (a prefetched fragment's)
     return call
 
 

@@ -242,3 +242,33 @@ def test_a_pool_threads_work_is_not_added_after_the_call_returned():
         time.sleep(0.1)  # the pool thread's write landed
     assert [(c["method"], c["status"], c["store"]) for c in found.calls] == seen
     assert [c["key"] for c in found.calls] == ["page"] and seen[0][1] == "UPDATING"
+
+
+def test_prefetched_fragments_are_rows_of_their_own():
+    """Fragments a {% dogpile_prefetch %} read are served without a call of
+    the backend's: each is still its own row, its words and store calls not
+    its page's."""
+    from django.template import engines
+
+    from django_dogpile.faces.common import make_fragment_key
+
+    cache = caches["dp_locmem"]
+    cache.clear()
+    page = engines["django"].from_string(
+        '{% load dogpile %}{% dogpile_prefetch "card" i for i in items using="dp_locmem" %}'
+        '{% for i in items %}{% dogpile_cache 60 "card" i using="dp_locmem" %}c{{ i }}{% enddogpile_cache %}'
+        "{% endfor %}"
+    )
+    assert page.render({"items": [1, 2]}) == "c1c2"
+    cache.invalidate(make_fragment_key("card", [2]))  # stale now
+    with recorder.recording() as found:
+        assert cache.get_or_set("page", lambda: page.render({"items": [1, 2]}), 60) == "c1c2"
+    assert [(d, m, s) for d, m, _, _, s in rows(found)] == [
+        (0, "get_or_set", "MISS"),
+        (1, "prefetch", "2 of 2 found"),  # its one read
+        (1, "prefetched", "HIT"),
+        (1, "prefetched", "EXPIRED"),
+    ]
+    outer, read, hit, made = found.calls
+    assert outer["statuses"] == {"page": "MISS"} and ops(read) == ["get_many"] and ops(hit) == []
+    assert made["made_ms"] is not None and "set" in ops(made) and ops(outer).count("set") == 1
