@@ -21,8 +21,6 @@ from django_dogpile.toolbar import recorder
 
 __all__ = ["DogpilePanel"]
 
-WORDS = recorder.WORDS
-
 
 class DogpilePanel(Panel):
     """Each DogpileCache call of the request, with its status word."""
@@ -68,14 +66,14 @@ class DogpilePanel(Panel):
             call["store_calls"] = len(call["store"])
             call["indent"] = call["depth"] * 1.5
             word = call["status"]
-            call["word"] = word if word in WORDS else ""  # a batch's is a count of each
-            if word in WORDS:
+            call["word"] = word if word in recorder.WORDS else ""  # a batch's is a count of each
+            if word in recorder.WORDS:
                 words[word] = words.get(word, 0) + 1
         self.record_stats(
             {
                 "calls": calls,
                 "total_ms": sum(c["ms"] for c in calls if c["depth"] == 0),
                 "store_calls": sum(c["store_calls"] for c in calls),
-                "words": [(word, words[word]) for word in WORDS if word in words],
+                "words": [(word, words[word]) for word in recorder.WORDS if word in words],
             }
         )

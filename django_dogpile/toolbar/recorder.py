@@ -169,8 +169,8 @@ def _enter(cache: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any
     """The call to record for this one, or None (nothing records, or it is
     part of the open call)."""
     found = _recording.get()
-    if found is None:
-        return None
+    if found is None or not getattr(cache, "dogpile_backend", False):
+        return None  # (fragments.serve also serves a plain cache's prefetched values)
     parent = _open.get()
     if parent is not None and (parent["closed"] or _pooled()):
         return None  # a pool thread's work for a call (BACKGROUND)

@@ -272,3 +272,20 @@ def test_prefetched_fragments_are_rows_of_their_own():
     outer, read, hit, made = found.calls
     assert outer["statuses"] == {"page": "MISS"} and ops(read) == ["get_many"] and ops(hit) == []
     assert made["made_ms"] is not None and "set" in ops(made) and ops(outer).count("set") == 1
+
+
+def test_a_plain_caches_prefetched_fragments_render_while_recording():
+    """{% dogpile_prefetch %} works on a plain Django cache too; recording
+    must neither break it nor give it rows (it is not a DogpileCache)."""
+    from django.template import engines
+
+    caches["locmem"].clear()
+    page = engines["django"].from_string(
+        '{% load dogpile %}{% dogpile_prefetch "card" i for i in items using="locmem" %}'
+        '{% for i in items %}{% dogpile_cache 60 "card" i using="locmem" %}c{{ i }}{% enddogpile_cache %}'
+        "{% endfor %}"
+    )
+    assert page.render({"items": [1, 2]}) == "c1c2"
+    with recorder.recording() as found:
+        assert page.render({"items": [1, 2]}) == "c1c2"
+    assert found.calls == []
